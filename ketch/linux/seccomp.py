@@ -1,0 +1,290 @@
+"""Seccomp filters from an OCI ``linux.seccomp`` object, through libseccomp.
+
+libseccomp (``libseccomp.so.2``) compiles the rules into BPF for every listed
+architecture; we only translate the runtime-spec names into its constants, the way
+runc's libcontainer/seccomp does:
+
+- a syscall name that libseccomp does not know is skipped, so one profile serves
+  old and new kernels;
+- conditions on distinct argument indexes are ANDed in one rule; when an index
+  repeats, each condition becomes its own rule (OR), as runc does;
+- a rule whose action equals the default action is dropped (libseccomp refuses it);
+- ``SCMP_FLTATR_CTL_NNP`` is cleared, so loading never sets no_new_privs behind the
+  runtime's back: without NNP the caller needs CAP_SYS_ADMIN (see docs/security.md).
+
+The library is loaded lazily on first use so the runtime CLI starts fast.
+"""
+
+import ctypes
+import os
+
+from ketch.errors import InvalidArgument, Unavailable
+
+# libseccomp action values (seccomp.h)
+_ACT_KILL_PROCESS = 0x80000000
+_ACT_KILL_THREAD = 0x00000000
+_ACT_TRAP = 0x00030000
+_ACT_ERRNO = 0x00050000
+_ACT_NOTIFY = 0x7FC00000
+_ACT_TRACE = 0x7FF00000
+_ACT_LOG = 0x7FFC0000
+_ACT_ALLOW = 0x7FFF0000
+
+_ACTIONS = {
+    "SCMP_ACT_KILL": _ACT_KILL_THREAD,
+    "SCMP_ACT_KILL_THREAD": _ACT_KILL_THREAD,
+    "SCMP_ACT_KILL_PROCESS": _ACT_KILL_PROCESS,
+    "SCMP_ACT_TRAP": _ACT_TRAP,
+    "SCMP_ACT_ERRNO": _ACT_ERRNO,
+    "SCMP_ACT_TRACE": _ACT_TRACE,
+    "SCMP_ACT_ALLOW": _ACT_ALLOW,
+    "SCMP_ACT_LOG": _ACT_LOG,
+    "SCMP_ACT_NOTIFY": _ACT_NOTIFY,
+}
+# actions that carry a return code (errnoRet); both default to EPERM like runc
+_WITH_RET = ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
+_EPERM = 1
+
+# enum scmp_compare
+_OPS = {
+    "SCMP_CMP_NE": 1,
+    "SCMP_CMP_LT": 2,
+    "SCMP_CMP_LE": 3,
+    "SCMP_CMP_EQ": 4,
+    "SCMP_CMP_GE": 5,
+    "SCMP_CMP_GT": 6,
+    "SCMP_CMP_MASKED_EQ": 7,
+}
+
+# enum scmp_filter_attr
+_FLTATR_CTL_NNP = 3
+_FLTATR_CTL_TSYNC = 4
+_FLTATR_CTL_LOG = 6
+_FLTATR_CTL_SSB = 7
+
+# runtime-spec flags -> the libseccomp attribute that sets them (2.5 has no WAIT_KILLABLE_RECV)
+_FLAGS = {
+    "SECCOMP_FILTER_FLAG_TSYNC": _FLTATR_CTL_TSYNC,
+    "SECCOMP_FILTER_FLAG_LOG": _FLTATR_CTL_LOG,
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": _FLTATR_CTL_SSB,
+}
+_KNOWN_UNSUPPORTED_FLAGS = ("SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV", "SECCOMP_FILTER_FLAG_NEW_LISTENER")
+
+# runtime-spec architecture -> libseccomp's name for it (seccomp_arch_resolve_name)
+_ARCHES = {
+    "SCMP_ARCH_X86": "x86",
+    "SCMP_ARCH_X86_64": "x86_64",
+    "SCMP_ARCH_X32": "x32",
+    "SCMP_ARCH_ARM": "arm",
+    "SCMP_ARCH_AARCH64": "aarch64",
+    "SCMP_ARCH_MIPS": "mips",
+    "SCMP_ARCH_MIPS64": "mips64",
+    "SCMP_ARCH_MIPS64N32": "mips64n32",
+    "SCMP_ARCH_MIPSEL": "mipsel",
+    "SCMP_ARCH_MIPSEL64": "mipsel64",
+    "SCMP_ARCH_MIPSEL64N32": "mipsel64n32",
+    "SCMP_ARCH_PPC": "ppc",
+    "SCMP_ARCH_PPC64": "ppc64",
+    "SCMP_ARCH_PPC64LE": "ppc64le",
+    "SCMP_ARCH_S390": "s390",
+    "SCMP_ARCH_S390X": "s390x",
+    "SCMP_ARCH_PARISC": "parisc",
+    "SCMP_ARCH_PARISC64": "parisc64",
+    "SCMP_ARCH_RISCV64": "riscv64",
+    "SCMP_ARCH_LOONGARCH64": "loongarch64",
+    "SCMP_ARCH_M68K": "m68k",
+    "SCMP_ARCH_SH": "sh",
+    "SCMP_ARCH_SHEB": "sheb",
+}
+
+_MAX_ARGS = 6
+_U64 = (1 << 64) - 1
+
+
+class _ArgCmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+
+_lib = None
+
+
+def _library():
+    global _lib
+    if _lib is None:
+        try:
+            lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        except OSError as e:
+            raise Unavailable(f"load libseccomp.so.2: {e}") from None
+        lib.seccomp_init.argtypes = [ctypes.c_uint32]
+        lib.seccomp_init.restype = ctypes.c_void_p
+        lib.seccomp_release.argtypes = [ctypes.c_void_p]
+        lib.seccomp_release.restype = None
+        lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        lib.seccomp_arch_native.restype = ctypes.c_uint32
+        lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
+        lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
+        lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+        lib.seccomp_syscall_resolve_name.restype = ctypes.c_int
+        lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+        lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                                               ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
+        lib.seccomp_load.argtypes = [ctypes.c_void_p]
+        lib.seccomp_api_get.restype = ctypes.c_uint
+        _lib = lib
+    return _lib
+
+
+def _int(value, what, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidArgument(f"seccomp: {what} {value!r}: must be an integer in [{lo}, {hi}]")
+    return value
+
+
+def _action(name, errno_ret, where, default_ret=None):
+    """Return the libseccomp action value for a runtime-spec action name."""
+    if not isinstance(name, str) or name not in _ACTIONS:
+        raise InvalidArgument(f"seccomp: {where}: unknown action {name!r}")
+    if name == "SCMP_ACT_NOTIFY":
+        raise InvalidArgument(f"seccomp: {where}: action SCMP_ACT_NOTIFY is not supported "
+                              "(needs a seccomp listener; listenerPath is not implemented)")
+    act = _ACTIONS[name]
+    if name in _WITH_RET:
+        ret = errno_ret if errno_ret is not None else default_ret
+        ret = _EPERM if ret is None else _int(ret, f"{where}: errnoRet", 0, 0xFFFF)
+        act |= ret
+    elif errno_ret is not None:
+        raise InvalidArgument(f"seccomp: {where}: errnoRet is only valid with SCMP_ACT_ERRNO and SCMP_ACT_TRACE")
+    return act
+
+
+def _conditions(args, where):
+    """Return a list of condition groups; each group is one rule (ANDed conditions)."""
+    if args is None:
+        return [[]]
+    if not isinstance(args, list):
+        raise InvalidArgument(f"seccomp: {where}: args must be a list")
+    conds = []
+    counts = [0] * _MAX_ARGS
+    for a in args:
+        if not isinstance(a, dict):
+            raise InvalidArgument(f"seccomp: {where}: each arg must be an object")
+        index = _int(a.get("index"), f"{where}: arg index", 0, _MAX_ARGS - 1)
+        op = a.get("op")
+        if op not in _OPS:
+            raise InvalidArgument(f"seccomp: {where}: unknown operator {op!r}")
+        value = _int(a.get("value", 0), f"{where}: arg value", 0, _U64)
+        value_two = _int(a.get("valueTwo", 0), f"{where}: arg valueTwo", 0, _U64)
+        counts[index] += 1
+        conds.append((index, _OPS[op], value, value_two))
+    if not conds:
+        return [[]]
+    if max(counts) > 1:
+        # the same index twice cannot match in one rule: make each condition its own rule
+        return [[c] for c in conds]
+    return [conds]
+
+
+def _compile(spec):
+    """Check a runtime-spec seccomp object; return the plan that load_filter executes."""
+    if not isinstance(spec, dict):
+        raise InvalidArgument("seccomp: linux.seccomp must be an object")
+    default = _action(spec.get("defaultAction"), spec.get("defaultErrnoRet"), "defaultAction")
+    default_ret = spec.get("defaultErrnoRet")
+    if default_ret is not None:
+        _int(default_ret, "defaultErrnoRet", 0, 0xFFFF)
+
+    arches = spec.get("architectures") or []
+    if not isinstance(arches, list):
+        raise InvalidArgument("seccomp: architectures must be a list")
+    for a in arches:
+        if a not in _ARCHES:
+            raise InvalidArgument(f"seccomp: unknown architecture {a!r}")
+
+    flags = spec.get("flags") or []
+    if not isinstance(flags, list):
+        raise InvalidArgument("seccomp: flags must be a list")
+    for f in flags:
+        if f in _KNOWN_UNSUPPORTED_FLAGS:
+            raise InvalidArgument(f"seccomp: flag {f} is not supported by this runtime")
+        if f not in _FLAGS:
+            raise InvalidArgument(f"seccomp: unknown flag {f!r}")
+
+    rules = []
+    syscalls = spec.get("syscalls") or []
+    if not isinstance(syscalls, list):
+        raise InvalidArgument("seccomp: syscalls must be a list")
+    for i, call in enumerate(syscalls):
+        where = f"syscalls[{i}]"
+        if not isinstance(call, dict):
+            raise InvalidArgument(f"seccomp: {where} must be an object")
+        if "includes" in call or "excludes" in call:
+            # a Docker-format profile: loading it as is would grant its conditional rules
+            raise InvalidArgument(f"seccomp: {where}: unresolved includes/excludes "
+                                  "(resolve Docker profiles with ketch.oci.seccomp_default.profile_for)")
+        names = call.get("names")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise InvalidArgument(f"seccomp: {where}: names must be a non-empty list of syscall names")
+        act = _action(call.get("action"), call.get("errnoRet"), where)
+        groups = _conditions(call.get("args"), where)
+        if act == default:
+            continue  # redundant, and libseccomp refuses it
+        rules.append((names, act, groups))
+    return default, arches, flags, rules
+
+
+def validate(spec: dict) -> None:
+    """Check a runtime-spec linux.seccomp object without loading it (runtime `create`)."""
+    _compile(spec)
+    lib = _library()
+    for a in spec.get("architectures") or []:
+        if lib.seccomp_arch_resolve_name(_ARCHES[a].encode()) == 0:
+            raise InvalidArgument(f"seccomp: architecture {a} is not supported by libseccomp")
+
+
+def resolve_syscall(name: str):
+    """Return the native number of a syscall name, or None if libseccomp does not know it."""
+    nr = _library().seccomp_syscall_resolve_name(name.encode())
+    return None if nr < 0 else nr
+
+
+def load_filter(spec: dict) -> None:
+    """Compile and load a runtime-spec linux.seccomp filter into the calling process.
+
+    Without no_new_privs this needs CAP_SYS_ADMIN (the kernel refuses with EACCES).
+    """
+    default, arches, flags, rules = _compile(spec)
+    lib = _library()
+    ctx = lib.seccomp_init(default)
+    if not ctx:
+        raise InvalidArgument(f"seccomp: defaultAction {spec.get('defaultAction')}: rejected by libseccomp")
+    try:
+        _check(lib.seccomp_attr_set(ctx, _FLTATR_CTL_NNP, 0), "set no_new_privs attribute")
+        for f in flags:
+            _check(lib.seccomp_attr_set(ctx, _FLAGS[f], 1), f"set flag {f}")
+        for a in arches:
+            token = lib.seccomp_arch_resolve_name(_ARCHES[a].encode())
+            if token == 0:
+                raise InvalidArgument(f"seccomp: architecture {a} is not supported by libseccomp")
+            rc = lib.seccomp_arch_add(ctx, token)
+            if rc != 0 and rc != -17:  # -EEXIST: the native arch is already there
+                _check(rc, f"add architecture {a}")
+        for names, act, groups in rules:
+            for name in names:
+                nr = lib.seccomp_syscall_resolve_name(name.encode())
+                if nr == -1:  # __NR_SCMP_ERROR: unknown to libseccomp, skipped like runc
+                    continue
+                for group in groups:
+                    arr = (_ArgCmp * max(1, len(group)))(*[_ArgCmp(*c) for c in group])
+                    _check(lib.seccomp_rule_add_array(ctx, act, nr, len(group), arr),
+                           f"add rule for `{name}`")
+        rc = lib.seccomp_load(ctx)
+        if rc != 0:
+            raise OSError(-rc, f"seccomp load: {os.strerror(-rc)}")
+    finally:
+        lib.seccomp_release(ctx)
+
+
+def _check(rc, what):
+    if rc < 0:
+        raise OSError(-rc, f"seccomp {what}: {os.strerror(-rc)}")
