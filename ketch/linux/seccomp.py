@@ -61,6 +61,7 @@ _FLTATR_CTL_NNP = 3
 _FLTATR_CTL_TSYNC = 4
 _FLTATR_CTL_LOG = 6
 _FLTATR_CTL_SSB = 7
+_FLTATR_API_SYSRAWRC = 9  # report the kernel's errno instead of ECANCELED (libseccomp >= 2.5)
 
 # runtime-spec flags -> the libseccomp attribute that sets them (2.5 has no WAIT_KILLABLE_RECV)
 _FLAGS = {
@@ -260,6 +261,7 @@ def load_filter(spec: dict) -> None:
         raise InvalidArgument(f"seccomp: defaultAction {spec.get('defaultAction')}: rejected by libseccomp")
     try:
         _check(lib.seccomp_attr_set(ctx, _FLTATR_CTL_NNP, 0), "set no_new_privs attribute")
+        lib.seccomp_attr_set(ctx, _FLTATR_API_SYSRAWRC, 1)  # best effort: only improves messages
         for f in flags:
             _check(lib.seccomp_attr_set(ctx, _FLAGS[f], 1), f"set flag {f}")
         for a in arches:
@@ -280,7 +282,10 @@ def load_filter(spec: dict) -> None:
                            f"add rule for `{name}`")
         rc = lib.seccomp_load(ctx)
         if rc != 0:
-            raise OSError(-rc, f"seccomp load: {os.strerror(-rc)}")
+            why = os.strerror(-rc)
+            if -rc == 13:  # EACCES
+                why += " (loading a filter needs no_new_privs or CAP_SYS_ADMIN)"
+            raise OSError(-rc, f"seccomp load: {why}")
     finally:
         lib.seccomp_release(ctx)
 
