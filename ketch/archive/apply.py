@@ -1,0 +1,353 @@
+"""Apply a layer tar to a directory, the way overlayfs wants it, without trusting the tar.
+
+Safety rules (docs/storage.md):
+- entry names are cleaned: a leading "/" is dropped, then the name is normalised; a name
+  whose cleaned form climbs out of the root ("../x", "/../../x", "a/../../x") is refused;
+- every parent directory is opened with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|...) from
+  the root's fd, so a path through any symlink (one written earlier by this layer, or one
+  pointing anywhere) is refused by the kernel, never followed;
+- the final component is created with *at calls on that parent fd and O_NOFOLLOW/O_EXCL,
+  after removing whatever the same layer had put there;
+- symlink targets are stored verbatim (absolute or "../" targets are legal: nothing here
+  ever opens through them); hard link targets are cleaned like names and must already exist
+  in this layer, reached the same safe way;
+- whiteouts become overlay form: ".wh.NAME" -> char device 0/0 NAME, ".wh..wh..opq" ->
+  xattr trusted.overlay.opaque=y on the directory; a whiteout naming "." or ".." is refused;
+- trusted.overlay.* xattrs from the tar are dropped (only whiteout conversion may set them).
+Any refusal raises InvalidArgument naming the entry.
+"""
+
+import errno
+import os
+import posixpath
+import stat
+import tarfile
+from dataclasses import dataclass
+
+from ketch.archive import compression as cz
+from ketch.errors import InvalidArgument
+from ketch.linux import fs as lfs
+
+WHITEOUT_PREFIX = ".wh."
+WHITEOUT_META_PREFIX = ".wh..wh."
+WHITEOUT_OPAQUE = ".wh..wh..opq"
+OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+_OVERLAY_XATTR_PREFIX = "trusted.overlay."
+
+_DIR_PATH = os.O_PATH | os.O_DIRECTORY
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    digest: str             # sha256 of the bytes read from the stream (the blob digest)
+    diff_id: str            # sha256 of the uncompressed tar
+    size: int               # bytes read from the stream
+    uncompressed_size: int
+    compression: str | None  # "gzip", "zstd" or None
+
+
+def clean_name(name):
+    """The entry's path relative to the root ('' for the root itself), or InvalidArgument."""
+    if "\x00" in name:
+        raise InvalidArgument(f"layer entry {name!r}: name contains a NUL byte")
+    p = name.lstrip("/")
+    p = posixpath.normpath(p) if p else "."
+    if p == ".":
+        return ""
+    if p == ".." or p.startswith("../"):
+        raise InvalidArgument(f"layer entry {name!r}: path climbs out of the root")
+    return p
+
+
+def apply_layer(stream, root, lowers=()):
+    """Unpack the layer read from ``stream`` into ``root``; return an ApplyResult.
+
+    ``stream`` is any object with ``read(n)`` (a download in progress is fine): it is read
+    exactly once, to its end, and both the digest of the bytes read and the diffID of the
+    uncompressed tar are computed on the way. Compression is detected by magic bytes.
+    ``root`` is the directory receiving the layer (an overlay upper dir: empty, on the
+    snapshot file system). ``lowers`` are the parent layers' dirs, top first; a directory
+    the tar implies without an entry of its own takes its owner, mode and mtime from there,
+    so the upper copy does not change the merged view's metadata.
+    """
+    raw = cz.HashingReader(stream)
+    kind = cz.detect(raw.peek(8))
+    tar_stream = cz.HashingReader(cz.decompressing_reader(raw, kind))
+    rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    lower_fds = []
+    try:
+        for lower in lowers:
+            lower_fds.append(os.open(lower, _DIR_PATH | os.O_CLOEXEC))
+        applier = _Applier(rootfd, lower_fds)
+        try:
+            with tarfile.open(fileobj=tar_stream, mode="r|", errorlevel=2) as tf:
+                for ti in tf:
+                    applier.entry(tf, ti)
+            tar_stream.drain()
+            raw.drain()
+        except (tarfile.TarError, EOFError) as e:
+            raise InvalidArgument(f"layer: corrupt or truncated tar: {e}") from None
+        except Exception as e:
+            if _is_decompress_error(e):
+                raise InvalidArgument(f"layer: corrupt {kind} stream: {e}") from None
+            raise
+        applier.finish()
+    finally:
+        os.close(rootfd)
+        for fd in lower_fds:
+            os.close(fd)
+    return ApplyResult(raw.digest(), tar_stream.digest(), raw.size, tar_stream.size, kind)
+
+
+def _is_decompress_error(e):
+    import zlib
+    if isinstance(e, zlib.error):
+        return True
+    import gzip
+    if isinstance(e, gzip.BadGzipFile):
+        return True
+    if type(e).__module__.startswith("zstandard") or type(e).__name__ == "ZstdError":
+        return True
+    return False
+
+
+class _Applier:
+    def __init__(self, rootfd, lower_fds):
+        self.rootfd = rootfd
+        self.lower_fds = lower_fds
+        self.dir_times = []  # (relpath, mtime_ns) set last, deepest first
+
+    # --- path resolution -------------------------------------------------------------
+
+    def _open_dir(self, rel, name, create):
+        """fd (O_PATH) of directory ``rel`` below the root; implied dirs are made if ``create``."""
+        if rel == "":
+            return os.dup(self.rootfd)
+        try:
+            return lfs.openat2(self.rootfd, rel, _DIR_PATH)
+        except OSError as e:
+            if e.errno != errno.ENOENT or not create:
+                raise self._resolve_error(e, name, rel) from None
+        fd = os.dup(self.rootfd)
+        done = []
+        try:
+            for comp in rel.split("/"):
+                done.append(comp)
+                try:
+                    nfd = lfs.openat2(fd, comp, _DIR_PATH)
+                except OSError as e:
+                    if e.errno != errno.ENOENT:
+                        raise self._resolve_error(e, name, "/".join(done)) from None
+                    os.mkdir(comp, 0o755, dir_fd=fd)
+                    self._copy_lower_dir_meta(fd, comp, "/".join(done))
+                    nfd = lfs.openat2(fd, comp, _DIR_PATH)
+                os.close(fd)
+                fd = nfd
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @staticmethod
+    def _resolve_error(e, name, rel):
+        if e.errno == errno.ELOOP:
+            why = "goes through a symlink"
+        elif e.errno == errno.EXDEV:
+            why = "climbs out of the root"
+        elif e.errno == errno.ENOTDIR:
+            why = "a parent is not a directory"
+        elif e.errno == errno.ENOENT:
+            why = "does not exist"
+        else:
+            return OSError(e.errno, f"layer entry {name!r}: open `{rel}`: {os.strerror(e.errno)}")
+        return InvalidArgument(f"layer entry {name!r}: path `{rel}` {why}")
+
+    def _copy_lower_dir_meta(self, pfd, comp, rel):
+        for lfd in self.lower_fds:
+            try:
+                fd = lfs.openat2(lfd, rel, os.O_PATH | os.O_NOFOLLOW)
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    continue
+                return
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if not stat.S_ISDIR(st.st_mode):
+                return
+            os.chown(comp, st.st_uid, st.st_gid, dir_fd=pfd, follow_symlinks=False)
+            os.chmod(comp, stat.S_IMODE(st.st_mode), dir_fd=pfd)
+            self.dir_times.append((rel, st.st_mtime_ns))
+            return
+
+    # --- entries -----------------------------------------------------------------------
+
+    def entry(self, tf, ti):
+        name = ti.name
+        rel = clean_name(name)
+        if rel == "":
+            return  # the root itself: its metadata belongs to the snapshot, not the layer
+        parent, base = posixpath.split(rel)
+        if base.startswith(WHITEOUT_PREFIX):
+            return self._whiteout(ti, parent, base)
+        pfd = self._open_dir(parent, name, create=True)
+        try:
+            self._create(tf, ti, pfd, base, rel)
+        finally:
+            os.close(pfd)
+
+    def _whiteout(self, ti, parent, base):
+        name = ti.name
+        if base == WHITEOUT_OPAQUE:
+            pfd = self._open_dir(parent, name, create=True)
+            try:
+                os.setxattr(f"/proc/self/fd/{pfd}", OVERLAY_OPAQUE_XATTR, b"y")
+            finally:
+                os.close(pfd)
+            return
+        if base.startswith(WHITEOUT_META_PREFIX):
+            return  # aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): nothing for overlay
+        target = base[len(WHITEOUT_PREFIX):]
+        if target in ("", ".", ".."):
+            raise InvalidArgument(f"layer entry {name!r}: whiteout of {target!r} is not allowed")
+        pfd = self._open_dir(parent, name, create=True)
+        try:
+            if _lstat(target, pfd) is not None:
+                # the same layer made it; a whiteout only hides lower layers (image-spec)
+                return
+            os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+            os.chown(target, ti.uid, ti.gid, dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(pfd)
+
+    def _create(self, tf, ti, pfd, base, rel):
+        name = ti.name
+        if ti.islnk() and ti.linkname and clean_name(ti.linkname) == rel:
+            return  # a hard link to itself: nothing to do
+        existing = _lstat(base, pfd)
+        if existing is not None and not (ti.isdir() and stat.S_ISDIR(existing.st_mode)):
+            if stat.S_ISDIR(existing.st_mode):
+                import shutil
+                shutil.rmtree(base, dir_fd=pfd)
+            else:
+                os.unlink(base, dir_fd=pfd)
+            existing = None
+
+        mode = ti.mode & 0o7777
+        if ti.isdir():
+            if existing is None:
+                os.mkdir(base, 0o700, dir_fd=pfd)
+            self._meta(ti, pfd, base, mode)
+            self.dir_times.append((rel, _ns(ti.mtime)))
+            return
+        if ti.isreg():
+            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=pfd)
+            try:
+                src = tf.extractfile(ti)
+                while chunk := src.read(_CHUNK):
+                    mv = memoryview(chunk)
+                    while mv:
+                        mv = mv[os.write(fd, mv):]
+                os.fchown(fd, ti.uid, ti.gid)
+                os.fchmod(fd, mode)  # after chown, which clears setuid/setgid
+            finally:
+                os.close(fd)
+            self._xattrs(ti, pfd, base)
+            os.utime(base, ns=(_ns(ti.mtime),) * 2, dir_fd=pfd, follow_symlinks=False)
+            return
+        if ti.issym():
+            os.symlink(ti.linkname, base, dir_fd=pfd)
+            os.chown(base, ti.uid, ti.gid, dir_fd=pfd, follow_symlinks=False)
+            self._xattrs(ti, pfd, base)
+            os.utime(base, ns=(_ns(ti.mtime),) * 2, dir_fd=pfd, follow_symlinks=False)
+            return
+        if ti.islnk():
+            return self._hardlink(ti, pfd, base)
+        if ti.ischr() or ti.isblk():
+            kind = stat.S_IFCHR if ti.ischr() else stat.S_IFBLK
+            os.mknod(base, kind | 0o600, os.makedev(ti.devmajor, ti.devminor), dir_fd=pfd)
+        elif ti.isfifo():
+            os.mkfifo(base, 0o600, dir_fd=pfd)
+        else:
+            raise InvalidArgument(f"layer entry {name!r}: unsupported tar entry type {ti.type!r}")
+        self._meta(ti, pfd, base, mode)
+        os.utime(base, ns=(_ns(ti.mtime),) * 2, dir_fd=pfd, follow_symlinks=False)
+
+    def _hardlink(self, ti, pfd, base):
+        name = ti.name
+        target = clean_name(ti.linkname) if ti.linkname else ""
+        if target == "":
+            raise InvalidArgument(f"layer entry {name!r}: hard link to the root is not allowed")
+        tparent, tbase = posixpath.split(target)
+        try:
+            tfd = self._open_dir(tparent, name, create=False)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"layer entry {name!r}: hard link target {ti.linkname!r}: "
+                                  f"{str(e).split(': ', 1)[-1]}") from None
+        try:
+            st = _lstat(tbase, tfd)
+            if st is None:
+                raise InvalidArgument(
+                    f"layer entry {name!r}: hard link target {ti.linkname!r} is not in this layer")
+            if stat.S_ISDIR(st.st_mode):
+                raise InvalidArgument(
+                    f"layer entry {name!r}: hard link target {ti.linkname!r} is a directory")
+            os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(tfd)
+
+    def _meta(self, ti, pfd, base, mode):
+        os.chown(base, ti.uid, ti.gid, dir_fd=pfd, follow_symlinks=False)
+        os.chmod(base, mode, dir_fd=pfd)  # not a symlink: we just made it
+        self._xattrs(ti, pfd, base)
+
+    @staticmethod
+    def _xattrs(ti, pfd, base):
+        for key, value in _pax_xattrs(ti):
+            if key.startswith(_OVERLAY_XATTR_PREFIX):
+                continue
+            try:
+                os.setxattr(f"/proc/self/fd/{pfd}/{base}", key, value, follow_symlinks=False)
+            except OSError as e:
+                # like docker: a file system without this xattr namespace is not fatal
+                if e.errno not in (errno.ENOTSUP, errno.EPERM):
+                    raise OSError(e.errno, f"layer entry {ti.name!r}: setxattr {key}: "
+                                           f"{os.strerror(e.errno)}") from None
+
+    def finish(self):
+        for rel, ns in reversed(self.dir_times):
+            try:
+                fd = lfs.openat2(self.rootfd, rel, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue  # replaced later in the layer
+            try:
+                os.utime(fd, ns=(ns, ns))
+            finally:
+                os.close(fd)
+
+
+def _pax_xattrs(ti):
+    import base64
+    for k, v in ti.pax_headers.items():
+        if k.startswith("SCHILY.xattr."):
+            yield k[len("SCHILY.xattr."):], v.encode("utf-8", "surrogateescape")
+        elif k.startswith("LIBARCHIVE.xattr."):
+            from urllib.parse import unquote
+            try:
+                yield unquote(k[len("LIBARCHIVE.xattr."):]), base64.b64decode(v + "==")
+            except ValueError:
+                raise InvalidArgument(f"layer entry {ti.name!r}: bad xattr header {k!r}") from None
+
+
+def _lstat(name, dirfd):
+    try:
+        return os.lstat(name, dir_fd=dirfd)
+    except FileNotFoundError:
+        return None
+
+
+def _ns(mtime):
+    return int(round(float(mtime) * 1_000_000_000))

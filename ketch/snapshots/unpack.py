@@ -1,0 +1,52 @@
+"""Unpack one layer blob into a committed snapshot named by its ChainID, exactly once."""
+
+import os
+
+from ketch.errors import AlreadyExists, InvalidArgument, NotFound
+from ketch.oci import digest as dg
+from ketch.snapshots.overlay import OWNER_LABEL, owner_label
+
+
+def unpack_layer(sn, stream, parent=None, diff_id=None, expected_digest=None):
+    """Apply the layer read from ``stream`` on top of committed snapshot ``parent``.
+
+    ``parent`` is the ChainID of the layers below (None for the bottom layer). When
+    ``diff_id`` is known (from the image config) and its ChainID is already committed,
+    nothing is read and (chain_id, None) is returned; otherwise the stream is applied,
+    its digest and diffID checked against ``expected_digest`` / ``diff_id`` (mismatch:
+    InvalidArgument, nothing committed), and (chain_id, ApplyResult) returned.
+    """
+    from ketch.archive import apply_layer
+    if diff_id is not None:
+        chain = dg.chain_id([parent, diff_id]) if parent else dg.parse(diff_id)
+        if _exists(sn, chain):
+            return chain, None
+    key = f"extract-{os.urandom(6).hex()}"
+    sn.prepare(key, parent, labels={OWNER_LABEL: owner_label()})
+    try:
+        res = apply_layer(stream, sn.upper_dir(key), lowers=sn.lower_dirs(key))
+        if expected_digest is not None and res.digest != expected_digest:
+            raise InvalidArgument(f"layer {expected_digest}: content digest is {res.digest}")
+        if diff_id is not None and res.diff_id != diff_id:
+            raise InvalidArgument(f"layer {expected_digest or ''}: diff id is {res.diff_id}, "
+                                  f"the image config says {diff_id}".replace("layer :", "layer:"))
+        chain = dg.chain_id([parent, res.diff_id]) if parent else dg.parse(res.diff_id)
+        try:
+            sn.commit(chain, key)
+        except AlreadyExists:
+            sn.remove(key)  # a concurrent unpack of the same layer committed first
+        return chain, res
+    except BaseException:
+        try:
+            sn.remove(key)
+        except NotFound:
+            pass
+        raise
+
+
+def _exists(sn, key):
+    try:
+        sn.stat(key)
+        return True
+    except NotFound:
+        return False
