@@ -4,6 +4,7 @@ Seccomp filters and capability drops are one-way for a process, so each check ru
 in a child of the test process that os._exit()s when done.
 """
 
+import ctypes
 import json
 import os
 import signal
@@ -92,3 +93,17 @@ def _read_all(fd):
     while chunk := os.read(fd, 65536):
         data += chunk
     return data
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def raw(name, *args):
+    """Call a syscall by name (number from libseccomp); return 0 or the errno it failed with."""
+    from ketch.linux import seccomp
+    nr = seccomp.resolve_syscall(name)
+    assert nr is not None, name
+    ctypes.set_errno(0)
+    rc = _libc.syscall(nr, *[ctypes.c_ulong(a) for a in args])
+    return ctypes.get_errno() if rc == -1 else 0

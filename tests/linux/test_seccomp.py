@@ -1,6 +1,5 @@
 """Seccomp filters loaded into forked children of the test process (real kernel, real libseccomp)."""
 
-import ctypes
 import errno
 import os
 import signal
@@ -11,21 +10,9 @@ import pytest
 from ketch.errors import InvalidArgument
 from ketch.linux import seccomp
 from ketch.linux import syscalls
-from tests.linux.childproc import errno_of, exec_in_child, killed_by, run_in_child
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+from tests.linux.childproc import errno_of, killed_by, raw, run_in_child
 
 ARCHES = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"] if os.uname().machine == "x86_64" else []
-
-
-def raw(name, *args):
-    """Call a syscall by name; return 0 or the errno it failed with."""
-    nr = seccomp.resolve_syscall(name)
-    assert nr is not None, name
-    ctypes.set_errno(0)
-    rc = _libc.syscall(nr, *[ctypes.c_ulong(a) for a in args])
-    return ctypes.get_errno() if rc == -1 else 0
 
 
 def allow_but(*rules, **extra):

@@ -1,6 +1,5 @@
 """Docker's default profile: resolution by capabilities/arch, and its effect in a real child."""
 
-import ctypes
 import errno
 import os
 import socket
@@ -11,8 +10,7 @@ from ketch.errors import InvalidArgument
 from ketch.linux import seccomp, syscalls
 from ketch.oci.default_caps import DEFAULT_CAPS, default_capabilities
 from ketch.oci.seccomp_default import DEFAULT_PROFILE, profile_for
-from tests.linux.childproc import errno_of, exec_in_child, run_in_child
-from tests.linux.test_seccomp import raw
+from tests.linux.childproc import errno_of, exec_in_child, raw, run_in_child
 
 AF_VSOCK = 40
 
