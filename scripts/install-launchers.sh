@@ -8,7 +8,7 @@ site=$(ls -d "$repo"/.venv/lib/python3*/site-packages | head -n1)
 mkdir -p "$bindir"
 write() {  # name module
   cat > "$bindir/$1" <<EOT
-#!/usr/bin/python3 -I -S
+#!/usr/bin/python3 -IS
 import sys
 sys.path[:0] = ["$repo", "$site"]
 from $2 import main

@@ -1,0 +1,64 @@
+"""Typed messages between the runtime and the container's init, one JSON object a line over pipes."""
+
+import json
+import os
+
+from ketch.errors import Internal
+
+
+class Channel:
+    def __init__(self, rfd, wfd):
+        self.rfd, self.wfd = rfd, wfd
+        self._buf = b""
+
+    def send(self, msgtype, **fields):
+        fields["type"] = msgtype
+        data = json.dumps(fields).encode() + b"\n"
+        while data:
+            n = os.write(self.wfd, data)
+            data = data[n:]
+
+    def recv(self):
+        """The next message, or None at end of stream (the peer died)."""
+        while b"\n" not in self._buf:
+            chunk = os.read(self.rfd, 65536)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def expect(self, kind):
+        msg = self.recv()
+        if msg is None:
+            raise Internal(f"container init exited before `{kind}`")
+        if msg["type"] == "error":
+            raise _ChildError(msg["msg"], msg.get("kind", "Internal"))
+        if msg["type"] != kind:
+            raise Internal(f"unexpected message `{msg['type']}` from init, wanted `{kind}`")
+        return msg
+
+    def close(self):
+        for fd in (self.rfd, self.wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class _ChildError(Exception):
+    def __init__(self, msg, kind):
+        super().__init__(msg)
+        self.kind = kind
+
+    def as_ketch_error(self):
+        from ketch import errors
+        cls = getattr(errors, self.kind, errors.Internal)
+        return cls(str(self))
+
+
+def pair():
+    """Two channels: (parent side, child side)."""
+    a_r, b_w = os.pipe()
+    b_r, a_w = os.pipe()
+    return Channel(a_r, a_w), Channel(b_r, b_w)

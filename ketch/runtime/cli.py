@@ -1,0 +1,467 @@
+"""ketch-runtime: a runc-compatible command line for the OCI runtime.
+
+Started as `python3 -I -S`; only the standard library's light modules are imported
+at start, everything else inside the command that needs it.
+"""
+
+import json
+import os
+import sys
+
+USAGE = """usage: ketch-runtime [global options] COMMAND [options] ARGS
+
+commands:
+  create [--bundle DIR] [--console-socket PATH] [--pid-file FILE] [--no-pivot] ID
+  start ID                      state ID                 kill [--all] ID [SIGNAL]
+  delete [--force] ID           run [--bundle DIR] [--detach] ID
+  exec [--process FILE | --tty --cwd DIR --env K=V --user UID[:GID] ...] [--detach] [--pid-file F] ID [ARGS...]
+  ps [--format table|json] ID   list [--format table|json] [-q]
+  pause ID   resume ID          update [--resources FILE] [--memory N ...] ID
+  spec [--bundle DIR] [--rootless]   features   events [--stats] ID
+
+global options: --root DIR  --log FILE  --log-format text|json  --systemd-cgroup  --debug  --version
+"""
+
+# option spellings -> (destination, takes a value)
+GLOBAL = {
+    "--root": ("root", True), "--log": ("log", True), "--log-format": ("log_format", True),
+    "--systemd-cgroup": ("systemd", False), "--debug": ("debug", False), "--rootless": ("rootless", True),
+    "--criu": ("criu", True), "--version": ("version", False), "-v": ("version", False),
+    "--help": ("help", False), "-h": ("help", False),
+}
+_CREATE = {
+    "--bundle": ("bundle", True), "-b": ("bundle", True), "--console-socket": ("console_socket", True),
+    "--pid-file": ("pid_file", True), "--no-pivot": ("no_pivot", False), "--no-new-keyring": ("nnk", False),
+    "--preserve-fds": ("preserve_fds", True), "--detach": ("detach", False), "-d": ("detach", False),
+    "--no-subreaper": ("no_subreaper", False), "--keep": ("keep", False),
+}
+COMMANDS = {
+    "create": _CREATE, "run": _CREATE, "start": {}, "state": {},
+    "kill": {"--all": ("all", False), "-a": ("all", False)},
+    "delete": {"--force": ("force", False), "-f": ("force", False)},
+    "exec": {"--process": ("process", True), "-p": ("process", True), "--tty": ("tty", False), "-t": ("tty", False),
+             "--cwd": ("cwd", True), "--env": ("env", "list"), "-e": ("env", "list"), "--user": ("user", True),
+             "-u": ("user", True), "--additional-gids": ("gids", "list"), "-g": ("gids", "list"),
+             "--cap": ("cap", "list"), "-c": ("cap", "list"), "--no-new-privs": ("nnp", False),
+             "--detach": ("detach", False), "-d": ("detach", False), "--pid-file": ("pid_file", True),
+             "--console-socket": ("console_socket", True), "--preserve-fds": ("preserve_fds", True),
+             "--process-label": ("label", True), "--apparmor": ("apparmor", True),
+             "--ignore-paused": ("ignore_paused", False), "--cgroup": ("cgroup", "list")},
+    "ps": {"--format": ("format", True), "-f": ("format", True)},
+    "list": {"--format": ("format", True), "-f": ("format", True), "--quiet": ("quiet", False), "-q": ("quiet", False)},
+    "pause": {}, "resume": {},
+    "update": {"--resources": ("resources", True), "-r": ("resources", True), "--memory": ("memory", True),
+               "--memory-reservation": ("memory_reservation", True), "--memory-swap": ("memory_swap", True),
+               "--cpu-shares": ("cpu_shares", True), "--cpu-quota": ("cpu_quota", True),
+               "--cpu-period": ("cpu_period", True), "--cpuset-cpus": ("cpuset_cpus", True),
+               "--cpuset-mems": ("cpuset_mems", True), "--pids-limit": ("pids_limit", True),
+               "--blkio-weight": ("blkio_weight", True)},
+    "spec": {"--bundle": ("bundle", True), "-b": ("bundle", True), "--rootless": ("rootless", False)},
+    "features": {}, "events": {"--stats": ("stats", False), "--interval": ("interval", True)},
+    "checkpoint": None, "restore": None,
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse(argv):
+    """Split argv into (global options, command, command options, positional args)."""
+    g = {}
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i = _take(argv, i, GLOBAL, g)
+    if i >= len(argv):
+        return g, None, {}, []
+    cmd = argv[i]
+    i += 1
+    if cmd not in COMMANDS:
+        raise UsageError(f"unknown command `{cmd}`")
+    spec = COMMANDS[cmd] or {}
+    opts, pos = {}, []
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            pos.extend(argv[i + 1:])
+            break
+        if a.startswith("-") and len(a) > 1 and not (cmd == "kill" and pos and a[1:].isdigit()):
+            if cmd == "exec" and pos:
+                pos.extend(argv[i:])       # the process's own arguments
+                break
+            name = a.split("=", 1)[0]
+            if name in spec:
+                i = _take(argv, i, spec, opts)
+            elif name in GLOBAL:
+                i = _take(argv, i, GLOBAL, g)
+            else:
+                raise UsageError(f"{cmd}: unknown option `{name}`")
+            continue
+        pos.append(a)
+        i += 1
+    return g, cmd, opts, pos
+
+
+def _take(argv, i, spec, out):
+    a = argv[i]
+    name, eq, val = a.partition("=")
+    if name not in spec:
+        raise UsageError(f"unknown option `{name}`")
+    dest, kind = spec[name]
+    if kind is False:
+        out[dest] = val.lower() not in ("false", "0") if eq else True
+        return i + 1
+    if not eq:
+        if i + 1 >= len(argv):
+            raise UsageError(f"option `{name}` needs a value")
+        val = argv[i + 1]
+        i += 1
+    if kind == "list":
+        out.setdefault(dest, []).append(val)
+    else:
+        out[dest] = val
+    return i + 1
+
+
+class Logger:
+    def __init__(self, path=None, fmt="text"):
+        self.path, self.fmt = path, fmt or "text"
+
+    def __call__(self, level, msg):
+        if level != "error":
+            sys.stderr.write(f"ketch-runtime: {level}: {msg}\n")
+        if not self.path:
+            return
+        import time
+        t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if self.fmt == "json":
+            line = json.dumps({"level": level, "msg": msg, "time": t})
+        else:
+            line = f'time="{t}" level={level} msg="{msg}"'
+        try:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+        except OSError:
+            pass
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    log = Logger()
+    try:
+        g, cmd, opts, pos = parse(argv)
+        log = Logger(g.get("log"), g.get("log_format"))
+        if g.get("version"):
+            from ketch import OCI_VERSION, __version__
+            print(f"ketch-runtime version {__version__}\nspec: {OCI_VERSION}")
+            return 0
+        if g.get("help") or cmd is None:
+            sys.stdout.write(USAGE)
+            return 0 if g.get("help") else 1
+        root = g.get("root") or _default_root()
+        return _dispatch(cmd, root, g, opts, pos, log) or 0
+    except UsageError as e:
+        log("error", str(e))
+        sys.stderr.write(f"ketch-runtime: {e}\n{USAGE}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - one clear line, never a traceback
+        from ketch.errors import KetchError
+        msg = str(e) if isinstance(e, (KetchError, OSError)) else f"{type(e).__name__}: {e}"
+        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+            msg = f"{e.filename}: {e.strerror}"
+        log("error", msg)
+        sys.stderr.write(f"ketch-runtime: {msg}\n")
+        if os.environ.get("KETCH_DEBUG"):
+            raise
+        return 1
+
+
+def _default_root():
+    from ketch.runtime.state import DEFAULT_ROOT
+    return DEFAULT_ROOT
+
+
+def _need_id(cmd, pos):
+    if not pos:
+        raise UsageError(f"{cmd}: a container id is required")
+    return pos[0]
+
+
+def _dispatch(cmd, root, g, opts, pos, log):
+    from ketch.runtime import container as ct
+    if cmd in ("checkpoint", "restore"):
+        from ketch.errors import NotImplementedYet
+        raise NotImplementedYet(f"{cmd}: not supported by ketch-runtime (no CRIU support)")
+    if cmd == "create":
+        ct.create(root, _need_id(cmd, pos), opts.get("bundle") or ".", console_socket=opts.get("console_socket"),
+                  pid_file=opts.get("pid_file"), no_pivot=opts.get("no_pivot", False),
+                  systemd=g.get("systemd", False), preserve_fds=int(opts.get("preserve_fds") or 0), log=log)
+        return 0
+    if cmd == "run":
+        return _run(root, g, opts, pos, log)
+    if cmd == "start":
+        ct.start(root, _need_id(cmd, pos), log=log)
+        return 0
+    if cmd == "state":
+        from ketch.runtime import state as st
+        print(json.dumps(st.load(root, _need_id(cmd, pos)).runc_state(), indent=2))
+        return 0
+    if cmd == "kill":
+        cid = _need_id(cmd, pos)
+        ct.kill(root, cid, pos[1] if len(pos) > 1 else None, opts.get("all", False))
+        return 0
+    if cmd == "delete":
+        from ketch.errors import NotFound
+        try:
+            ct.delete(root, _need_id(cmd, pos), force=opts.get("force", False), log=log)
+        except NotFound:
+            if not opts.get("force"):
+                raise
+        return 0
+    if cmd == "exec":
+        return _exec(root, g, opts, pos, log)
+    if cmd == "ps":
+        return _ps(root, opts, pos)
+    if cmd == "list":
+        return _list(root, opts)
+    if cmd == "pause":
+        ct.pause(root, _need_id(cmd, pos))
+        return 0
+    if cmd == "resume":
+        ct.resume(root, _need_id(cmd, pos))
+        return 0
+    if cmd == "update":
+        ct.update(root, _need_id(cmd, pos), _update_resources(opts))
+        return 0
+    if cmd == "spec":
+        from ketch.runtime import spec
+        spec.write(opts.get("bundle") or ".", rootless=opts.get("rootless", False))
+        return 0
+    if cmd == "features":
+        from ketch.runtime import spec
+        print(json.dumps(spec.features(), indent=2))
+        return 0
+    if cmd == "events":
+        return _events(root, opts, pos)
+    raise UsageError(f"unknown command `{cmd}`")
+
+
+def _run(root, g, opts, pos, log):
+    """create + start (+ wait and delete unless --detach), like `runc run`."""
+    import signal
+    from ketch.runtime import container as ct
+    cid = _need_id("run", pos)
+    detach = opts.get("detach", False)
+    console = opts.get("console_socket")
+    relay_sock = None
+    if not detach and not console:
+        from ketch.runtime.config import load
+        _, cfg = load(opts.get("bundle") or ".")
+        if (cfg.get("process") or {}).get("terminal"):
+            import socket
+            relay_sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            console = theirs.detach()
+    try:
+        state = ct.create(root, cid, opts.get("bundle") or ".", console_socket=console,
+                          pid_file=opts.get("pid_file"), no_pivot=opts.get("no_pivot", False),
+                          systemd=g.get("systemd", False), preserve_fds=int(opts.get("preserve_fds") or 0),
+                          log=log, subreaper=not detach)
+    finally:
+        if relay_sock is not None:
+            os.close(console)
+    master = None
+    if relay_sock is not None:
+        from ketch.runtime import tty
+        master = tty.receive_master(relay_sock)
+        relay_sock.close()
+    ct.start(root, cid, log=log)
+    if detach:
+        return 0
+    pid = state.pid
+
+    def forward(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(s, forward)
+    if master is not None:
+        from ketch.runtime import relay
+        relay.copy_until_exit(master, pid)
+    code = _reap_until(pid)
+    if not opts.get("keep"):
+        ct.delete(root, cid, force=True, log=log)
+    return code
+
+
+def _reap_until(pid):
+    """Reap children (we are a subreaper) until pid exits; return its exit code."""
+    while True:
+        try:
+            wpid, status = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 255
+        if wpid == pid:
+            return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def _exec(root, g, opts, pos, log):
+    from ketch.runtime import container as ct
+    from ketch.runtime import state as st
+    from ketch.errors import InvalidArgument
+    cid = _need_id("exec", pos)
+    args = pos[1:]
+    if opts.get("process"):
+        path = opts["process"]
+        try:
+            with open(path) as f:
+                proc = json.load(f)
+        except ValueError as e:
+            raise InvalidArgument(f"process `{path}`: invalid json: {e}") from None
+        if not isinstance(proc, dict) or not proc.get("args"):
+            raise InvalidArgument(f"process `{path}`: args are required")
+    else:
+        if not args:
+            raise UsageError("exec: a command is required")
+        base = st.load(root, cid).config.get("process") or {}
+        proc = dict(base)
+        proc["args"] = args
+        proc["terminal"] = opts.get("tty", False)
+        proc["env"] = list(base.get("env") or []) + list(opts.get("env") or [])
+        if opts.get("cwd"):
+            proc["cwd"] = opts["cwd"]
+        if opts.get("user"):
+            u, _, gid = opts["user"].partition(":")
+            try:
+                proc["user"] = {"uid": int(u), "gid": int(gid or 0)}
+            except ValueError:
+                raise InvalidArgument(f"exec: --user `{opts['user']}` must be UID[:GID]") from None
+            if opts.get("gids"):
+                proc["user"]["additionalGids"] = [int(x) for x in opts["gids"]]
+        if opts.get("cap"):
+            caps = dict(proc.get("capabilities") or {})
+            for k in ("bounding", "effective", "permitted", "inheritable", "ambient"):
+                caps[k] = list(caps.get(k) or []) + [c for c in opts["cap"] if c not in (caps.get(k) or [])]
+            proc["capabilities"] = caps
+        if opts.get("nnp"):
+            proc["noNewPrivileges"] = True
+    detach = opts.get("detach", False)
+    console = opts.get("console_socket")
+    relay_sock = None
+    if proc.get("terminal") and not console and not detach:
+        import socket
+        relay_sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        console = theirs.detach()
+    try:
+        pid = ct.exec_(root, cid, proc, console_socket=console, pid_file=opts.get("pid_file"), detach=detach,
+                       preserve_fds=int(opts.get("preserve_fds") or 0), log=log, subreaper=not detach)
+    finally:
+        if relay_sock is not None:
+            os.close(console)
+    if detach:
+        return 0
+    import signal
+
+    def forward(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(s, forward)
+    if relay_sock is not None:
+        from ketch.runtime import relay, tty
+        master = tty.receive_master(relay_sock)
+        relay_sock.close()
+        relay.copy_until_exit(master, pid)
+    return _reap_until(pid)
+
+
+def _ps(root, opts, pos):
+    from ketch.runtime import container as ct
+    cid = _need_id("ps", pos)
+    pids = ct.pids(root, cid)
+    if opts.get("format") == "json":
+        print(json.dumps(pids))
+        return 0
+    import subprocess
+    ps_args = pos[1:] or ["-ef"]
+    out = subprocess.run(["ps"] + ps_args, capture_output=True, text=True, check=True).stdout.splitlines()
+    if not out:
+        return 0
+    header = out[0].split()
+    try:
+        col = header.index("PID")
+    except ValueError:
+        raise UsageError("ps: the ps output has no PID column") from None
+    print(out[0])
+    want = set(pids)
+    for line in out[1:]:
+        f = line.split()
+        if len(f) > col and f[col].isdigit() and int(f[col]) in want:
+            print(line)
+    return 0
+
+
+def _list(root, opts):
+    from ketch.runtime import state as st
+    rows = []
+    for cid in st.list_ids(root):
+        try:
+            rows.append(st.load(root, cid).runc_state())
+        except Exception:  # noqa: BLE001 - a container being deleted right now
+            continue
+    if opts.get("quiet"):
+        for r in rows:
+            print(r["id"])
+    elif opts.get("format") == "json":
+        print(json.dumps(rows))
+    else:
+        print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} {'CREATED':<32} OWNER")
+        for r in rows:
+            print(f"{r['id']:<20} {r['pid']:<8} {r['status']:<10} {r['bundle']:<40} {r['created']:<32} root")
+    return 0
+
+
+def _update_resources(opts):
+    from ketch.errors import InvalidArgument
+    res = {}
+    if opts.get("resources"):
+        path = opts["resources"]
+        try:
+            data = sys.stdin.read() if path == "-" else open(path).read()
+            res = json.loads(data)
+        except ValueError as e:
+            raise InvalidArgument(f"update: --resources `{path}`: invalid json: {e}") from None
+
+    def num(k):
+        try:
+            return int(opts[k])
+        except ValueError:
+            raise InvalidArgument(f"update: --{k.replace('_', '-')} `{opts[k]}` is not a number") from None
+    mapping = {"memory": ("memory", "limit"), "memory_reservation": ("memory", "reservation"),
+               "memory_swap": ("memory", "swap"), "cpu_shares": ("cpu", "shares"), "cpu_quota": ("cpu", "quota"),
+               "cpu_period": ("cpu", "period"), "pids_limit": ("pids", "limit"),
+               "blkio_weight": ("blockIO", "weight")}
+    for k, (sect, field) in mapping.items():
+        if k in opts:
+            res.setdefault(sect, {})[field] = num(k)
+    if "cpuset_cpus" in opts:
+        res.setdefault("cpu", {})["cpus"] = opts["cpuset_cpus"]
+    if "cpuset_mems" in opts:
+        res.setdefault("cpu", {})["mems"] = opts["cpuset_mems"]
+    return res
+
+
+def _events(root, opts, pos):
+    from ketch.runtime import state as st
+    cid = _need_id("events", pos)
+    s = st.load(root, cid)
+    stats = s.cgroup().stats() if s.data.get("cgroup") else {}
+    print(json.dumps({"type": "stats", "id": cid, "data": stats}))
+    return 0

@@ -1,0 +1,95 @@
+"""Loading and checking an OCI bundle's config.json (runtime-spec 1.x).
+
+Only what the runtime must refuse early is checked here; every check names the field.
+"""
+
+import json
+import os
+
+from ketch.errors import InvalidArgument, NotFound
+
+NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
+
+
+def load(bundle):
+    """Read and check `bundle`/config.json; returns (absolute bundle path, config dict)."""
+    bundle = os.path.abspath(bundle)
+    if not os.path.isdir(bundle):
+        raise NotFound(f"bundle `{bundle}`: no such directory")
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise NotFound(f"config `{path}`: no such file") from None
+    try:
+        cfg = json.loads(raw)
+    except ValueError as e:
+        raise InvalidArgument(f"config `{path}`: invalid json: {e}") from None
+    check(cfg, path)
+    return bundle, cfg
+
+
+def _want(cond, path, msg):
+    if not cond:
+        raise InvalidArgument(f"config `{path}`: {msg}")
+
+
+def check(cfg, path="config.json"):
+    _want(isinstance(cfg, dict), path, "top level must be an object")
+    _want(isinstance(cfg.get("ociVersion"), str), path, "ociVersion must be a string")
+    root = cfg.get("root")
+    _want(isinstance(root, dict) and isinstance(root.get("path"), str) and root["path"], path,
+          "root.path is required")
+    proc = cfg.get("process")
+    if proc is not None:
+        _want(isinstance(proc, dict), path, "process must be an object")
+        args = proc.get("args")
+        _want(isinstance(args, list) and args and all(isinstance(a, str) for a in args), path,
+              "process.args must be a non-empty list of strings")
+        _want(isinstance(proc.get("cwd", "/"), str) and proc.get("cwd", "/").startswith("/"), path,
+              "process.cwd must be an absolute path")
+        env = proc.get("env", [])
+        _want(isinstance(env, list) and all(isinstance(e, str) for e in env), path,
+              "process.env must be a list of strings")
+        user = proc.get("user", {})
+        _want(isinstance(user, dict), path, "process.user must be an object")
+        for k in ("uid", "gid", "umask"):
+            if k in user:
+                _want(isinstance(user[k], int) and user[k] >= 0, path, f"process.user.{k} must be a non-negative integer")
+        for rl in proc.get("rlimits", []) or []:
+            _want(isinstance(rl, dict) and isinstance(rl.get("type"), str) and rl["type"].startswith("RLIMIT_"),
+                  path, f"process.rlimits: bad entry {rl!r}")
+    else:
+        pass  # a config without process can be created but not started
+    mounts = cfg.get("mounts", [])
+    _want(isinstance(mounts, list), path, "mounts must be a list")
+    for m in mounts:
+        _want(isinstance(m, dict) and isinstance(m.get("destination"), str), path,
+              f"mounts: entry without destination: {m!r}")
+        _want(m["destination"].startswith("/"), path, f"mounts: destination `{m['destination']}` must be absolute")
+    linux = cfg.get("linux", {})
+    _want(isinstance(linux, dict), path, "linux must be an object")
+    seen = set()
+    for ns in linux.get("namespaces", []) or []:
+        _want(isinstance(ns, dict) and ns.get("type") in NAMESPACE_TYPES, path,
+              f"linux.namespaces: unknown namespace {ns!r}")
+        _want(ns["type"] not in seen, path, f"linux.namespaces: duplicate {ns['type']}")
+        seen.add(ns["type"])
+    for key in ("uidMappings", "gidMappings"):
+        for mp in linux.get(key, []) or []:
+            _want(all(isinstance(mp.get(f), int) for f in ("containerID", "hostID", "size")), path,
+                  f"linux.{key}: bad entry {mp!r}")
+    if (linux.get("uidMappings") or linux.get("gidMappings")) and "user" not in seen:
+        raise InvalidArgument(f"config `{path}`: uid/gid mappings need a user namespace")
+    hooks = cfg.get("hooks", {}) or {}
+    _want(isinstance(hooks, dict), path, "hooks must be an object")
+    for kind, lst in hooks.items():
+        for h in lst or []:
+            _want(isinstance(h, dict) and isinstance(h.get("path"), str) and h["path"].startswith("/"), path,
+                  f"hooks.{kind}: hook path must be absolute: {h!r}")
+
+
+def namespaces(cfg):
+    """{type: path-or-None} of the namespaces the container gets."""
+    return {ns["type"]: ns.get("path") or None for ns in cfg.get("linux", {}).get("namespaces", []) or []}

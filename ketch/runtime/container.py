@@ -1,0 +1,466 @@
+"""The runtime's operations on one container: create, start, kill, delete, exec, pause, resume.
+
+The caller (the CLI) is single-threaded, so forking here is safe. The runtime process
+is made non-dumpable first, so a container cannot open /proc/PID/exe of it while it
+is inside the container's namespaces (CVE-2019-5736).
+"""
+
+import os
+import signal
+import time
+
+from ketch.errors import Conflict, FailedPrecondition, Internal, InvalidArgument, NotFound
+from ketch.linux import syscalls as sc
+from ketch.runtime import channel, hooks
+from ketch.runtime import config as cfgmod
+from ketch.runtime import state as st
+
+
+def _now():
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+def _cgroup_manager(cfg, cid, systemd):
+    from ketch.runtime import cgroups
+    linux = cfg.get("linux", {}) or {}
+    return cgroups.new_manager(linux.get("cgroupsPath") or None, cid, systemd=systemd)
+
+
+def _cgroup_paths(mgr):
+    """{controller: path} used to bind the container's cgroups when there is no cgroup namespace."""
+    d = mgr.to_dict()
+    return d.get("relative_paths") or {"": d.get("path", "/")}
+
+
+def _write_id_maps(pid, linux):
+    def fmt(maps):
+        return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps or [])
+    uid = fmt(linux.get("uidMappings"))
+    gid = fmt(linux.get("gidMappings"))
+    if not uid or not gid:
+        raise InvalidArgument("user namespace without uidMappings/gidMappings")
+    for name, data in (("uid_map", uid), ("gid_map", gid)):
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write(data)
+
+
+def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=False, systemd=False,
+           preserve_fds=0, log=None, subreaper=False):
+    """Create the container and leave its init waiting for start. Returns the State."""
+    sc.set_dumpable(False)
+    bundle, cfg = cfgmod.load(bundle)
+    st.check_id(cid)
+    proc = cfg.get("process") or {}
+    linux = cfg.get("linux", {}) or {}
+    if proc.get("terminal") and not console_socket and not subreaper:
+        raise InvalidArgument("cannot allocate a tty without --console-socket")
+    if linux.get("seccomp"):
+        from ketch.linux import seccomp
+        seccomp.validate(linux["seccomp"])
+    if proc.get("capabilities"):
+        from ketch.linux import capabilities
+        capabilities.validate(proc["capabilities"])
+    for key in ("apparmorProfile", "selinuxLabel"):
+        if proc.get(key) and log:
+            log("warning", f"process.{key} `{proc[key]}` ignored: the host has no such LSM enabled")
+    rootfs = cfg["root"]["path"]
+    if not rootfs.startswith("/"):
+        rootfs = os.path.join(bundle, rootfs)
+    rootfs = os.path.realpath(rootfs)
+    if not os.path.isdir(rootfs):
+        raise NotFound(f"root `{rootfs}`: no such directory")
+    state = st.new(root, cid, {
+        "ociVersion": cfg.get("ociVersion"), "id": cid, "pid": 0, "bundle": bundle, "rootfs": rootfs,
+        "created": _now(), "config": cfg,
+    })
+    mgr = None
+    child_pids = []
+    parent, child = channel.pair()
+    console_fd = None
+    try:
+        os.mkfifo(state.fifo, 0o622)
+        fifo_fd = os.open(state.fifo, os.O_PATH | os.O_CLOEXEC)
+        if console_socket:
+            console_fd = console_socket if isinstance(console_socket, int) else _connect(console_socket)
+        mgr = _cgroup_manager(cfg, cid, systemd)
+        mgr.create()
+        state.data["cgroup"] = mgr.to_dict()
+        hook_state = {"ociVersion": cfg.get("ociVersion"), "id": cid, "status": st.CREATING, "pid": 0,
+                      "bundle": bundle, "annotations": cfg.get("annotations") or {}}
+        opts = {"rootfs": rootfs, "fifo_fd": fifo_fd, "console_fd": console_fd, "no_pivot": no_pivot,
+                "preserve_fds": preserve_fds, "hook_state": hook_state, "cgroup_paths": _cgroup_paths(mgr)}
+        if subreaper:
+            sc.set_child_subreaper()
+        pid1 = os.fork()
+        if pid1 == 0:
+            parent.close()
+            from ketch.runtime import init
+            init.joiner(child, cfg, opts)
+            os._exit(1)
+        child_pids.append(pid1)
+        child.close()
+        mgr.apply(pid1)
+        if linux.get("resources"):
+            mgr.set(linux["resources"])
+        parent.send("go")
+        msg = parent.recv()
+        if msg and msg["type"] == "userns":
+            _write_id_maps(pid1, linux)
+            parent.send("mapped")
+            msg = parent.recv()
+        if msg is None:
+            raise Internal("container init exited during namespace setup")
+        if msg["type"] == "error":
+            raise channel._ChildError(msg["msg"], msg.get("kind", "Internal"))
+        pid = msg["pid"]
+        child_pids.append(pid)
+        os.waitpid(pid1, 0)
+        child_pids.remove(pid1)
+        start_time, _ = st.proc_start_time(pid)
+        state.data.update(pid=pid, start_time=start_time)
+        state.save()
+        parent.expect("hooks")
+        hook_state.update(pid=pid, status=st.CREATED)
+        hooks.run_all(cfg.get("hooks"), "prestart", hook_state)
+        hooks.run_all(cfg.get("hooks"), "createRuntime", hook_state)
+        parent.send("go")
+        parent.expect("created")
+        if proc.get("oomScoreAdj") is not None:
+            try:
+                with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+                    f.write(str(proc["oomScoreAdj"]))
+            except PermissionError:
+                raise FailedPrecondition(
+                    f"write oom_score_adj {proc['oomScoreAdj']}: permission denied (lowering it needs CAP_SYS_RESOURCE)"
+                ) from None
+        state.save()
+        if pid_file:
+            _write_pid_file(pid_file, pid)
+        os.close(fifo_fd)
+        return state
+    except channel._ChildError as e:
+        _abort(state, mgr, child_pids)
+        raise e.as_ketch_error() from None
+    except BaseException:
+        _abort(state, mgr, child_pids)
+        raise
+    finally:
+        parent.close()
+        if console_fd is not None and not isinstance(console_socket, int):
+            os.close(console_fd)
+
+
+def _connect(path):
+    from ketch.runtime import tty
+    return tty.connect(path)
+
+
+def _write_pid_file(path, pid):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)
+
+
+def _abort(state, mgr, pids):
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for p in pids:
+        try:
+            os.waitpid(p, 0)
+        except ChildProcessError:
+            # not our child (the init is a grandchild): wait until it is gone
+            for _ in range(200):
+                if st.proc_start_time(p)[0] is None or st.proc_start_time(p)[1] == "Z":
+                    break
+                time.sleep(0.005)
+    if mgr is not None:
+        _destroy_cgroup(mgr)
+    _remove_state_dir(state.dir)
+
+
+def _destroy_cgroup(mgr):
+    try:
+        for p in mgr.pids():
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        mgr.destroy()
+    except OSError:
+        pass
+
+
+def _remove_state_dir(d):
+    try:
+        for n in os.listdir(d):
+            os.unlink(os.path.join(d, n))
+        os.rmdir(d)
+    except FileNotFoundError:
+        pass
+
+
+def start(root, cid, log=None):
+    state = st.load(root, cid)
+    status = state.status()
+    if status != st.CREATED:
+        raise FailedPrecondition(f"cannot start container `{cid}`: it is {status}, not created")
+    try:
+        fd = os.open(state.fifo, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise FailedPrecondition(f"cannot start container `{cid}`: it has already been started") from None
+    try:
+        data = os.read(fd, 1)
+    finally:
+        os.close(fd)
+    os.unlink(state.fifo)
+    if data != b"0":
+        raise Internal(f"cannot start container `{cid}`: its init exited before start")
+    hooks.run_all(state.config.get("hooks"), "poststart", state.oci(), warn_only=True, log=log)
+    return state
+
+
+def parse_signal(sig):
+    if sig is None or sig == "":
+        return signal.SIGTERM
+    s = str(sig).upper()
+    if s.isdigit():
+        n = int(s)
+        if not 0 < n < 65:
+            raise InvalidArgument(f"invalid signal `{sig}`")
+        return n
+    if not s.startswith("SIG"):
+        s = "SIG" + s
+    try:
+        return signal.Signals[s]
+    except KeyError:
+        if s.startswith("SIGRTMIN+") and s[9:].isdigit():
+            return signal.SIGRTMIN + int(s[9:])
+        raise InvalidArgument(f"invalid signal `{sig}`") from None
+
+
+def kill(root, cid, sig=None, all_=False):
+    state = st.load(root, cid)
+    signum = parse_signal(sig)
+    status = state.status()
+    if status == st.STOPPED and not all_:
+        raise FailedPrecondition(f"cannot kill container `{cid}`: it is not running")
+    if all_ and state.data.get("cgroup"):
+        mgr = state.cgroup()
+        pids = mgr.pids()
+        if signum == signal.SIGKILL and status == st.PAUSED:
+            pass
+        for p in pids:
+            try:
+                os.kill(p, signum)
+            except ProcessLookupError:
+                pass
+        if status == st.PAUSED and signum == signal.SIGKILL:
+            mgr.thaw()
+        return
+    os.kill(state.pid, signum)
+
+
+def delete(root, cid, force=False, log=None):
+    try:
+        state = st.load(root, cid)
+    except NotFound:
+        raise
+    status = state.status()
+    if status not in (st.STOPPED, st.CREATED, st.CREATING) and not force:
+        raise FailedPrecondition(f"cannot delete container `{cid}` that is not stopped: {status}")
+    mgr = state.cgroup() if state.data.get("cgroup") else None
+    if state.alive():
+        try:
+            os.kill(state.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if mgr is not None:
+        try:
+            if mgr.frozen():
+                for p in mgr.pids():
+                    os.kill(p, signal.SIGKILL)
+                mgr.thaw()
+        except OSError:
+            pass
+        _kill_wait(mgr)
+    _wait_gone(state)
+    hooks.run_all(state.config.get("hooks"), "poststop", dict(state.oci(), status=st.STOPPED),
+                  warn_only=True, log=log)
+    _remove_state_dir(state.dir)
+
+
+def _kill_wait(mgr):
+    for _ in range(400):
+        try:
+            pids = mgr.pids()
+        except OSError:
+            pids = []
+        live = [p for p in pids if st.proc_start_time(p)[1] not in (None, "Z")]
+        if not live:
+            break
+        for p in live:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.005)
+    for _ in range(400):
+        try:
+            mgr.destroy()
+            return
+        except OSError:
+            time.sleep(0.005)
+
+
+def _wait_gone(state):
+    for _ in range(400):
+        if not state.alive():
+            return
+        time.sleep(0.005)
+
+
+def pause(root, cid):
+    state = st.load(root, cid)
+    status = state.status()
+    if status != st.RUNNING:
+        raise FailedPrecondition(f"cannot pause container `{cid}`: it is {status}")
+    state.cgroup().freeze()
+
+
+def resume(root, cid):
+    state = st.load(root, cid)
+    status = state.status()
+    if status != st.PAUSED:
+        raise FailedPrecondition(f"cannot resume container `{cid}`: it is {status}, not paused")
+    state.cgroup().thaw()
+
+
+def update(root, cid, resources):
+    state = st.load(root, cid)
+    if state.status() == st.STOPPED:
+        raise FailedPrecondition(f"cannot update container `{cid}`: it is stopped")
+    state.cgroup().set(resources)
+    cfg = state.data.setdefault("config", {})
+    res = cfg.setdefault("linux", {}).setdefault("resources", {})
+    for k, v in resources.items():
+        if isinstance(v, dict) and isinstance(res.get(k), dict):
+            res[k].update(v)
+        else:
+            res[k] = v
+    state.save()
+
+
+def pids(root, cid):
+    state = st.load(root, cid)
+    if state.data.get("cgroup"):
+        try:
+            return sorted(state.cgroup().pids())
+        except OSError:
+            return []
+    return [state.pid] if state.alive() else []
+
+
+def wait_pid(pid):
+    """Wait for a child (or reparented descendant) and return its exit code as a shell would."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def exec_(root, cid, proc, *, console_socket=None, pid_file=None, detach=False, preserve_fds=0, log=None,
+          subreaper=False):
+    """Run proc inside a running container. Returns the new process's pid."""
+    sc.set_dumpable(False)
+    state = st.load(root, cid)
+    status = state.status()
+    if status not in (st.RUNNING, st.CREATED):
+        raise FailedPrecondition(f"cannot exec in container `{cid}`: it is {status}")
+    cfg = state.config
+    nss = cfgmod.namespaces(cfg)
+    if proc.get("terminal") and not console_socket and not subreaper:
+        raise InvalidArgument("cannot allocate a tty without --console-socket")
+    seccomp = (cfg.get("linux") or {}).get("seccomp")
+    if seccomp:
+        from ketch.linux import seccomp as sec
+        sec.validate(seccomp)
+    console_fd = None
+    if console_socket:
+        console_fd = console_socket if isinstance(console_socket, int) else _connect(console_socket)
+    paths = {t: f"/proc/{state.pid}/ns/{sc.NAMESPACE_PROC[t]}" for t in nss}
+    # joining our own user namespace would fail with EINVAL; only join a container's own
+    if "user" in paths and os.stat(paths["user"]).st_ino == os.stat("/proc/self/ns/user").st_ino:
+        del paths["user"]
+    parent, child = channel.pair()
+    mgr = state.cgroup() if state.data.get("cgroup") else None
+    from ketch.runtime import init
+    init.preload({"process": proc, "linux": {"seccomp": seccomp}})
+    if subreaper:
+        sc.set_child_subreaper()
+    pid1 = os.fork()
+    if pid1 == 0:
+        parent.close()
+        try:
+            child.expect("go")
+            from ketch.runtime import init
+            init.join_namespaces(paths)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    _exec_child(child, proc, seccomp, console_fd, preserve_fds)
+                except BaseException as e:  # noqa: B902
+                    init._fail(child, e)
+                os._exit(1)
+            child.send("pid", pid=pid)
+        except BaseException as e:  # noqa: B902
+            from ketch.runtime import init
+            init._fail(child, e)
+        os._exit(0)
+    child.close()
+    try:
+        if mgr is not None:
+            mgr.apply(pid1)
+        parent.send("go")
+        msg = parent.expect("pid")
+        pid = msg["pid"]
+        os.waitpid(pid1, 0)
+        parent.expect("ready")
+        if pid_file:
+            _write_pid_file(pid_file, pid)
+        return pid
+    except channel._ChildError as e:
+        raise e.as_ketch_error() from None
+    finally:
+        parent.close()
+        if console_fd is not None and not isinstance(console_socket, int):
+            os.close(console_fd)
+
+
+def _exec_child(ch, proc, seccomp, console_fd, preserve_fds):
+    from ketch.runtime import process
+    if proc.get("terminal"):
+        os.setsid()
+        from ketch.runtime import tty
+        tty.setup_console(console_fd, proc.get("consoleSize"))
+    env = process.env_dict(proc.get("env"))
+    process.lookup(proc["args"][0], env)
+    process.set_rlimits(proc.get("rlimits"))
+    process.check_cwd(proc.get("cwd") or "/")
+    ch.send("ready")
+    ch.close()
+    try:
+        process.exec_process(proc, seccomp, preserve_fds=preserve_fds)
+    except BaseException as e:  # noqa: B902
+        import sys
+        sys.stderr.write(f"ketch-runtime exec: {e}\n")
+        os._exit(126)

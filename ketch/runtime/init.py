@@ -1,0 +1,164 @@
+"""The container's init, from fork to exec, in the order it must happen.
+
+create() forks the "joiner" (C1) which enters or makes the namespaces, then forks the
+init (C2), PID 1 of a new pid namespace, and exits. C2 builds the root filesystem,
+lets the runtime run its hooks, pivots, hands over the console, reports "created" and
+blocks on the exec fifo until `start` opens it; then it drops privileges and execs.
+Every step reports failure to the runtime over the channel, which cleans up.
+"""
+
+import os
+import sys
+
+from ketch.linux import syscalls as sc
+from ketch.runtime import config as cfgmod
+from ketch.runtime import rootfs as rfs
+
+
+def _fail(ch, exc):
+    kind = type(exc).__name__ if exc.__class__.__module__ == "ketch.errors" else "Internal"
+    msg = str(exc)
+    if isinstance(exc, OSError) and not exc.__class__.__module__ == "ketch.errors":
+        msg = exc.strerror if exc.strerror and "`" in exc.strerror else str(exc)
+    try:
+        ch.send("error", msg=msg, kind=kind)
+    except OSError:
+        pass
+    os._exit(1)
+
+
+def join_namespaces(nss):
+    """setns into every namespace given by path; the user namespace first."""
+    order = sorted((t for t, p in nss.items() if p), key=lambda t: t != "user")
+    for t in order:
+        fd = os.open(nss[t], os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sc.setns(fd, sc.NAMESPACE_FLAGS[t])
+        except OSError as e:
+            raise OSError(e.errno, f"setns `{nss[t]}` ({t}): {os.strerror(e.errno)}") from None
+        finally:
+            os.close(fd)
+
+
+def preload(cfg):
+    """Import now everything used after pivot_root or setns: the host's files are gone then."""
+    import resource  # noqa: F401 - a C extension loaded from the host's lib-dynload
+    from ketch.linux import capabilities  # noqa: F401
+    from ketch.runtime import hooks, process  # noqa: F401
+    proc = cfg.get("process") or {}
+    if proc.get("terminal"):
+        import fcntl, socket, struct, termios  # noqa: F401,E401
+        from ketch.runtime import tty  # noqa: F401
+    if (cfg.get("linux") or {}).get("seccomp"):
+        from ketch.linux import seccomp
+        seccomp._library()
+
+
+def joiner(ch, cfg, opts):
+    """C1: namespaces, then fork the init. Runs in the runtime's pid namespace."""
+    try:
+        nss = cfgmod.namespaces(cfg)
+        preload(cfg)
+        ch.expect("go")          # the runtime has put us in the cgroup
+        join_namespaces(nss)
+        if "user" in nss and not nss["user"]:
+            sc.unshare(sc.CLONE_NEWUSER)
+            ch.send("userns")
+            ch.expect("mapped")
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        flags = 0
+        for t, path in nss.items():
+            if t != "user" and not path:
+                flags |= sc.NAMESPACE_FLAGS[t]
+        if flags:
+            sc.unshare(flags)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                container_init(ch, cfg, opts)
+            except BaseException as e:  # noqa: B902 - anything that escapes must reach the runtime
+                _fail(ch, e)
+            os._exit(1)
+        ch.send("pid", pid=pid)
+    except BaseException as e:  # noqa: B902
+        _fail(ch, e)
+    os._exit(0)
+
+
+def container_init(ch, cfg, opts):
+    """C2: PID 1 of the container until it execs the user's process."""
+    linux = cfg.get("linux", {}) or {}
+    nss = cfgmod.namespaces(cfg)
+    proc = cfg.get("process") or {}
+    userns = "user" in nss
+    rootfs = opts["rootfs"]
+    if proc.get("terminal") or opts.get("console_fd") is not None:
+        os.setsid()
+    if "uts" in nss and not nss["uts"]:
+        if cfg.get("hostname"):
+            sc.sethostname(cfg["hostname"])
+        if cfg.get("domainname"):
+            sc.setdomainname(cfg["domainname"])
+    if "mount" in nss:
+        prop = rfs.PROPAGATION.get(linux.get("rootfsPropagation") or "", sc.MS_SLAVE | sc.MS_REC)
+        sc.mount(None, "/", None, prop if prop & sc.MS_REC else prop | sc.MS_REC, None)
+        sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC, None)
+        cg_paths = opts.get("cgroup_paths") or {}
+        dev_is_mount = False
+        for m in cfg.get("mounts", []) or []:
+            rfs.mount_one(rootfs, m, userns=userns, cgroup_paths=cg_paths, cgroupns="cgroup" in nss)
+            if m["destination"].rstrip("/") == "/dev":
+                dev_is_mount = True
+        if dev_is_mount or linux.get("devices"):
+            rfs.create_devices(rootfs, linux.get("devices"), userns=userns)
+        if dev_is_mount:
+            rfs.default_symlinks(rootfs)
+    ch.send("hooks")                       # runtime runs prestart and createRuntime hooks
+    ch.expect("go")
+    from ketch.runtime import hooks
+    hooks.run_all(cfg.get("hooks"), "createContainer", opts["hook_state"])
+    if "mount" in nss:
+        if opts.get("no_pivot"):
+            rfs.move_root(rootfs)
+        else:
+            rfs.pivot(rootfs)
+        rp = linux.get("rootfsPropagation")
+        if rp in rfs.PROPAGATION:
+            sc.mount(None, "/", None, rfs.PROPAGATION[rp], None)
+        rfs.apply_sysctl(linux.get("sysctl"))
+        rfs.readonly_paths(linux.get("readonlyPaths"))
+        rfs.mask_paths(linux.get("maskedPaths"))
+    else:
+        os.chroot(rootfs)
+        os.chdir("/")
+        rfs.apply_sysctl(linux.get("sysctl"))
+    if proc.get("terminal"):
+        from ketch.runtime import tty
+        tty.setup_console(opts["console_fd"], proc.get("consoleSize"), bind_console=True)
+    from ketch.runtime import process
+    env = process.env_dict(proc.get("env"))
+    if proc.get("args"):
+        process.lookup(proc["args"][0], env)
+    process.set_rlimits(proc.get("rlimits"))
+    process.check_cwd(proc.get("cwd") or "/")
+    if "mount" in nss and (cfg.get("root") or {}).get("readonly"):
+        rfs.remount_root_readonly()
+    if opts.get("apparmor_warn"):
+        pass
+    sc.set_pdeathsig(0)
+    ch.send("created")
+    ch.close()
+    # wait for `start`: open blocks until it opens the fifo for reading
+    fifo_fd = opts["fifo_fd"]
+    fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo_fd)
+    try:
+        hooks.run_all(cfg.get("hooks"), "startContainer", opts["hook_state"])
+        process.exec_process(proc, linux.get("seccomp"), preserve_fds=opts.get("preserve_fds", 0))
+    except BaseException as e:  # noqa: B902 - the runtime is gone: stderr is all we have
+        sys.stderr.write(f"ketch-runtime: {e}\n")
+        sys.stderr.flush()
+        os._exit(127 if "not found" in str(e) else 126)

@@ -1,0 +1,112 @@
+"""The last steps before the container's process runs: identity, limits, privileges, exec.
+
+Shared by the container's init (after `start`) and by `exec`. The order is the one
+runc uses and docs/security.md explains: rlimits, no_new_privs, seccomp when it
+cannot wait (no NNP: loading needs CAP_SYS_ADMIN), bounding set, user and groups with
+keep-caps, capability sets, ambient set, seccomp last when NNP is set, then exec.
+"""
+
+import os
+
+from ketch.errors import InvalidArgument, NotFound, PermissionDenied
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def env_dict(env):
+    out = {}
+    for e in env or []:
+        k, sep, v = e.partition("=")
+        if sep:
+            out[k] = v
+    return out
+
+
+def lookup(arg0, env):
+    """Resolve arg0 like execvp does, inside the (already pivoted) root."""
+    if "/" in arg0:
+        if not os.path.exists(arg0):
+            raise NotFound(f'exec: "{arg0}": stat {arg0}: no such file or directory')
+        if os.path.isdir(arg0):
+            raise PermissionDenied(f'exec: "{arg0}": is a directory')
+        return arg0
+    for d in env.get("PATH", DEFAULT_PATH).split(":"):
+        cand = os.path.join(d or ".", arg0)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise NotFound(f'exec: "{arg0}": executable file not found in $PATH')
+
+
+def set_rlimits(rlimits):
+    if not rlimits:
+        return
+    import resource
+    for rl in rlimits:
+        name = rl["type"]
+        res = getattr(resource, name, None)
+        if res is None:
+            raise InvalidArgument(f"rlimit `{name}`: unknown")
+        soft, hard = rl.get("soft", 0), rl.get("hard", 0)
+        try:
+            resource.setrlimit(res, (soft, hard))
+        except (ValueError, OSError) as e:
+            cur = resource.getrlimit(res)
+            raise PermissionDenied(f"rlimit `{name}` {soft}:{hard}: {e} (current hard limit {cur[1]})") from None
+
+
+def check_cwd(cwd):
+    """Enter cwd and make sure it lies inside the container root (CVE-2024-21626)."""
+    try:
+        os.chdir(cwd)
+    except FileNotFoundError:
+        raise NotFound(f"cwd `{cwd}`: no such file or directory") from None
+    except NotADirectoryError:
+        raise InvalidArgument(f"cwd `{cwd}`: not a directory") from None
+    real = os.getcwd()
+    if not real.startswith("/"):
+        raise PermissionDenied(f"cwd `{cwd}`: resolves outside the container root")
+
+
+def drop_privileges(proc, seccomp):
+    """Apply user, groups, capabilities, no_new_privs and seccomp to the calling process."""
+    from ketch.linux import capabilities, syscalls as sc
+    caps = proc.get("capabilities")
+    nnp = bool(proc.get("noNewPrivileges"))
+    user = proc.get("user") or {}
+    uid, gid = user.get("uid", 0), user.get("gid", 0)
+    if nnp:
+        sc.set_no_new_privs()
+    if seccomp and not nnp:
+        from ketch.linux import seccomp as sec
+        sec.load_filter(seccomp)
+    if caps is not None:
+        capabilities.drop_bounding(caps)
+    capabilities.keep_caps_for_setuid(True)
+    groups = user.get("additionalGids") or []
+    try:
+        os.setgroups(groups)
+    except PermissionError:
+        if groups:
+            raise
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    capabilities.keep_caps_for_setuid(False)
+    if caps is not None:
+        capabilities.set_process_caps(caps)
+    if seccomp and nnp:
+        from ketch.linux import seccomp as sec
+        sec.load_filter(seccomp)
+
+
+def exec_process(proc, seccomp, *, preserve_fds=0):
+    """Become the container's process. Never returns."""
+    from ketch.linux import syscalls as sc
+    env = env_dict(proc.get("env"))
+    args = proc["args"]
+    path = lookup(args[0], env)
+    umask = (proc.get("user") or {}).get("umask")
+    if umask is not None:
+        os.umask(umask)
+    sc.set_cloexec_from(3 + preserve_fds)
+    drop_privileges(proc, seccomp)
+    os.execve(path, args, env)

@@ -1,0 +1,327 @@
+"""The container's root filesystem: mounts, devices, pivot_root, masked and read-only paths.
+
+Runs inside the container's init, in its new mount namespace, before pivot_root.
+Every destination is resolved inside the root (symlinks included) before it is used,
+so a hostile image cannot point a mount at the host (CVE-2018-15664 family).
+"""
+
+import errno
+import os
+import stat
+
+from ketch.errors import InvalidArgument
+from ketch.linux import syscalls as sc
+
+# option -> (clear, flag): clear=True means the option removes the flag
+_FLAGS = {
+    "ro": (False, sc.MS_RDONLY), "rw": (True, sc.MS_RDONLY),
+    "nosuid": (False, sc.MS_NOSUID), "suid": (True, sc.MS_NOSUID),
+    "nodev": (False, sc.MS_NODEV), "dev": (True, sc.MS_NODEV),
+    "noexec": (False, sc.MS_NOEXEC), "exec": (True, sc.MS_NOEXEC),
+    "sync": (False, sc.MS_SYNCHRONOUS), "async": (True, sc.MS_SYNCHRONOUS),
+    "dirsync": (False, sc.MS_DIRSYNC), "remount": (False, sc.MS_REMOUNT),
+    "mand": (False, sc.MS_MANDLOCK), "nomand": (True, sc.MS_MANDLOCK),
+    "atime": (True, sc.MS_NOATIME), "noatime": (False, sc.MS_NOATIME),
+    "diratime": (True, sc.MS_NODIRATIME), "nodiratime": (False, sc.MS_NODIRATIME),
+    "relatime": (False, sc.MS_RELATIME), "norelatime": (True, sc.MS_RELATIME),
+    "strictatime": (False, sc.MS_STRICTATIME), "nostrictatime": (True, sc.MS_STRICTATIME),
+    "bind": (False, sc.MS_BIND), "rbind": (False, sc.MS_BIND | sc.MS_REC),
+    "nosymfollow": (False, sc.MS_NOSYMFOLLOW), "symfollow": (True, sc.MS_NOSYMFOLLOW),
+}
+PROPAGATION = {
+    "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
+    "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
+    "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
+    "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
+}
+_IGNORED = {"tmpcopyup", "defaults"}
+
+
+def parse_options(options):
+    """Split OCI mount options into (flags, propagation flags list, data string)."""
+    flags, prop, data = 0, [], []
+    for o in options or []:
+        if o in _FLAGS:
+            clear, f = _FLAGS[o]
+            flags = flags & ~f if clear else flags | f
+        elif o in PROPAGATION:
+            prop.append(PROPAGATION[o])
+        elif o in _IGNORED:
+            continue
+        elif o in ("idmap", "ridmap"):
+            raise InvalidArgument(f"mount option `{o}` is not supported")
+        else:
+            data.append(o)
+    return flags, prop, ",".join(data)
+
+
+def secure_join(root, unsafe):
+    """Resolve `unsafe` as if `root` were /, following symlinks without leaving root."""
+    parts = [p for p in unsafe.split("/") if p not in ("", ".")]
+    resolved = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        cur = os.path.join(root, *resolved, part)
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            resolved.append(part)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 255:
+                raise InvalidArgument(f"path `{unsafe}`: too many levels of symbolic links")
+            target = os.readlink(cur)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _mkdirs(path):
+    os.makedirs(path, mode=0o755, exist_ok=True)
+
+
+def _ensure_target(dest, is_dir):
+    if os.path.lexists(dest):
+        return
+    if is_dir:
+        _mkdirs(dest)
+    else:
+        _mkdirs(os.path.dirname(dest))
+        os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+
+
+_LOCKED = {os.ST_NOSUID: sc.MS_NOSUID, os.ST_NODEV: sc.MS_NODEV, os.ST_NOEXEC: sc.MS_NOEXEC,
+           os.ST_NOATIME: sc.MS_NOATIME, os.ST_NODIRATIME: sc.MS_NODIRATIME, os.ST_RELATIME: sc.MS_RELATIME}
+
+
+def _locked_flags(path):
+    """Flags of an existing mount that a remount in a user namespace must keep."""
+    f = os.statvfs(path).f_flag
+    out = 0
+    for st_flag, ms in _LOCKED.items():
+        if f & st_flag:
+            out |= ms
+    if f & os.ST_RDONLY:
+        out |= sc.MS_RDONLY
+    return out
+
+
+def mount_one(rootfs, m, *, userns=False, cgroup_paths=None, cgroupns=False):
+    mtype = m.get("type") or ""
+    options = m.get("options") or []
+    flags, prop, data = parse_options(options)
+    src = m.get("source") or mtype or "none"
+    dest = secure_join(rootfs, m["destination"])
+    if dest == rootfs.rstrip("/") and m["destination"] != "/":
+        raise InvalidArgument(f"mount `{m['destination']}`: resolves to the container root")
+    is_bind = bool(flags & sc.MS_BIND) or mtype == "bind"
+    if is_bind:
+        flags |= sc.MS_BIND
+        try:
+            sst = os.stat(src)
+        except FileNotFoundError:
+            raise InvalidArgument(f"mount `{m['destination']}`: source `{src}` does not exist") from None
+        _ensure_target(dest, stat.S_ISDIR(sst.st_mode))
+        sc.mount(src, dest, None, flags & (sc.MS_BIND | sc.MS_REC), None)
+        rest = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
+        if rest:
+            if userns:
+                rest |= _locked_flags(dest) & ~sc.MS_RDONLY
+            sc.mount(None, dest, None, sc.MS_BIND | sc.MS_REMOUNT | rest, None)
+    elif mtype == "cgroup":
+        _ensure_target(dest, True)
+        _mount_cgroup(dest, flags, cgroup_paths or {}, cgroupns)
+    else:
+        _ensure_target(dest, True)
+        try:
+            sc.mount(src, dest, mtype, flags, data or None)
+        except OSError as e:
+            # mqueue/sysfs need the matching namespaces; fall back to a bind of the host's, as runc does
+            if mtype == "sysfs" and e.errno in (errno.EPERM, errno.EBUSY):
+                sc.mount("/sys", dest, None, sc.MS_BIND | sc.MS_REC, None)
+                sc.mount(None, dest, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID
+                         | sc.MS_NODEV | sc.MS_NOEXEC, None)
+            elif mtype == "mqueue" and e.errno in (errno.EPERM, errno.EBUSY):
+                sc.mount("/dev/mqueue", dest, None, sc.MS_BIND, None)
+            else:
+                raise
+    for p in prop:
+        sc.mount(None, dest, None, p, None)
+
+
+def _v1_hierarchies():
+    """[(mountpoint, fstype, super options)] of the host's cgroup mounts."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            fstype, superopts = fields[sep + 1], fields[sep + 3]
+            if fstype in ("cgroup", "cgroup2"):
+                out.append((fields[4], fstype, superopts))
+    return out
+
+
+def _mount_cgroup(dest, flags, cgroup_paths, cgroupns):
+    """Mount the container's view of its cgroups at dest (usually /sys/fs/cgroup)."""
+    hier = _v1_hierarchies()
+    if any(fst == "cgroup2" and mp == "/sys/fs/cgroup" for mp, fst, _ in hier):
+        if cgroupns:
+            sc.mount("cgroup2", dest, "cgroup2", flags, None)
+        else:
+            own = cgroup_paths.get("", "/")
+            sc.mount("/sys/fs/cgroup" + own, dest, None, sc.MS_BIND | sc.MS_REC, None)
+        return
+    sc.mount("tmpfs", dest, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=755")
+    for mp, fstype, superopts in hier:
+        if not mp.startswith("/sys/fs/cgroup/") or fstype != "cgroup":
+            continue
+        name = mp[len("/sys/fs/cgroup/"):]
+        sub = os.path.join(dest, name)
+        _mkdirs(sub)
+        opts = [o for o in superopts.split(",") if o not in ("rw", "ro")]
+        if cgroupns:
+            sc.mount("cgroup", sub, "cgroup", flags & ~sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+                     ",".join(opts))
+        else:
+            own = cgroup_paths.get(name.split(",")[0], cgroup_paths.get("", "/"))
+            sc.mount(mp + own, sub, None, sc.MS_BIND | sc.MS_REC, None)
+        if flags & sc.MS_RDONLY:
+            sc.mount(None, sub, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
+                     | sc.MS_NOEXEC, None)
+    if flags & sc.MS_RDONLY:
+        sc.mount(None, dest, None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+                 "mode=755")
+
+
+DEFAULT_DEVICES = [
+    # path, type, major, minor, mode
+    ("/dev/null", "c", 1, 3, 0o666),
+    ("/dev/zero", "c", 1, 5, 0o666),
+    ("/dev/full", "c", 1, 7, 0o666),
+    ("/dev/random", "c", 1, 8, 0o666),
+    ("/dev/urandom", "c", 1, 9, 0o666),
+    ("/dev/tty", "c", 5, 0, 0o666),
+]
+_DEVTYPE = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+
+
+def create_devices(rootfs, devices, *, userns=False):
+    """Default devices, then linux.devices; in a user namespace devices are bind mounts of the host's."""
+    wanted = {d["path"]: d for d in devices or []}
+    todo = [{"path": p, "type": t, "major": ma, "minor": mi, "fileMode": mode, "uid": 0, "gid": 0}
+            for p, t, ma, mi, mode in DEFAULT_DEVICES if p not in wanted]
+    todo += list(wanted.values())
+    old = os.umask(0)
+    try:
+        for d in todo:
+            path = d["path"]
+            if not path.startswith("/dev/"):
+                raise InvalidArgument(f"device `{path}`: must be under /dev")
+            dest = secure_join(rootfs, path)
+            _mkdirs(os.path.dirname(dest))
+            if os.path.lexists(dest):
+                os.unlink(dest)
+            kind = d.get("type", "c")
+            if kind not in _DEVTYPE:
+                raise InvalidArgument(f"device `{path}`: unknown type `{kind}`")
+            mode = d.get("fileMode", 0o666) & 0o7777
+            if userns and kind != "p":
+                _ensure_target(dest, False)
+                sc.mount(path, dest, None, sc.MS_BIND, None)
+                continue
+            os.mknod(dest, mode | _DEVTYPE[kind], os.makedev(d.get("major", 0), d.get("minor", 0)))
+            os.chown(dest, d.get("uid", 0) or 0, d.get("gid", 0) or 0)
+    finally:
+        os.umask(old)
+
+
+def default_symlinks(rootfs):
+    links = [("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
+             ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr")]
+    if os.path.exists("/proc/kcore"):
+        links.append(("/proc/kcore", "/dev/core"))
+    for target, link in links:
+        dest = secure_join(rootfs, link)
+        try:
+            os.symlink(target, dest)
+        except FileExistsError:
+            pass
+    ptmx = secure_join(rootfs, "/dev/ptmx")
+    if os.path.isdir(os.path.join(rootfs, "dev", "pts")):
+        if os.path.lexists(ptmx):
+            os.unlink(ptmx)
+        os.symlink("pts/ptmx", ptmx)
+
+
+def pivot(rootfs):
+    """pivot_root into rootfs without a put_old directory (runc's trick: pivot onto '.')."""
+    oldroot = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    newroot = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchdir(newroot)
+        sc.pivot_root(".", ".")
+        os.fchdir(oldroot)
+        # the old root is stacked on top of the new one; make it private then detach it
+        sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC, None)
+        sc.umount2(".", sc.MNT_DETACH)
+        os.chdir("/")
+    finally:
+        os.close(oldroot)
+        os.close(newroot)
+
+
+def move_root(rootfs):
+    """--no-pivot: move the root mount over / and chroot (for ramfs roots)."""
+    os.chdir(rootfs)
+    sc.mount(rootfs, "/", None, sc.MS_MOVE, None)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def mask_paths(paths):
+    for p in paths or []:
+        try:
+            st = os.stat(p)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            sc.mount("tmpfs", p, "tmpfs", sc.MS_RDONLY, None)
+        else:
+            sc.mount("/dev/null", p, None, sc.MS_BIND, None)
+
+
+def readonly_paths(paths):
+    for p in paths or []:
+        try:
+            sc.mount(p, p, None, sc.MS_BIND | sc.MS_REC, None)
+        except FileNotFoundError:
+            continue
+        flags = _locked_flags(p) | sc.MS_RDONLY
+        sc.mount(None, p, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_REC | flags, None)
+
+
+def remount_root_readonly():
+    flags = _locked_flags("/") | sc.MS_RDONLY
+    sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | flags, None)
+
+
+def apply_sysctl(sysctl):
+    for key, value in (sysctl or {}).items():
+        if "/" in key or ".." in key or not key:
+            raise InvalidArgument(f"sysctl `{key}`: invalid name")
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(str(value))
+        except FileNotFoundError:
+            raise InvalidArgument(f"sysctl `{key}`: not supported by this kernel or namespace") from None

@@ -1,0 +1,144 @@
+"""Container state on disk and the created/running/paused/stopped state machine.
+
+One directory per container under the runtime root (runc's --root, default
+/run/ketch-runtime): state.json (written atomically) and, between create and start,
+exec.fifo on which the container's init blocks. The status is derived, never stored:
+a live init with the fifo present is "created", without it "running" (or "paused"
+when its cgroup is frozen), a dead or zombie init (or one whose start time differs:
+the pid was reused) is "stopped".
+"""
+
+import json
+import os
+import re
+
+from ketch.errors import AlreadyExists, InvalidArgument, NotFound
+
+DEFAULT_ROOT = "/run/ketch-runtime"
+_ID = re.compile(r"^[\w+\-.]+$")
+
+CREATING, CREATED, RUNNING, PAUSED, STOPPED = "creating", "created", "running", "paused", "stopped"
+
+
+def check_id(cid):
+    if not cid or not _ID.match(cid) or cid in (".", ".."):
+        raise InvalidArgument(f"invalid container id `{cid}`: only letters, digits, _ + - . are allowed")
+
+
+def proc_start_time(pid):
+    """Start time of pid in clock ticks (field 22 of /proc/PID/stat) and its state letter, or (None, None)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None, None
+    rest = data[data.rfind(b")") + 2:].split()
+    return int(rest[19]), rest[0].decode()
+
+
+class State:
+    def __init__(self, root, cid, data):
+        self.root = root
+        self.id = cid
+        self.data = data
+
+    @property
+    def dir(self):
+        return os.path.join(self.root, self.id)
+
+    @property
+    def pid(self):
+        return self.data.get("pid", 0)
+
+    @property
+    def fifo(self):
+        return os.path.join(self.dir, "exec.fifo")
+
+    @property
+    def config(self):
+        return self.data.get("config", {})
+
+    def save(self):
+        tmp = os.path.join(self.dir, ".state.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.data, f)
+        os.rename(tmp, os.path.join(self.dir, "state.json"))
+
+    def alive(self):
+        pid = self.pid
+        if not pid:
+            return False
+        start, st = proc_start_time(pid)
+        if start is None or st in ("Z", "X", "x"):
+            return False
+        return start == self.data.get("start_time")
+
+    def cgroup(self):
+        from ketch.runtime import cgroups
+        d = self.data.get("cgroup")
+        return cgroups.load_manager(d) if d else None
+
+    def status(self):
+        if not self.alive():
+            return STOPPED if self.pid else CREATING
+        if os.path.exists(self.fifo):
+            return CREATED
+        cg = self.data.get("cgroup")
+        if cg:
+            try:
+                if self.cgroup().frozen():
+                    return PAUSED
+            except OSError:
+                pass
+        return RUNNING
+
+    def oci(self):
+        """The runtime-spec state object."""
+        status = self.status()
+        return {
+            "ociVersion": self.data.get("ociVersion", "1.0.2"),
+            "id": self.id,
+            "status": status,
+            "pid": self.pid if status != STOPPED else 0,
+            "bundle": self.data.get("bundle", ""),
+            "annotations": self.config.get("annotations", {}) or {},
+        }
+
+    def runc_state(self):
+        """`state` output: the spec's fields plus runc's extras (rootfs, created, owner)."""
+        st = self.oci()
+        st["rootfs"] = self.data.get("rootfs", "")
+        st["created"] = self.data.get("created", "")
+        st["owner"] = ""
+        return st
+
+
+def load(root, cid):
+    check_id(cid)
+    path = os.path.join(root, cid, "state.json")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise NotFound(f"container `{cid}` does not exist") from None
+    except ValueError as e:
+        raise InvalidArgument(f"state of container `{cid}` is corrupt: {e}") from None
+    return State(root, cid, data)
+
+
+def new(root, cid, data):
+    check_id(cid)
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    d = os.path.join(root, cid)
+    try:
+        os.mkdir(d, 0o711)
+    except FileExistsError:
+        raise AlreadyExists(f"container `{cid}` already exists") from None
+    return State(root, cid, data)
+
+
+def list_ids(root):
+    try:
+        return sorted(n for n in os.listdir(root) if os.path.exists(os.path.join(root, n, "state.json")))
+    except FileNotFoundError:
+        return []

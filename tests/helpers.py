@@ -1,0 +1,72 @@
+"""Shared test helpers: a busybox root filesystem from Debian's busybox-static, OCI bundles, runners."""
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import uuid
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNTIME = [os.path.join(REPO, "bin", "ketch-runtime")]
+BUSYBOX = "/bin/busybox"
+
+
+def make_busybox_rootfs(dest):
+    """A minimal root: busybox-static with every applet as a symlink, plus the usual directories."""
+    for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "usr/bin", "usr/sbin", "var", "run"):
+        os.makedirs(os.path.join(dest, d), exist_ok=True)
+    os.chmod(os.path.join(dest, "tmp"), 0o1777)
+    shutil.copy2(BUSYBOX, os.path.join(dest, "bin", "busybox"))
+    applets = subprocess.run([BUSYBOX, "--list-full"], capture_output=True, text=True, check=True).stdout.split()
+    for a in applets:
+        p = os.path.join(dest, a)
+        if not os.path.lexists(p):
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            os.symlink("/bin/busybox", p)
+    with open(os.path.join(dest, "etc", "passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+    with open(os.path.join(dest, "etc", "group"), "w") as f:
+        f.write("root:x:0:\nnogroup:x:65534:\n")
+    return dest
+
+
+def base_config(args, **kw):
+    from ketch.runtime.spec import default_config
+    cfg = default_config()
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = list(args)
+    cfg["root"] = {"path": "rootfs", "readonly": False}
+    cfg["linux"].pop("resources", None)
+    for k, v in kw.items():
+        cfg[k] = v
+    return cfg
+
+
+class Bundle:
+    """A bundle directory whose rootfs is a copy-free bind of a shared busybox root (read-only lower)."""
+
+    def __init__(self, path, rootfs_src, cfg):
+        self.path = path
+        os.makedirs(path, exist_ok=True)
+        self.rootfs = os.path.join(path, "rootfs")
+        shutil.copytree(rootfs_src, self.rootfs, symlinks=True)
+        self.cfg = cfg
+        self.write()
+
+    def write(self):
+        with open(os.path.join(self.path, "config.json"), "w") as f:
+            json.dump(self.cfg, f, indent=1)
+
+
+def unique(prefix="kt"):
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def runtime(root, *args, check=False, timeout=60, **kw):
+    return subprocess.run(RUNTIME + ["--root", root] + list(args), capture_output=True, text=True,
+                          check=check, timeout=timeout, **kw)
+
+
+def deep(cfg):
+    return copy.deepcopy(cfg)
