@@ -18,38 +18,39 @@ Pure data: no I/O.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 
 from ketch.errors import InvalidArgument
+from ketch.oci import digest as _digest
+from ketch.oci import mediatypes as _mt
 from ketch.oci import platform as _platform
 from ketch.oci.reference import validate_digest
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 
-# media types (ketch.oci.mediatypes is the canonical home once it exists; same strings)
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_EMPTY = "application/vnd.oci.empty.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
-OCI_LAYER_ND = "application/vnd.oci.image.layer.nondistributable.v1.tar"
-OCI_LAYER_ND_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-OCI_LAYER_ND_ZSTD = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"
-DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar"
-DOCKER_LAYER_FOREIGN_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
-DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+# media types: the strings live in ketch.oci.mediatypes; re-exported here for callers of this module
+OCI_MANIFEST = _mt.OCI_MANIFEST
+OCI_INDEX = _mt.OCI_INDEX
+OCI_CONFIG = _mt.OCI_CONFIG
+OCI_EMPTY = _mt.OCI_EMPTY
+OCI_LAYER = _mt.OCI_LAYER
+OCI_LAYER_GZIP = _mt.OCI_LAYER_GZIP
+OCI_LAYER_ZSTD = _mt.OCI_LAYER_ZSTD
+OCI_LAYER_ND = _mt.OCI_LAYER_NONDIST
+OCI_LAYER_ND_GZIP = _mt.OCI_LAYER_NONDIST_GZIP
+OCI_LAYER_ND_ZSTD = _mt.OCI_LAYER_NONDIST_ZSTD
+DOCKER_MANIFEST = _mt.DOCKER_MANIFEST
+DOCKER_MANIFEST_LIST = _mt.DOCKER_MANIFEST_LIST
+DOCKER_CONFIG = _mt.DOCKER_CONFIG
+DOCKER_LAYER = _mt.DOCKER_LAYER
+DOCKER_LAYER_GZIP = _mt.DOCKER_LAYER_GZIP
+DOCKER_LAYER_ZSTD = _mt.DOCKER_LAYER_ZSTD
+DOCKER_LAYER_FOREIGN = _mt.DOCKER_LAYER_FOREIGN            # ...foreign.diff.tar.gzip
+DOCKER_LAYER_FOREIGN_TAR = "application/vnd.docker.image.rootfs.foreign.diff.tar"
+DOCKER_SCHEMA1 = _mt.DOCKER_MANIFEST_V1
+DOCKER_SCHEMA1_SIGNED = _mt.DOCKER_MANIFEST_V1_SIGNED
 
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
@@ -60,9 +61,9 @@ _LAYER_COMPRESSION = {
     OCI_LAYER: None, OCI_LAYER_GZIP: "gzip", OCI_LAYER_ZSTD: "zstd",
     OCI_LAYER_ND: None, OCI_LAYER_ND_GZIP: "gzip", OCI_LAYER_ND_ZSTD: "zstd",
     DOCKER_LAYER: None, DOCKER_LAYER_GZIP: "gzip", DOCKER_LAYER_ZSTD: "zstd",
-    DOCKER_LAYER_FOREIGN: None, DOCKER_LAYER_FOREIGN_GZIP: "gzip",
+    DOCKER_LAYER_FOREIGN_TAR: None, DOCKER_LAYER_FOREIGN: "gzip",
 }
-_FOREIGN = {OCI_LAYER_ND, OCI_LAYER_ND_GZIP, OCI_LAYER_ND_ZSTD, DOCKER_LAYER_FOREIGN, DOCKER_LAYER_FOREIGN_GZIP}
+_FOREIGN = {OCI_LAYER_ND, OCI_LAYER_ND_GZIP, OCI_LAYER_ND_ZSTD, DOCKER_LAYER_FOREIGN, DOCKER_LAYER_FOREIGN_TAR}
 
 SCHEMA1_MESSAGE = ("schema1 manifests are not supported: the format is deprecated and was removed "
                    "from Docker and containerd; repush the image with a newer client "
@@ -74,18 +75,12 @@ _MAX_SIZE = 1 << 62
 
 
 def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
-    if algorithm not in ("sha256", "sha384", "sha512"):
-        raise InvalidArgument(f"unsupported digest algorithm: {algorithm!r}")
-    return f"{algorithm}:" + hashlib.new(algorithm, data).hexdigest()
+    return str(_digest.from_bytes(data))
 
 
 def digest_of(data: bytes, like: str) -> str:
-    """Digest of `data` computed with the algorithm of the digest `like`."""
-    return compute_digest(data, like.partition(":")[0])
+    """Digest of `data` computed with the algorithm of the (validated) digest `like`."""
+    return str(_digest.from_bytes(data, _digest.parse(like).algorithm))
 
 
 @dataclass(frozen=True)
