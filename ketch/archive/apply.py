@@ -224,7 +224,7 @@ class _Applier:
 
     def _create(self, tf, ti, pfd, base, rel):
         name = ti.name
-        if ti.islnk() and ti.linkname and clean_name(ti.linkname) == rel:
+        if ti.islnk() and posixpath.normpath(ti.linkname.lstrip("/") or ".") == rel:
             return  # a hard link to itself: nothing to do
         existing = _lstat(base, pfd)
         if existing is not None and not (ti.isdir() and stat.S_ISDIR(existing.st_mode)):
@@ -278,7 +278,11 @@ class _Applier:
 
     def _hardlink(self, ti, pfd, base):
         name = ti.name
-        target = clean_name(ti.linkname) if ti.linkname else ""
+        try:
+            target = clean_name(ti.linkname) if ti.linkname else ""
+        except InvalidArgument:
+            raise InvalidArgument(f"layer entry {name!r}: hard link target {ti.linkname!r} "
+                                  f"climbs out of the root") from None
         if target == "":
             raise InvalidArgument(f"layer entry {name!r}: hard link to the root is not allowed")
         tparent, tbase = posixpath.split(target)

@@ -28,8 +28,8 @@ def unpack_layer(sn, stream, parent=None, diff_id=None, expected_digest=None):
         if expected_digest is not None and res.digest != expected_digest:
             raise InvalidArgument(f"layer {expected_digest}: content digest is {res.digest}")
         if diff_id is not None and res.diff_id != diff_id:
-            raise InvalidArgument(f"layer {expected_digest or ''}: diff id is {res.diff_id}, "
-                                  f"the image config says {diff_id}".replace("layer :", "layer:"))
+            raise InvalidArgument(f"layer {expected_digest or res.digest}: diff id is "
+                                  f"{res.diff_id}, the image config says {diff_id}")
         chain = dg.chain_id([parent, res.diff_id]) if parent else dg.parse(res.diff_id)
         try:
             sn.commit(chain, key)
