@@ -17,7 +17,6 @@ This module stays import-lean (the runtime CLI starts with ``python3 -I -S``): t
 drivers live in v1.py and v2.py and are imported when a manager is made.
 """
 
-import errno
 import json
 import os
 import signal

@@ -148,3 +148,25 @@ def wait_for(check, timeout, what):
             raise Unavailable("%s: timed out after %ss" % (what, timeout))
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def asked(value):
+    """The entries of a spec object that ask for something (None means "leave alone")."""
+    if not value:
+        return {}
+    return {k: v for k, v in value.items() if v is not None}
+
+
+def pids_value(limit):
+    return str(limit) if limit and limit > 0 else "max"
+
+
+def rdma_lines(rdma):
+    for dev, lim in sorted(rdma.items()):
+        parts = []
+        if lim.get("hcaHandles") is not None:
+            parts.append("hca_handle=%d" % lim["hcaHandles"])
+        if lim.get("hcaObjects") is not None:
+            parts.append("hca_object=%d" % lim["hcaObjects"])
+        if parts:
+            yield "%s %s" % (dev, " ".join(parts))
