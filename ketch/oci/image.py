@@ -267,7 +267,7 @@ def parse_descriptor(d: object, where: str = "descriptor") -> Descriptor:
 def _check_schema(doc: dict, media_type: str | None) -> str:
     """Decide which of the four formats `doc` is; refuse schema1 and disagreements."""
     sv = doc.get("schemaVersion")
-    if media_type in SCHEMA1_TYPES or sv == 1:
+    if media_type in SCHEMA1_TYPES or (type(sv) is int and sv == 1):
         raise InvalidArgument(SCHEMA1_MESSAGE)
     if type(sv) is not int or sv != 2:
         raise InvalidArgument(f"invalid manifest: schemaVersion must be 2, got {sv!r}")
