@@ -64,8 +64,17 @@ def unique(prefix="kt"):
 
 
 def runtime(root, *args, check=False, timeout=60, **kw):
-    return subprocess.run(RUNTIME + ["--root", root] + list(args), capture_output=True, text=True,
-                          check=check, timeout=timeout, **kw)
+    """Run ketch-runtime; output goes through files, since a created init keeps its stdio open."""
+    import tempfile
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        r = subprocess.run(RUNTIME + ["--root", root] + list(args), stdout=out, stderr=err, text=True,
+                           timeout=timeout, **kw)
+        out.seek(0)
+        err.seek(0)
+        r.stdout, r.stderr = out.read(), err.read()
+    if check and r.returncode != 0:
+        raise AssertionError(f"ketch-runtime {' '.join(args)} failed ({r.returncode}): {r.stderr}")
+    return r
 
 
 def deep(cfg):

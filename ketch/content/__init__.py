@@ -3,4 +3,4 @@
 See ketch/content/store.py and docs/storage.md.
 """
 
-from ketch.content.store import ContentStore, Writer  # noqa: F401
+from ketch.content.store import ContentStore, TeeReader, Writer  # noqa: F401

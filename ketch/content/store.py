@@ -360,3 +360,24 @@ def _write_atomic(path, data):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+class TeeReader:
+    """Read from ``src`` and copy every byte read into ``writer`` (e.g. a content Writer).
+
+    A pull passes ``TeeReader(response, store.writer(...))`` to apply_layer, so the blob
+    is stored and unpacked in one pass; commit the writer afterwards with the digest.
+    """
+
+    def __init__(self, src, writer):
+        self._src = src
+        self._writer = writer
+
+    def read(self, n=-1):
+        data = self._src.read(n)
+        if data:
+            self._writer.write(data)
+        return data
+
+    def readable(self):
+        return True

@@ -1,5 +1,6 @@
 """Unpack one layer blob into a committed snapshot named by its ChainID, exactly once."""
 
+import fcntl
 import os
 
 from ketch.errors import AlreadyExists, InvalidArgument, NotFound
@@ -12,15 +13,31 @@ def unpack_layer(sn, stream, parent=None, diff_id=None, expected_digest=None):
 
     ``parent`` is the ChainID of the layers below (None for the bottom layer). When
     ``diff_id`` is known (from the image config) and its ChainID is already committed,
-    nothing is read and (chain_id, None) is returned; otherwise the stream is applied,
+    nothing is read and (chain_id, None) is returned (concurrent callers for the same
+    ChainID wait for each other, so a layer is unpacked once); otherwise the stream is applied,
     its digest and diffID checked against ``expected_digest`` / ``diff_id`` (mismatch:
     InvalidArgument, nothing committed), and (chain_id, ApplyResult) returned.
     """
-    from ketch.archive import apply_layer
-    if diff_id is not None:
-        chain = dg.chain_id([parent, diff_id]) if parent else dg.parse(diff_id)
+    if diff_id is None:
+        return _unpack(sn, stream, parent, None, expected_digest)
+    chain = dg.chain_id([parent, diff_id]) if parent else dg.parse(diff_id)
+    if _exists(sn, chain):
+        return chain, None
+    # one unpack per ChainID at a time, across processes: the loser finds it committed
+    locks = os.path.join(sn.root, "unpack-locks")
+    os.makedirs(locks, exist_ok=True)
+    fd = os.open(os.path.join(locks, chain.hex), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         if _exists(sn, chain):
             return chain, None
+        return _unpack(sn, stream, parent, diff_id, expected_digest)
+    finally:
+        os.close(fd)
+
+
+def _unpack(sn, stream, parent, diff_id, expected_digest):
+    from ketch.archive import apply_layer
     key = f"extract-{os.urandom(6).hex()}"
     sn.prepare(key, parent, labels={OWNER_LABEL: owner_label()})
     try:

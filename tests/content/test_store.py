@@ -178,3 +178,15 @@ def test_chain_id():
     assert dg.chain_id([a]) == a
     assert dg.chain_id([a, b]) == sha(f"{a} {b}".encode())
     assert dg.chain_ids([a, b]) == [a, dg.chain_id([a, b])]
+
+
+def test_store_and_unpack_in_one_pass(store, tmp_path):
+    import io
+    from ketch.archive import apply_layer
+    from ketch.content import TeeReader
+    from tests.archive.helpers import entry, make_tar
+    blob = make_tar([entry("f", data=b"x" * 10000)], "gzip")
+    w = store.writer(expected_digest=sha(blob), expected_size=len(blob), ref="layer")
+    res = apply_layer(TeeReader(io.BytesIO(blob), w), str(tmp_path))
+    assert w.commit() == res.digest == sha(blob)
+    assert store.read(res.digest) == blob and (tmp_path / "f").read_bytes() == b"x" * 10000

@@ -21,6 +21,12 @@ L3 = make_tar([entry("etc/.wh.gone"), entry("app/run", data=b"app")])
 L3B = make_tar([entry("other/file", data=b"b")], "gzip")
 
 
+class Slow(io.BytesIO):
+    def read(self, n=-1):
+        __import__("time").sleep(0.002)
+        return super().read(min(n, 512) if n and n > 0 else 512)
+
+
 def unpack_chain(sn, blobs):
     parent = None
     for b in blobs:
@@ -224,3 +230,19 @@ def test_unpack_checks_digests_and_leaves_nothing(sn):
     with pytest.raises(InvalidArgument, match="content digest"):
         unpack_layer(sn, io.BytesIO(L1), None, expected_digest=dg.from_bytes(b"not it"))
     assert sn.list() == [] and sn.check() == []
+
+
+def test_concurrent_unpacks_of_one_layer_unpack_it_once(sn):
+    import threading
+    diff = dg.from_bytes(L3)
+    results = []
+    def run():
+        results.append(unpack_layer(sn, Slow(L3), None, diff_id=diff))
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [c for c, _ in results] == [diff] * 3
+    assert sum(1 for _, r in results if r is not None) == 1
+    assert [s["name"] for s in sn.list()] == [diff]

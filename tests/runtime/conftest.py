@@ -1,0 +1,64 @@
+import glob
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+
+import pytest
+
+from tests import helpers
+
+
+class RT:
+    """One test's runtime world: its own --root, bundles, and a cgroup parent it removes."""
+
+    def __init__(self, rootfs_src):
+        self.tmp = tempfile.mkdtemp(prefix="ketch-rt-")
+        self.root = os.path.join(self.tmp, "state")
+        self.rootfs_src = rootfs_src
+        self.cg_parent = f"ketch-test-{uuid.uuid4().hex[:8]}"
+        self.ids = []
+
+    def bundle(self, args, mutate=None, name=None):
+        cid = name or helpers.unique()
+        cfg = helpers.base_config(args)
+        cfg["linux"]["cgroupsPath"] = f"/{self.cg_parent}/{cid}"
+        if mutate:
+            mutate(cfg)
+        b = helpers.Bundle(os.path.join(self.tmp, cid), self.rootfs_src, cfg)
+        b.id = cid
+        self.ids.append(cid)
+        return b
+
+    def rt(self, *args, **kw):
+        return helpers.runtime(self.root, *args, **kw)
+
+    def run(self, args, mutate=None, **kw):
+        b = self.bundle(args, mutate)
+        return self.rt("run", "--bundle", b.path, b.id, **kw)
+
+    def state(self, cid):
+        r = self.rt("state", cid)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    def cleanup(self):
+        for cid in self.ids:
+            self.rt("delete", "--force", cid)
+        for d in glob.glob(f"/sys/fs/cgroup/*/{self.cg_parent}"):
+            for sub in sorted(glob.glob(d + "/**/"), key=len, reverse=True):
+                try:
+                    os.rmdir(sub)
+                except OSError:
+                    pass
+        subprocess.run(["umount", "-R", self.tmp], capture_output=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def rt(busybox_rootfs):
+    w = RT(busybox_rootfs)
+    yield w
+    w.cleanup()
