@@ -130,9 +130,11 @@ class BlobReader:
     Always close it (`async with` or `await reader.close()`).
     """
 
-    def __init__(self, client: RegistryClient, ref: Reference, digest: str, offset: int, size: int | None):
+    def __init__(self, client: RegistryClient, source: str, digest: str, offset: int, size: int | None,
+                 opener: Callable):
         self._client = client
-        self._ref = ref
+        self._source = source      # for messages: the repository or URL
+        self._opener = opener      # async (position) -> open 200/206 response
         self.digest = digest
         self.offset = offset
         self.position = offset
@@ -143,7 +145,7 @@ class BlobReader:
         self.resumes = 0
 
     async def _open(self) -> None:
-        resp = await self._client._blob_response(self._ref, self.digest, self.position)
+        resp = await self._opener(self.position)
         total = None
         if resp.status == 206:
             m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.headers.get("Content-Range", ""))
@@ -189,13 +191,13 @@ class BlobReader:
                 breaks += 1
                 self.resumes += 1
                 if breaks > self._client.retries:
-                    raise Unavailable(f"download blob {self.digest} from {self._ref.name}: "
+                    raise Unavailable(f"download blob {self.digest} from {self._source}: "
                                       f"connection broken at byte {self.position}: {e}") from None
                 await asyncio.sleep(self._client.backoff * (2 ** (breaks - 1)))
                 continue
             if chunk:
                 if self.size is not None and self.position + len(chunk) > self.size:
-                    raise FailedPrecondition(f"blob {self.digest} from {self._ref.name}: "
+                    raise FailedPrecondition(f"blob {self.digest} from {self._source}: "
                                              f"longer than its size {self.size}")
                 self.position += len(chunk)
                 if self._hasher:
@@ -209,7 +211,7 @@ class BlobReader:
                 breaks += 1
                 self.resumes += 1
                 if breaks > self._client.retries:
-                    raise Unavailable(f"download blob {self.digest} from {self._ref.name}: "
+                    raise Unavailable(f"download blob {self.digest} from {self._source}: "
                                       f"ended at byte {self.position} of {self.size}")
                 continue
             self._done = True
@@ -218,7 +220,7 @@ class BlobReader:
             if self._hasher:
                 got = self._hasher.name + ":" + self._hasher.hexdigest()
                 if got != self.digest:
-                    raise FailedPrecondition(f"blob {self.digest} from {self._ref.name}: "
+                    raise FailedPrecondition(f"blob {self.digest} from {self._source}: "
                                              f"digest mismatch: content is {got}")
             return b""
 
@@ -576,12 +578,47 @@ class RegistryClient:
         validate_digest(digest)
         if offset < 0 or (size is not None and offset > size):
             raise InvalidArgument(f"open blob {digest}: bad offset {offset}")
-        r = BlobReader(self, ref, digest, offset, size)
+        r = BlobReader(self, ref.name, digest, offset, size,
+                       lambda pos: self._blob_response(ref, digest, pos))
         if size is not None and offset == size:
             r._done = True
             return r
         await r._open()
         return r
+
+    async def _url_response(self, url: str, digest: str, offset: int):
+        what = f"get foreign layer {digest} from {url}"
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        # no registry credentials go to foreign hosts: the domain key is the URL's own host
+        resp = await self._request("GET", "foreign:" + urlsplit(url).netloc, url, headers=headers, what=what)
+        if resp.status not in (200, 206):
+            await self._fail(resp, what)
+        return resp
+
+    async def open_layer(self, ref: Reference | str, desc: oci_image.Descriptor, offset: int = 0) -> BlobReader:
+        """Open a layer by its descriptor. Non-distributable (foreign) layers with `urls` are
+        fetched from those URLs first, as Docker does (digest and size verified the same way),
+        then from the registry; other layers come from the registry."""
+        ref = _as_ref(ref)
+        errors = []
+        if desc.foreign:
+            for url in desc.urls:
+                if urlsplit(url).scheme not in ("http", "https"):
+                    continue
+                r = BlobReader(self, url, desc.digest, offset, desc.size,
+                               lambda pos, u=url: self._url_response(u, desc.digest, pos))
+                try:
+                    await r._open()
+                    return r
+                except (NotFound, PermissionDenied, Unavailable, FailedPrecondition, InvalidArgument,
+                        Internal) as e:
+                    errors.append(str(e))
+        try:
+            return await self.open_blob(ref, desc.digest, offset, desc.size)
+        except NotFound as e:
+            if errors:
+                raise NotFound(f"{e}; foreign urls failed: {'; '.join(errors)}") from None
+            raise
 
     async def blob_exists(self, ref: Reference | str, digest: str) -> int | None:
         """HEAD a blob: its size if the repository has it, else None."""

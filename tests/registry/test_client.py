@@ -186,3 +186,53 @@ def test_blob_not_matching_its_digest_is_refused(registry):
                 await c.get_manifest(ref.with_digest(img.digest))
 
     asyncio.run(main())
+
+
+def test_foreign_layer_from_urls_and_parallel_reads(registry):
+    """A non-distributable layer is fetched from its URL (never pushed to the registry), the
+    others come from the registry, all at once."""
+    from aiohttp import web
+
+    from .conftest import free_port, make_layer
+
+    img = make_image(seed="foreign")
+    foreign = make_layer({"windows/base": b"pretend this is licensed"})
+    fdesc = oci.Descriptor(oci.DOCKER_LAYER_FOREIGN, oci.sha256_digest(foreign), len(foreign))
+    ref = parse(f"{registry.domain}/ketch/foreign:1")
+    served = []
+
+    async def serve(request):
+        served.append(request.headers.get("Authorization"))
+        return web.Response(body=foreign)
+
+    async def main():
+        app = web.Application()
+        app.router.add_get("/layer.tar.gz", serve)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with RegistryClient() as c:
+                await push_image(c, ref, img)
+                fdesc_u = oci.Descriptor(fdesc.media_type, fdesc.digest, fdesc.size,
+                                         urls=(f"http://127.0.0.1:{port}/missing", f"http://127.0.0.1:{port}/layer.tar.gz"))
+                assert fdesc_u.foreign
+                descs = [fdesc_u] + [oci.Descriptor(b.media_type, b.digest, len(b.data)) for b in img.layers]
+
+                async def fetch(d):
+                    async with await c.open_layer(ref, d) as r:
+                        return await r.readall()
+
+                got = await asyncio.gather(*(fetch(d) for d in descs))
+                assert got == [foreign] + [b.data for b in img.layers]
+                assert served == [None]          # no credentials to foreign hosts
+                # a foreign layer whose urls all fail and that the registry lacks: NotFound naming both
+                bad = oci.Descriptor(fdesc.media_type, oci.sha256_digest(b"x"), 1,
+                                     urls=(f"http://127.0.0.1:{port}/missing",))
+                with pytest.raises(NotFound, match="foreign urls failed"):
+                    await c.open_layer(ref, bad)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
