@@ -431,10 +431,16 @@ def exec_(root, cid, proc, *, console_socket=None, pid_file=None, detach=False, 
         if mgr is not None:
             mgr.apply(pid1)
         parent.send("go")
-        msg = parent.expect("pid")
-        pid = msg["pid"]
+        got = {}
+        while "pid" not in got or "ready" not in got:   # the joiner and the process write in any order
+            msg = parent.recv()
+            if msg is None:
+                raise Internal("exec: the process exited during setup")
+            if msg["type"] == "error":
+                raise channel._ChildError(msg["msg"], msg.get("kind", "Internal"))
+            got[msg["type"]] = msg
+        pid = got["pid"]["pid"]
         os.waitpid(pid1, 0)
-        parent.expect("ready")
         if pid_file:
             _write_pid_file(pid_file, pid)
         return pid

@@ -28,15 +28,24 @@ def _fail(ch, exc):
 
 
 def join_namespaces(nss):
-    """setns into every namespace given by path; the user namespace first."""
-    order = sorted((t for t, p in nss.items() if p), key=lambda t: t != "user")
-    for t in order:
-        fd = os.open(nss[t], os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            sc.setns(fd, sc.NAMESPACE_FLAGS[t])
-        except OSError as e:
-            raise OSError(e.errno, f"setns `{nss[t]}` ({t}): {os.strerror(e.errno)}") from None
-        finally:
+    """setns into every namespace given by path: all opened first (joining the mount namespace
+    changes what /proc shows), the user namespace first and the mount namespace last."""
+    rank = {"user": 0, "mount": 9}
+    order = sorted((t for t, p in nss.items() if p), key=lambda t: rank.get(t, 5))
+    fds = []
+    try:
+        for t in order:
+            try:
+                fds.append((t, os.open(nss[t], os.O_RDONLY | os.O_CLOEXEC)))
+            except OSError as e:
+                raise OSError(e.errno, f"open namespace `{nss[t]}` ({t}): {os.strerror(e.errno)}") from None
+        for t, fd in fds:
+            try:
+                sc.setns(fd, sc.NAMESPACE_FLAGS[t])
+            except OSError as e:
+                raise OSError(e.errno, f"setns `{nss[t]}` ({t}): {os.strerror(e.errno)}") from None
+    finally:
+        for _, fd in fds:
             os.close(fd)
 
 

@@ -70,7 +70,7 @@ def check_cwd(cwd):
 def drop_privileges(proc, seccomp):
     """Apply user, groups, capabilities, no_new_privs and seccomp to the calling process."""
     from ketch.linux import capabilities, syscalls as sc
-    caps = proc.get("capabilities")
+    caps = proc.get("capabilities") or {}   # absent means empty sets, as runc
     nnp = bool(proc.get("noNewPrivileges"))
     user = proc.get("user") or {}
     uid, gid = user.get("uid", 0), user.get("gid", 0)
