@@ -317,7 +317,10 @@ class RegistryClient:
             return c(domain)
         return c.get(domain)
 
-    async def _token(self, domain: str, ch: _auth.Challenge, scopes: tuple[str, ...], renew: bool) -> str:
+    async def _token(self, domain: str, ch: _auth.Challenge, scopes: tuple[str, ...], renew: bool,
+                     stale: str | None = None) -> str:
+        """A token for these scopes: cached unless `renew`; when renewing, a cached token other
+        than `stale` (the one that was refused) was fetched meanwhile by another task and is used."""
         realm = ch.params.get("realm")
         if not realm or urlsplit(realm).scheme not in ("http", "https"):
             raise PermissionDenied(f"authenticate to {domain}: bearer challenge without a usable realm {realm!r}")
@@ -329,7 +332,7 @@ class RegistryClient:
         lock = self._token_locks.setdefault(key, asyncio.Lock())
         async with lock:
             cached = self._tokens.get(key)
-            if cached and not renew and cached[1] > time.monotonic():
+            if cached and cached[1] > time.monotonic() and (not renew or cached[0] != stale):
                 return cached[0]
             query = [("service", service)] if service else []
             query += [("scope", s) for s in sorted(all_scopes)]
@@ -434,7 +437,9 @@ class RegistryClient:
                 self._challenges[domain] = ch
                 renewed = True
                 if ch.scheme == "bearer":
-                    await self._token(domain, ch, scopes, renew=True)
+                    sent = hdrs.get("Authorization", "")
+                    await self._token(domain, ch, scopes, renew=True,
+                                      stale=sent[7:] if sent.startswith("Bearer ") else None)
                 continue
             if resp.status in _RETRY_STATUS and retry and attempt < self.retries:
                 ra = resp.headers.get("Retry-After", "")

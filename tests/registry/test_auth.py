@@ -155,7 +155,12 @@ def test_bearer_token_auth(tmp_path, monkeypatch):
                 # anonymous tokens carry pull only: the registry refuses the push
                 with pytest.raises(PermissionDenied):
                     await anon.push_blob(ref, img.config.digest, len(img.config.data), img.config.data)
-            async with RegistryClient(credentials={reg.domain: Credentials("alice", "s3cret")}) as c:
+            async with RegistryClient() as c:
+                with pytest.raises(PermissionDenied, match="bad credentials"):
+                    await c.login(reg.domain, "alice", "wrong")
+                await c.login(reg.domain, "alice", "s3cret")
+            assert load_credentials(reg.domain) == Credentials("alice", "s3cret")
+            async with RegistryClient() as c:
                 await push_image(c, ref, img)
                 n = c.token_requests
                 # same scopes again: cached tokens, no new token request
@@ -165,9 +170,12 @@ def test_bearer_token_auth(tmp_path, monkeypatch):
                 assert await c.mount_blob(other, img.layers[1].digest, ref) is True
                 assert any(set(r["scopes"]) == {"repository:team/other:pull,push", "repository:team/tok:pull"}
                            for r in ts.requests)
+            assert logout(reg.domain)
             async with RegistryClient() as anon:
-                got = await anon.get_manifest(ref)      # anonymous pull works via a `token` field
-                assert got.digest == img.digest
+                # anonymous pull works via a `token` field; parallel first requests share one token
+                gots = await asyncio.gather(*(anon.get_manifest(ref) for _ in range(4)))
+                assert {g.digest for g in gots} == {img.digest}
+                assert anon.token_requests == 1
                 r = await anon.open_blob(ref, img.layers[1].digest, size=len(img.layers[1].data))
                 assert await r.readall() == img.layers[1].data
             assert all(r["service"] == "ketch-registry" for r in ts.requests)
