@@ -65,6 +65,12 @@ def test_push_pull_round_trip(registry):
             assert sorted(await c.list_tags(ref.repository())) == ["v1", "v2"]
             assert sorted(await c.list_tags(ref.repository(), page_size=1)) == ["v1", "v2"]
 
+            await c.delete_manifest(ref.with_digest(img.digest))
+            with pytest.raises(NotFound, match="manifest unknown"):
+                await c.get_manifest(ref)
+            with pytest.raises(NotFound, match="manifest unknown"):
+                await c.head_manifest(ref.with_digest(img.digest))
+
     asyncio.run(main())
 
 
