@@ -60,6 +60,10 @@ def test_v1_paths_comounted_and_named(mountinfo):
                        "memory": "/R/memory/k/c1", "name=systemd": "/R/systemd/k/c1", "unified": "/R/unified/k/c1"}
     # comounted cpu,cpuacct is one directory
     assert len(m.dirs()) == 5
+    # what the runtime binds into the container, keyed by controller and mount name
+    assert m.to_dict()["relative_paths"] == {"cpu": "/k/c1", "cpuacct": "/k/c1", "cpuset": "/k/c1", "memory": "/k/c1",
+                                             "name=systemd": "/k/c1", "systemd": "/k/c1", "unified": "/k/c1",
+                                             "": "/k/c1"}
 
 
 def test_default_and_absolute_and_dotdot():

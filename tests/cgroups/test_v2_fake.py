@@ -191,6 +191,7 @@ def test_round_trip(v2tree):
     d = json.loads(json.dumps(m.to_dict()))
     m2 = cgroups.load_manager(d)
     assert m2.version == "v2" and m2.dir == m.dir and m2.path == "/a/b/c"
+    assert d["relative_paths"] == {"": "/a/b/c"}
 
 
 def test_devices_on_a_non_cgroup_dir_fails_clearly(v2tree):

@@ -68,7 +68,26 @@ class V1Manager(Manager):
 
     def to_dict(self):
         return {"version": "v1", "path": self.path, "root": self.root, "systemd": self.systemd,
-                "unit": self.unit, "paths": dict(self.paths), "mounts": dict(self.mounts)}
+                "unit": self.unit, "paths": dict(self.paths), "mounts": dict(self.mounts),
+                "relative_paths": self.relative_paths()}
+
+    def relative_paths(self):
+        """{controller: the cgroup's path inside its hierarchy mount}, for binding it into the
+        container. Named hierarchies also appear under their mount directory's name
+        ("systemd" for name=systemd); the hybrid cgroup2 one is under "" as well."""
+        out = {}
+        for c, d in self.paths.items():
+            mp = self.mounts.get(c)
+            if not mp:
+                continue
+            rel = os.path.relpath(d, mp)
+            rel = "/" if rel == "." else "/" + rel
+            out[c] = rel
+            if c.startswith("name="):
+                out.setdefault(os.path.basename(mp), rel)
+            if c == UNIFIED:
+                out[""] = rel
+        return out
 
     def dirs(self):
         """The distinct directories, one per hierarchy (comounted controllers share one)."""

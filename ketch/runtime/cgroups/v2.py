@@ -80,7 +80,12 @@ class V2Manager(Manager):
 
     def to_dict(self):
         return {"version": "v2", "path": self.path, "root": self.root, "systemd": self.systemd,
-                "unit": self.unit, "dir": self.dir}
+                "unit": self.unit, "dir": self.dir, "relative_paths": self.relative_paths()}
+
+    def relative_paths(self):
+        """{"": the cgroup's path inside the cgroup2 mount}, for binding it into the container."""
+        rel = os.path.relpath(self.dir, self.root)
+        return {"": "/" if rel == "." else "/" + rel}
 
     def dirs(self):
         return [self.dir]
