@@ -424,7 +424,8 @@ def set_cpu(d, c):
         if common.exists(d, "cpu.cfs_burst_us"):
             common.write(d, "cpu.cfs_burst_us", str(c["burst"]))
         else:
-            warn("no cpu.cfs_burst_us: ignoring linux.resources.cpu.burst")
+            if c["burst"]:
+                warn("no cpu.cfs_burst_us: ignoring linux.resources.cpu.burst")
     if c.get("realtimePeriod"):
         common.write(d, "cpu.rt_period_us", str(c["realtimePeriod"]))
     if c.get("realtimeRuntime"):
@@ -433,7 +434,8 @@ def set_cpu(d, c):
         if common.exists(d, "cpu.idle"):
             common.write(d, "cpu.idle", str(c["idle"]))
         else:
-            warn("no cpu.idle: ignoring linux.resources.cpu.idle")
+            if c["idle"]:
+                warn("no cpu.idle: ignoring linux.resources.cpu.idle")
 
 
 def set_cpuset(d, c):

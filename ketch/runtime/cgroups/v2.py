@@ -317,12 +317,14 @@ def set_cpu(d, c):
         if common.exists(d, "cpu.max.burst"):
             common.write(d, "cpu.max.burst", str(c["burst"]))
         else:
-            warn("no cpu.max.burst: ignoring linux.resources.cpu.burst")
+            if c["burst"]:
+                warn("no cpu.max.burst: ignoring linux.resources.cpu.burst")
     if c.get("idle") is not None:
         if common.exists(d, "cpu.idle"):
             common.write(d, "cpu.idle", str(c["idle"]))
         else:
-            warn("no cpu.idle: ignoring linux.resources.cpu.idle")
+            if c["idle"]:
+                warn("no cpu.idle: ignoring linux.resources.cpu.idle")
     if c.get("realtimeRuntime") or c.get("realtimePeriod"):
         warn("cgroup v2 has no realtime cpu limits: ignoring linux.resources.cpu.realtime*")
 
