@@ -106,3 +106,13 @@ def test_bad_program_is_refused_with_verifier_log():
     with pytest.raises(OSError) as e:
         bpf.prog_load_cgroup_device(dv.encode([dv.insn(dv.ALU_MOV_K, 0, imm=1)]))
     assert "bpf prog load" in str(e.value)
+
+
+def test_with_defaults_keeps_the_oci_devices():
+    p = dv.program(dv.with_defaults([{"allow": False, "access": "rwm"},
+                                     {"allow": False, "type": "c", "major": 1, "minor": 3}]))
+    assert dv.run(p, CHAR, R | W, 1, 3) == 1        # /dev/null cannot be taken away
+    assert dv.run(p, CHAR, R | W, 136, 4) == 1      # /dev/pts/4
+    assert dv.run(p, CHAR, M, 10, 200) == 1         # mknod of any char device
+    assert dv.run(p, CHAR, R, 10, 200) == 0         # but not opening /dev/net/tun
+    assert dv.run(p, BLOCK, R, 8, 0) == 0

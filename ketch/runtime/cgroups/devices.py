@@ -42,6 +42,25 @@ R0, R1, R2, R3, R4, R5 = range(6)
 LICENSE = "Apache"
 
 
+def _allow(typ, major, minor, access="rwm"):
+    return {"allow": True, "type": typ, "major": major, "minor": minor, "access": access}
+
+
+# The devices every container may use whatever its spec says (runc specconv AllowedDevices):
+# the OCI default devices, /dev/pts/*, /dev/ptmx, and mknod of any char/block node.
+DEFAULT_ALLOWED = (
+    _allow("c", None, None, "m"), _allow("b", None, None, "m"),
+    _allow("c", 1, 3), _allow("c", 1, 8), _allow("c", 1, 7), _allow("c", 5, 0),
+    _allow("c", 1, 5), _allow("c", 1, 9), _allow("c", 136, None), _allow("c", 5, 2),
+)
+
+
+def with_defaults(rules):
+    """The spec's rules followed by DEFAULT_ALLOWED, as runc builds the cgroup's list
+    (appended last, so a spec cannot take /dev/null away)."""
+    return list(rules or []) + [dict(r) for r in DEFAULT_ALLOWED]
+
+
 def normalize(rule):
     """An OCI device rule as (allow, type, major, minor, access); None majors/minors are wildcards."""
     if not isinstance(rule, dict):
