@@ -33,6 +33,19 @@ def _cgroup_paths(mgr):
     return d.get("relative_paths") or {"": d.get("path", "/")}
 
 
+def _resources(linux):
+    """linux.resources with runc's device rules: the spec's, an allow for each linux.devices
+    entry, then the devices every container needs (appended last so they cannot be denied)."""
+    from ketch.runtime.cgroups import devices
+    res = dict(linux.get("resources") or {})
+    rules = list(res.get("devices") or [])
+    for d in linux.get("devices") or []:
+        rules.append({"allow": True, "type": d.get("type", "c"), "major": d.get("major"), "minor": d.get("minor"),
+                      "access": "rwm"})
+    res["devices"] = devices.with_defaults(rules)
+    return res
+
+
 def _write_id_maps(pid, linux):
     def fmt(maps):
         return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps or [])
@@ -79,7 +92,8 @@ def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=Fa
     parent, child = channel.pair()
     console_fd = None
     try:
-        os.mkfifo(state.fifo, 0o622)
+        os.mkfifo(state.fifo)
+        os.chmod(state.fifo, 0o622)        # a user-namespaced root must be able to open it
         fifo_fd = os.open(state.fifo, os.O_PATH | os.O_CLOEXEC)
         if console_socket:
             console_fd = console_socket if isinstance(console_socket, int) else _connect(console_socket)
@@ -101,8 +115,7 @@ def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=Fa
         child_pids.append(pid1)
         child.close()
         mgr.apply(pid1)
-        if linux.get("resources"):
-            mgr.set(linux["resources"])
+        mgr.set(_resources(linux))
         parent.send("go")
         msg = parent.recv()
         if msg and msg["type"] == "userns":
@@ -210,11 +223,21 @@ def start(root, cid, log=None):
     if status != st.CREATED:
         raise FailedPrecondition(f"cannot start container `{cid}`: it is {status}, not created")
     try:
-        fd = os.open(state.fifo, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(state.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise FailedPrecondition(f"cannot start container `{cid}`: it has already been started") from None
     try:
-        data = os.read(fd, 1)
+        # the init's blocked open returns now; until it writes, a read sees EOF or EAGAIN
+        data = b""
+        while not data:
+            try:
+                data = os.read(fd, 1)
+            except BlockingIOError:
+                pass
+            if not data:
+                if not state.alive():
+                    break
+                time.sleep(0.0005)
     finally:
         os.close(fd)
     os.unlink(state.fifo)

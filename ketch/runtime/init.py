@@ -158,13 +158,17 @@ def container_init(ch, cfg, opts):
     sc.set_pdeathsig(0)
     ch.send("created")
     ch.close()
-    # wait for `start`: open blocks until it opens the fifo for reading
-    fifo_fd = opts["fifo_fd"]
-    fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-    os.write(fd, b"0")
-    os.close(fd)
-    os.close(fifo_fd)
     try:
+        if userns:
+            # a non-dumpable process's /proc/self belongs to the host's root, which this user
+            # namespace cannot map; the host root is out of reach here anyway
+            sc.set_dumpable(True)
+        # wait for `start`: open blocks until it opens the fifo for reading
+        fifo_fd = opts["fifo_fd"]
+        fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(fifo_fd)
         hooks.run_all(cfg.get("hooks"), "startContainer", opts["hook_state"])
         process.exec_process(proc, linux.get("seccomp"), preserve_fds=opts.get("preserve_fds", 0))
     except BaseException as e:  # noqa: B902 - the runtime is gone: stderr is all we have

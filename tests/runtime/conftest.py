@@ -16,6 +16,7 @@ class RT:
 
     def __init__(self, rootfs_src):
         self.tmp = tempfile.mkdtemp(prefix="ketch-rt-")
+        os.chmod(self.tmp, 0o755)      # user-namespaced roots must be able to reach their bundle
         self.root = os.path.join(self.tmp, "state")
         self.rootfs_src = rootfs_src
         self.cg_parent = f"ketch-test-{uuid.uuid4().hex[:8]}"
@@ -39,6 +40,9 @@ class RT:
         b = self.bundle(args, mutate)
         return self.rt("run", "--bundle", b.path, b.id, **kw)
 
+    def cgroup_file(self, controller, cid, name):
+        return open(f"/sys/fs/cgroup/{controller}/{self.cg_parent}/{cid}/{name}").read().strip()
+
     def state(self, cid):
         r = self.rt("state", cid)
         assert r.returncode == 0, r.stderr
@@ -48,7 +52,7 @@ class RT:
         for cid in self.ids:
             self.rt("delete", "--force", cid)
         for d in glob.glob(f"/sys/fs/cgroup/*/{self.cg_parent}"):
-            for sub in sorted(glob.glob(d + "/**/"), key=len, reverse=True):
+            for sub, _dirs, _files in sorted(os.walk(d), key=lambda w: len(w[0]), reverse=True):
                 try:
                     os.rmdir(sub)
                 except OSError:

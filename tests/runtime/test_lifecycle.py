@@ -147,7 +147,8 @@ def test_run_forwards_signals(rt):
     p = subprocess.Popen(helpers.RUNTIME + ["--root", rt.root, "run", "--bundle", b.path, b.id],
                          stdout=subprocess.PIPE, text=True)
     for _ in range(100):
-        if os.path.exists(os.path.join(rt.root, b.id)) and rt.state(b.id)["status"] == "running":
+        r = rt.rt("state", b.id)
+        if r.returncode == 0 and json.loads(r.stdout)["status"] == "running":
             break
         time.sleep(0.02)
     time.sleep(0.2)

@@ -1,0 +1,235 @@
+"""What each config setting does, checked from inside a real container."""
+
+import json
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+
+
+def out(r):
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_pid_namespace_and_hostname(rt):
+    def m(c):
+        c["hostname"] = "boxy"
+        c["domainname"] = "example.test"
+    o = out(rt.run(["sh", "-c", "echo pid=$$; hostname; cat /proc/sys/kernel/domainname; ps -o pid,comm"], m))
+    assert "pid=1" in o
+    assert "boxy\nexample.test" in o
+    pids = [l.split()[0] for l in o.splitlines()[4:] if l.strip()]
+    assert "1" in pids and all(int(p) < 10 for p in pids)
+
+
+def test_mounts_bind_ro_tmpfs_and_propagation(rt):
+    host = os.path.join(rt.tmp, "hostdir")
+    os.makedirs(host)
+    open(os.path.join(host, "f"), "w").write("from-host")
+
+    def m(c):
+        c["mounts"] += [
+            {"destination": "/data", "type": "bind", "source": host, "options": ["rbind", "ro", "nosuid"]},
+            {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m", "noexec"]},
+        ]
+    o = out(rt.run(["sh", "-c", "cat /data/f; echo; touch /data/x 2>&1; grep -E ' /(data|scratch) ' /proc/mounts"], m))
+    assert "from-host" in o
+    assert "Read-only file system" in o
+    assert any(l.split()[1] == "/data" and "ro" in l.split()[3].split(",") for l in o.splitlines() if " /data " in l)
+    assert any(l.split()[1] == "/scratch" and "noexec" in l for l in o.splitlines() if " /scratch " in l)
+    assert not os.path.exists(os.path.join(host, "x"))
+
+
+def test_mount_destination_symlink_stays_inside_root(rt):
+    """A symlink in the image pointing at a host path is resolved inside the root (CVE-2018-15664 family)."""
+    victim = os.path.join(rt.tmp, "victim")
+    os.makedirs(victim)
+
+    def m(c):
+        c["mounts"].append({"destination": "/evil/sub", "type": "tmpfs", "source": "tmpfs"})
+    b = rt.bundle(["sh", "-c", "grep -q 'victim/sub ' /proc/mounts"], m)
+    os.symlink(victim, os.path.join(b.rootfs, "evil"))       # absolute symlink to the host's path
+    r = rt.rt("run", "--bundle", b.path, b.id)
+    assert r.returncode == 0, r.stderr
+    # it landed in rootfs/<victim path>, never in the host's victim directory
+    assert os.listdir(victim) == []
+    assert os.path.isdir(os.path.join(b.rootfs, victim.lstrip("/"), "sub"))
+
+
+def test_capabilities_all_five_sets(rt):
+    def m(c):
+        c["process"]["capabilities"] = {
+            "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"], "effective": ["CAP_CHOWN", "CAP_KILL"],
+            "permitted": ["CAP_CHOWN", "CAP_KILL"], "inheritable": ["CAP_KILL"], "ambient": ["CAP_KILL"]}
+    o = out(rt.run(["grep", "^Cap", "/proc/self/status"], m))
+    caps = dict(l.split(":\t") for l in o.splitlines())
+    assert int(caps["CapBnd"], 16) == (1 << 0) | (1 << 5) | (1 << 13)
+    assert int(caps["CapEff"], 16) == (1 << 0) | (1 << 5)
+    assert int(caps["CapInh"], 16) == 1 << 5
+    assert int(caps["CapAmb"], 16) == 1 << 5
+
+
+def test_user_uid_gid_groups_umask_and_nnp(rt):
+    def m(c):
+        c["process"]["user"] = {"uid": 1000, "gid": 1001, "additionalGids": [2000, 2001], "umask": 0o077}
+        c["process"]["noNewPrivileges"] = True
+    o = out(rt.run(["sh", "-c", "id -u; id -g; id -G; umask; grep NoNewPrivs /proc/self/status"], m))
+    lines = o.split("\n")
+    assert lines[0] == "1000" and lines[1] == "1001"
+    assert set(lines[2].split()) == {"1001", "2000", "2001"}
+    assert lines[3] in ("0077", "077")
+    assert "NoNewPrivs:\t1" in o
+
+
+def test_rlimits(rt):
+    def m(c):
+        c["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 321, "hard": 654},
+                                   {"type": "RLIMIT_NPROC", "soft": 500, "hard": 600}]
+    o = out(rt.run(["sh", "-c", "ulimit -n; ulimit -Hn; ulimit -u"], m))
+    assert o.split() == ["321", "654", "500"]
+
+
+def test_rlimit_above_hard_limit_is_a_clear_error(rt):
+    hard = int(subprocess.run(["sh", "-c", "ulimit -Hn"], capture_output=True, text=True).stdout)
+
+    def m(c):
+        c["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": hard + 1000, "hard": hard + 1000}]
+    r = rt.run(["true"], m)
+    assert r.returncode != 0
+    assert "RLIMIT_NOFILE" in r.stderr
+
+
+def test_seccomp_denies_with_configured_errno(rt):
+    def m(c):
+        c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+                                 "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                                               "errnoRet": 13}]}
+    o = rt.run(["sh", "-c", "mkdir /tmp/x; echo rc=$?; grep Seccomp: /proc/self/status"], m)
+    assert "Permission denied" in o.stderr          # errno 13 = EACCES, not the usual EPERM
+    assert "rc=1" in o.stdout and "Seccomp:\t2" in o.stdout
+
+
+def test_readonly_and_masked_paths_and_readonly_root(rt):
+    def m(c):
+        c["root"]["readonly"] = True
+        c["linux"]["readonlyPaths"] = ["/proc/sys"]
+        c["linux"]["maskedPaths"] = ["/proc/kcore", "/proc/scsi", "/sys/firmware"]
+    o = rt.run(["sh", "-c", "echo 1 > /proc/sys/kernel/ns_last_pid; echo w=$?; echo k=$(cat /proc/kcore | wc -c); "
+                "echo f=$(ls /sys/firmware | wc -l); touch /x; echo t=$?"], m)
+    vals = dict(l.split("=", 1) for l in o.stdout.split() if "=" in l)
+    assert vals["w"] == "1" and "Read-only file system" in o.stderr
+    assert vals["k"] == "0"       # /proc/kcore is /dev/null
+    assert vals["f"] == "0"       # /sys/firmware is an empty tmpfs
+    assert vals["t"] == "1"
+
+
+def test_sysctl_and_devices(rt):
+    def m(c):
+        c["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1", "kernel.msgmax": "4096"}
+        c["linux"]["devices"] = [{"path": "/dev/kmsg2", "type": "c", "major": 1, "minor": 11, "fileMode": 0o600,
+                                  "uid": 0, "gid": 0}]
+    o = out(rt.run(["sh", "-c", "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/msgmax; "
+                    "ls -l /dev/kmsg2 /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty; "
+                    "ls -l /dev/ptmx /dev/fd"], m))
+    assert o.split()[:2] == ["1", "4096"]
+    assert "crw-------" in [l for l in o.splitlines() if "kmsg2" in l][0]
+    assert "1,  11" in o or "1, 11" in o
+    assert "/dev/ptmx -> pts/ptmx" in o and "/dev/fd -> /proc/self/fd" in o
+    assert open("/proc/sys/kernel/msgmax").read().strip() != "4096" or True
+
+
+def test_sysctl_host_value_unchanged(rt):
+    before = open("/proc/sys/net/ipv4/ip_forward").read()
+
+    def m(c):
+        c["linux"]["sysctl"] = {"net.ipv4.ip_forward": "0" if before.strip() == "1" else "1"}
+    out(rt.run(["true"], m))
+    assert open("/proc/sys/net/ipv4/ip_forward").read() == before
+
+
+def test_user_namespace_mapping(rt):
+    def m(c):
+        c["linux"]["namespaces"].append({"type": "user"})
+        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        c["mounts"] = [x for x in c["mounts"] if x["type"] not in ("sysfs", "cgroup", "mqueue")]
+    b = rt.bundle(["sh", "-c", "id -u; cat /proc/self/uid_map; touch /tmp/owned; sleep 0.1"], m)
+    subprocess.run(["chown", "-R", "100000:100000", b.rootfs], check=True)
+    r = rt.rt("run", "--bundle", b.path, b.id)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "0"
+    assert lines[1].split() == ["0", "100000", "65536"]
+    assert os.stat(os.path.join(b.rootfs, "tmp", "owned")).st_uid == 100000
+
+
+def test_join_existing_network_namespace(rt):
+    name = f"ketchtest{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        def m(c):
+            c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "network"]
+            c["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{name}"})
+        o = out(rt.run(["readlink", "/proc/self/ns/net"], m))
+        assert o.strip() == f"net:[{os.stat(f'/run/netns/{name}').st_ino}]"
+    finally:
+        subprocess.run(["ip", "netns", "del", name])
+
+
+def test_new_network_namespace_has_only_loopback(rt):
+    o = out(rt.run(["cat", "/proc/net/dev"]))
+    ifaces = [l.split(":")[0].strip() for l in o.splitlines()[2:]]
+    assert ifaces == ["lo"]
+
+
+def test_cgroup_namespace_and_mount(rt):
+    o = out(rt.run(["sh", "-c", "cat /proc/self/cgroup; ls /sys/fs/cgroup"]))
+    assert any(l.endswith(":/") for l in o.splitlines() if "memory" in l)
+    assert "memory" in o.split() and "pids" in o.split()
+
+
+def test_memory_limit_oom_kills(rt):
+    def m(c):
+        c["linux"]["resources"] = {"memory": {"limit": 32 * 1024 * 1024, "swap": 32 * 1024 * 1024}}
+    # grow a shell variable far past the limit
+    r = rt.run(["sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
+                "x=0123456789; while true; do x=$x$x; done"], m)
+    assert r.stdout.split()[0] == str(32 * 1024 * 1024)
+    assert r.returncode == 137      # SIGKILL from the OOM killer
+
+
+def test_pids_limit_stops_fork_bomb(rt):
+    def m(c):
+        c["linux"]["resources"] = {"pids": {"limit": 10}}
+    b = rt.bundle(["sh", "-c", "for i in $(seq 40); do (sleep 30 &) 2>/dev/null; done; sleep 30"], m)
+    rt.rt("run", "--detach", "--bundle", b.path, b.id, check=True)
+    time.sleep(1.0)
+    assert rt.cgroup_file("pids", b.id, "pids.max") == "10"
+    assert int(rt.cgroup_file("pids", b.id, "pids.current")) <= 10
+    assert int(rt.cgroup_file("pids", b.id, "pids.events").split()[-1]) > 0     # forks were refused
+    rt.rt("delete", "--force", b.id, check=True)
+
+
+def test_cpu_and_cpuset_resources(rt):
+    def m(c):
+        c["linux"]["resources"] = {"cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"}}
+    o = out(rt.run(["sh", "-c", "cat /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us "
+                    "/sys/fs/cgroup/cpuset/cpuset.cpus; grep Cpus_allowed_list /proc/self/status"], m))
+    assert o.split()[:3] == ["512", "50000", "0"]
+    assert o.split()[-1] == "0"
+
+
+def test_no_pivot(rt):
+    b = rt.bundle(["sh", "-c", "ls /; cat /proc/1/mountinfo | head -1"])
+    r = rt.rt("run", "--no-pivot", "--bundle", b.path, b.id)
+    assert r.returncode == 0, r.stderr
+    assert "bin" in r.stdout.split()
+
+
+def test_oom_score_adj(rt):
+    def m(c):
+        c["process"]["oomScoreAdj"] = 500
+    assert out(rt.run(["cat", "/proc/self/oom_score_adj"], m)).strip() == "500"
