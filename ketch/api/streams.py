@@ -1,0 +1,132 @@
+"""Stream framing and connection hijack, as Docker's API does them.
+
+Multiplexed frames (stdcopy): an 8-byte header [stream, 0, 0, 0, size (big-endian
+uint32)] then `size` bytes; stream 0 stdin, 1 stdout, 2 stderr. Used when the container
+has no tty; with a tty the stream is raw.
+
+Hijack: attach and exec-start answer `101 UPGRADED` (or `200 OK` when the client did
+not ask to upgrade) and then the connection is a raw duplex byte stream. aiohttp has no
+API for that, so the transport is taken over with `transport.set_protocol`: stdin
+arrives in `Hijacked.data_received`, a half-close from the client (CloseWrite) arrives in
+`eof_received` and keeps the connection open for output, as the docker CLI expects.
+"""
+
+import asyncio
+import struct
+
+STDIN, STDOUT, STDERR = 0, 1, 2
+RAW_STREAM = "application/vnd.docker.raw-stream"
+MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    return struct.pack(">BxxxL", stream, len(data)) + data
+
+
+class Hijacked(asyncio.Protocol):
+    def __init__(self, transport, original):
+        self.transport = transport
+        self.original = original
+        self.stdin: asyncio.Queue = asyncio.Queue()
+        self.closed = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    # asyncio.Protocol
+    def data_received(self, data: bytes) -> None:
+        self.stdin.put_nowait(bytes(data))
+
+    def eof_received(self):
+        self.stdin.put_nowait(b"")
+        return True  # keep the transport open: output still flows
+
+    def connection_lost(self, exc) -> None:
+        self.stdin.put_nowait(b"")
+        self.closed.set()
+        self._writable.set()
+        try:
+            self.original.connection_lost(exc)
+        except Exception:
+            pass
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def write(self, data: bytes) -> None:
+        if self.closed.is_set() or self.transport.is_closing():
+            raise ConnectionResetError("client went away")
+        self.transport.write(data)
+        await self._writable.wait()
+
+    def close(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def hijack(request, content_type: str) -> Hijacked:
+    """Answer the request with 101 (or 200) and take over its connection."""
+    upgrade = "upgrade" in request.headers.get("Connection", "").lower() and request.headers.get("Upgrade")
+    if upgrade:
+        head = (f"HTTP/1.1 101 UPGRADED\r\nContent-Type: {content_type}\r\nConnection: Upgrade\r\n"
+                f"Upgrade: tcp\r\n\r\n")
+    else:
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n\r\n"
+    transport = request.transport
+    original = request.protocol
+    h = Hijacked(transport, original)
+    tail = getattr(original, "_message_tail", b"")
+    if tail:
+        original._message_tail = b""
+    transport.set_protocol(h)
+    transport.write(head.encode())
+    if tail:
+        h.data_received(tail)
+    return h
+
+
+def parse_detach_keys(spec: str | None) -> bytes:
+    """Docker's detach key spec ("ctrl-p,ctrl-q", "a,ctrl-@") to bytes."""
+    if spec is None or spec == "":
+        spec = "ctrl-p,ctrl-q"
+    out = bytearray()
+    for key in spec.split(","):
+        key = key.strip()
+        if key.startswith("ctrl-") and len(key) == 6:
+            ch = key[5]
+            special = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
+            if ch.isalpha():
+                out.append(ord(ch.lower()) - ord("a") + 1)
+            elif ch in special:
+                out.append(special[ch])
+            else:
+                raise ValueError(f"invalid detach keys: {spec}")
+        elif len(key) == 1:
+            out.append(ord(key))
+        else:
+            raise ValueError(f"invalid detach keys: {spec}")
+    return bytes(out)
+
+
+class DetachMatcher:
+    """Find the detach sequence in a stdin stream; hold back a partial match."""
+
+    def __init__(self, keys: bytes):
+        self.keys = keys
+        self.held = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        if not self.keys:
+            return data, False
+        buf = self.held + data
+        self.held = b""
+        i = buf.find(self.keys)
+        if i >= 0:
+            return buf[:i], True
+        for n in range(min(len(self.keys) - 1, len(buf)), 0, -1):
+            if buf.endswith(self.keys[:n]):
+                self.held = buf[-n:]
+                return buf[:-n], False
+        return buf, False

@@ -1,0 +1,1 @@
+"""ketchd, the Ketch daemon (see ketch.daemon.main)."""

@@ -1,0 +1,5 @@
+import sys
+
+from ketch.daemon.main import main
+
+sys.exit(main())

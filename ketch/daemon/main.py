@@ -1,0 +1,254 @@
+"""ketchd: configuration, directories, lock, socket, signals, restore of live containers.
+
+    python -m ketch.daemon [--config-file /etc/ketch/daemon.json] [--data-root DIR]
+        [-H unix:///run/ketch/ketch.sock] [--exec-root /run/ketch] [--runtime ketch-runtime|runc]
+        [--log-level debug|info|warn|error] [--group ketch] [--cgroup-parent /ketch]
+        [--image-service module:factory]
+
+Flags override daemon.json, which overrides the defaults. On SIGTERM or SIGINT ketchd
+stops serving and exits; containers keep running under their monitors and are picked up
+again by the next ketchd (live restore).
+"""
+
+import argparse
+import asyncio
+import fcntl
+import grp
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+DEFAULTS = {
+    "data-root": "/var/lib/ketch",
+    "exec-root": "/run/ketch",
+    "hosts": ["unix:///run/ketch/ketch.sock"],
+    "log-level": "info",
+    "runtime": "runc",
+    "conmon": "conmon",
+    "group": "ketch",
+    "cgroup-parent": "/ketch",
+    "image-service": "ketch.images:ImageService",
+    "init-path": "",
+}
+CONFIG_FILE = "/etc/ketch/daemon.json"
+
+log = logging.getLogger("ketch.daemon")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, msg, then the record's extra fields."""
+
+    _std = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record):
+        out = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) +
+               f".{int(record.msecs):03d}Z", "level": record.levelname.lower(), "logger": record.name,
+               "msg": record.getMessage()}
+        for k, v in vars(record).items():
+            if k not in self._std and not k.startswith("_"):
+                out[k] = v if isinstance(v, (int, float, bool, type(None))) else str(v)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="ketchd", description="Ketch container engine daemon")
+    p.add_argument("--config-file", default=CONFIG_FILE)
+    p.add_argument("--data-root")
+    p.add_argument("--exec-root")
+    p.add_argument("-H", "--host", action="append", dest="hosts")
+    p.add_argument("-l", "--log-level", choices=["debug", "info", "warn", "warning", "error", "fatal"])
+    p.add_argument("--runtime")
+    p.add_argument("--conmon")
+    p.add_argument("-G", "--group")
+    p.add_argument("--cgroup-parent")
+    p.add_argument("--image-service")
+    p.add_argument("--init-path")
+    p.add_argument("-v", "--version", action="store_true")
+    return p.parse_args(argv)
+
+
+def load_config(args) -> dict:
+    cfg = dict(DEFAULTS)
+    if os.path.exists(args.config_file):
+        try:
+            with open(args.config_file) as f:
+                file_cfg = json.load(f)
+        except ValueError as e:
+            raise SystemExit(f"ketchd: {args.config_file}: invalid JSON: {e}")
+        if not isinstance(file_cfg, dict):
+            raise SystemExit(f"ketchd: {args.config_file}: a JSON object is expected")
+        unknown = set(file_cfg) - set(DEFAULTS)
+        if unknown:
+            raise SystemExit(f"ketchd: {args.config_file}: unknown option(s): {', '.join(sorted(unknown))}")
+        cfg.update(file_cfg)
+    for key in DEFAULTS:
+        v = getattr(args, key.replace("-", "_"), None)
+        if v:
+            cfg[key] = v
+    if "exec-root" in cfg and args.hosts is None and cfg["hosts"] == DEFAULTS["hosts"] and \
+            cfg["exec-root"] != DEFAULTS["exec-root"]:
+        cfg["hosts"] = [f"unix://{os.path.join(cfg['exec-root'], 'ketch.sock')}"]
+    return cfg
+
+
+def ensure_group(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        pass
+    rc = subprocess.run(["groupadd", "--system", name], capture_output=True, text=True)
+    if rc.returncode not in (0, 9):  # 9: exists (a race with another groupadd)
+        log.warning("create group", extra={"group": name, "error": rc.stderr.strip()})
+        return 0
+    return grp.getgrnam(name).gr_gid
+
+
+def socket_path(host: str) -> str:
+    if host.startswith("unix://"):
+        return host[len("unix://"):]
+    if host.startswith("/"):
+        return host
+    raise SystemExit(f"ketchd: host {host}: only unix:// sockets are supported (TCP needs TLS, not "
+                     "available yet)")
+
+
+def _socket_in_use(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class _NoImages:
+    """Used when no image service is installed: every image is unknown."""
+
+    async def get_image(self, name):
+        from ketch.errors import NotFound
+        raise NotFound(f"No such image: {name}")
+
+    async def mount_rootfs(self, key):
+        from ketch.errors import Unavailable
+        raise Unavailable("no image service: cannot mount a container root filesystem")
+
+    async def unmount_rootfs(self, key):
+        pass
+
+    async def remove_rootfs(self, key):
+        pass
+
+
+async def serve(cfg: dict) -> int:
+    from aiohttp import web
+
+    from ketch.api.server import Api
+    from ketch.engine.engine import Engine
+    from ketch.engine.images import load_image_service
+
+    data_root = os.path.abspath(cfg["data-root"])
+    exec_root = os.path.abspath(cfg["exec-root"])
+    os.makedirs(data_root, mode=0o711, exist_ok=True)
+    os.makedirs(exec_root, mode=0o711, exist_ok=True)
+    lock = open(os.path.join(data_root, "ketchd.lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.error("another ketchd uses this data root", extra={"data_root": data_root})
+        return 1
+    with open(os.path.join(exec_root, "ketchd.pid"), "w") as f:
+        f.write(str(os.getpid()))
+
+    runtime = shutil.which(cfg["runtime"]) or cfg["runtime"]
+    conmon_bin = shutil.which(cfg["conmon"]) or cfg["conmon"]
+    for what, path in (("runtime", runtime), ("conmon", conmon_bin)):
+        if not os.access(path, os.X_OK):
+            log.error(f"{what} not found", extra={what: path})
+            return 1
+    try:
+        images = load_image_service(cfg["image-service"], data_root)
+    except (ImportError, AttributeError) as e:
+        log.warning("no image service; image operations are unavailable",
+                    extra={"image_service": cfg["image-service"], "error": str(e)})
+        images = _NoImages()
+    engine = Engine(data_root=data_root, run_root=exec_root, runtime=runtime, conmon_binary=conmon_bin,
+                    images=images, cgroup_parent=cfg["cgroup-parent"], init_binary=cfg.get("init-path") or None)
+    id_file = os.path.join(data_root, "engine-id")
+    if not os.path.exists(id_file):
+        with open(id_file, "w") as f:
+            f.write(os.urandom(16).hex())
+    with open(id_file) as f:
+        engine_id = f.read().strip()
+    await engine.restore()
+    api = Api(engine, images, {"id": engine_id})
+    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False, shutdown_timeout=1)
+    await runner.setup()
+    gid = ensure_group(cfg["group"]) if cfg["group"] else 0
+    paths = []
+    for host in cfg["hosts"]:
+        path = socket_path(host)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.exists(path):
+            if _socket_in_use(path):
+                log.error("socket in use by another daemon", extra={"socket": path})
+                await runner.cleanup()
+                return 1
+            os.unlink(path)
+        site = web.UnixSite(runner, path)
+        await site.start()
+        os.chmod(path, 0o660)
+        os.chown(path, 0, gid)
+        paths.append(path)
+    log.info("ketchd listening", extra={"sockets": ",".join(paths), "data_root": data_root,
+                                        "runtime": runtime, "pid": os.getpid()})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("ketchd shutting down; containers keep running")
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    await engine.shutdown()
+    await runner.cleanup()
+    try:
+        os.unlink(os.path.join(exec_root, "ketchd.pid"))
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.version:
+        import ketch
+        print(f"ketchd {ketch.__version__}")
+        return 0
+    cfg = load_config(args)
+    level = {"warn": "WARNING", "fatal": "CRITICAL"}.get(cfg["log-level"], cfg["log-level"].upper())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    if os.geteuid() != 0:
+        print("ketchd: must run as root", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(serve(cfg))
+    except KeyboardInterrupt:
+        return 0

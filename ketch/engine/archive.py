@@ -1,0 +1,114 @@
+"""`docker cp`: stat, tar out, and untar into a path of a container's filesystem.
+
+Paths are resolved as the container sees them (ketch.engine.rootpath): symlinks in the
+image cannot lead outside the root. Archives coming in are hostile: members are checked
+by tarfile's "data" filter (no absolute paths, no `..`, no links leaving the target,
+no device nodes, no setuid bits).
+"""
+
+import base64
+import json
+import os
+import stat as stat_mod
+import tarfile
+import tempfile
+from datetime import datetime, timezone
+
+from ketch.engine.rootpath import resolve
+from ketch.errors import InvalidArgument, NotFound
+
+# Go's os.FileMode type bits, which the docker CLI decodes
+_GO_DIR = 1 << 31
+_GO_SYMLINK = 1 << 27
+_GO_DEVICE = 1 << 26
+_GO_PIPE = 1 << 25
+_GO_SOCKET = 1 << 24
+_GO_SETUID = 1 << 23
+_GO_SETGID = 1 << 22
+_GO_CHARDEV = 1 << 21
+_GO_STICKY = 1 << 20
+
+
+def go_mode(st_mode: int) -> int:
+    m = stat_mod.S_IMODE(st_mode) & 0o777
+    if stat_mod.S_ISDIR(st_mode):
+        m |= _GO_DIR
+    elif stat_mod.S_ISLNK(st_mode):
+        m |= _GO_SYMLINK
+    elif stat_mod.S_ISFIFO(st_mode):
+        m |= _GO_PIPE
+    elif stat_mod.S_ISSOCK(st_mode):
+        m |= _GO_SOCKET
+    elif stat_mod.S_ISCHR(st_mode):
+        m |= _GO_DEVICE | _GO_CHARDEV
+    elif stat_mod.S_ISBLK(st_mode):
+        m |= _GO_DEVICE
+    if st_mode & stat_mod.S_ISUID:
+        m |= _GO_SETUID
+    if st_mode & stat_mod.S_ISGID:
+        m |= _GO_SETGID
+    if st_mode & stat_mod.S_ISVTX:
+        m |= _GO_STICKY
+    return m
+
+
+def host_path(rootfs: str, path: str, extra: dict[str, str], follow_final: bool = False) -> str:
+    """The host path for `path` in the container: bind mounts (`extra`) first, then the root."""
+    norm = os.path.normpath("/" + path)
+    best = None
+    for dst in extra:
+        if norm == dst or norm.startswith(dst.rstrip("/") + "/"):
+            if best is None or len(dst) > len(best):
+                best = dst
+    if best is not None:
+        rest = norm[len(best):].lstrip("/")
+        return resolve(extra[best], rest, follow_final) if rest else extra[best]
+    return resolve(rootfs, path, follow_final)
+
+
+def path_stat(hp: str, path: str) -> dict:
+    try:
+        st = os.lstat(hp)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(f"Could not find the file {path} in container") from None
+    target = os.readlink(hp) if stat_mod.S_ISLNK(st.st_mode) else ""
+    mtime = datetime.fromtimestamp(st.st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    name = os.path.basename(os.path.normpath(path)) or "/"
+    return {"name": name, "size": st.st_size, "mode": go_mode(st.st_mode), "mtime": mtime, "linkTarget": target}
+
+
+def stat_header(st: dict) -> str:
+    return base64.b64encode(json.dumps(st).encode()).decode()
+
+
+def make_tar(hp: str, path: str) -> tempfile.SpooledTemporaryFile:
+    """A tar of hp named after the last component of `path` (as Docker's TarWithOptions rebase)."""
+    f = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+    name = os.path.basename(os.path.normpath(path)) or "."
+    if path.endswith("/.") or path == "/":
+        name = "."
+    with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(hp, arcname=name, recursive=True)
+    f.seek(0)
+    return f
+
+
+def extract_tar(fileobj, dest_hp: str, path: str, no_overwrite_dir_non_dir: bool = False) -> None:
+    if not os.path.isdir(dest_hp):
+        if os.path.exists(dest_hp):
+            raise InvalidArgument(f"extraction point is not a directory")
+        raise NotFound(f"Could not find the file {path} in container")
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+            for member in tar:
+                if no_overwrite_dir_non_dir:
+                    target = os.path.join(dest_hp, member.name)
+                    if os.path.isdir(target) and not member.isdir():
+                        raise InvalidArgument(f"cannot overwrite directory \"{member.name}\" with non-directory")
+                    if os.path.exists(target) and not os.path.isdir(target) and member.isdir():
+                        raise InvalidArgument(f"cannot overwrite non-directory \"{member.name}\" with directory")
+                tar.extract(member, dest_hp, filter="data", set_attrs=True)
+    except tarfile.FilterError as e:
+        raise InvalidArgument(f"refused archive member: {e}") from None
+    except tarfile.TarError as e:
+        raise InvalidArgument(f"bad archive: {e}") from None

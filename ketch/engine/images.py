@@ -1,0 +1,69 @@
+"""What the engine needs from the image half of Ketch.
+
+The engine asks for an image's config by name or ID, and for a container root
+filesystem made from an image's layers. `ketch.images` implements it over the content
+store and the overlay snapshotter; tests may implement it over a plain directory. The
+image endpoints of the API (list, inspect, pull, ...) call the optional methods when
+the service has them.
+"""
+
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Protocol, runtime_checkable
+
+
+@dataclass
+class Image:
+    id: str                       # "sha256:<hex>" of the image config
+    repo_tags: list[str]          # ["busybox:latest"]
+    config: dict                  # the OCI image config JSON (with "config": {...}, "rootfs", ...)
+    repo_digests: list[str] = field(default_factory=list)
+    size: int = 0
+    created: str = ""             # RFC 3339
+
+    @property
+    def run_config(self) -> dict:
+        return self.config.get("config") or {}
+
+
+@runtime_checkable
+class ImageService(Protocol):
+    async def get_image(self, name_or_id: str) -> Image:
+        """The image, or raise ketch.errors.NotFound("No such image: NAME")."""
+
+    async def create_rootfs(self, image_id: str, key: str) -> None:
+        """Make a writable root filesystem for container `key` on top of the image."""
+
+    async def mount_rootfs(self, key: str) -> str:
+        """Make the root filesystem of `key` available; return its host path (idempotent)."""
+
+    async def unmount_rootfs(self, key: str) -> None:
+        """Undo mount_rootfs (idempotent)."""
+
+    async def remove_rootfs(self, key: str) -> None:
+        """Delete the writable layer of `key` (idempotent)."""
+
+    async def rootfs_usage(self, key: str) -> int:
+        """Bytes used by the writable layer of `key`."""
+
+
+class ImageEndpoints(Protocol):
+    """Optional: what the /images endpoints delegate to (Docker JSON shapes)."""
+
+    async def list_images(self, all_: bool = False, filters: dict | None = None) -> list[dict]: ...
+    async def inspect_image(self, name: str) -> dict: ...
+    async def image_history(self, name: str) -> list[dict]: ...
+    async def tag_image(self, name: str, repo: str, tag: str) -> None: ...
+    async def remove_image(self, name: str, force: bool = False, noprune: bool = False) -> list[dict]: ...
+    def pull_image(self, ref: str, tag: str, platform: str | None, auth: dict | None) -> AsyncIterator[dict]: ...
+    def push_image(self, name: str, tag: str, auth: dict | None) -> AsyncIterator[dict]: ...
+    def save_images(self, names: list[str]) -> AsyncIterator[bytes]: ...
+    def load_images(self, stream: AsyncIterator[bytes], quiet: bool) -> AsyncIterator[dict]: ...
+
+
+def load_image_service(spec: str, data_root: str):
+    """Instantiate an image service from "module:callable", called with the data root."""
+    import importlib
+    mod_name, _, attr = spec.partition(":")
+    mod = importlib.import_module(mod_name)
+    factory = getattr(mod, attr or "ImageService")
+    return factory(data_root)

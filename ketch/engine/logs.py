@@ -1,0 +1,229 @@
+"""Container logs: conmon writes k8s-file lines, the API serves Docker's json-file semantics.
+
+conmon writes one line per chunk of output, ``<RFC3339Nano local time> <stdout|stderr>
+<F|P> <text>``, where ``P`` marks a piece of a line not yet ended by a newline. Reading
+turns each run of P pieces and its F end back into the exact bytes the container wrote,
+with Docker's UTC RFC3339Nano timestamps; ``since``, ``until`` and ``tail`` work on
+those entries as they do on Docker's json-file records.
+
+Rotation (``--log-opt max-size``/``max-file``) is ketchd's: when the live file passes
+max-size it is renamed to ``.1`` (older ones shift up, the oldest is dropped) and conmon
+is told through its control fifo to reopen its log, so nothing written meanwhile is lost.
+conmon's own ``--log-size-max`` is not used: it truncates in place.
+"""
+
+import asyncio
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ketch.errors import InvalidArgument
+
+
+@dataclass
+class Entry:
+    stream: str      # "stdout" | "stderr"
+    time: str        # Docker's RFC3339Nano, UTC
+    epoch: float
+    data: bytes
+
+
+def convert_timestamp(ts: str) -> tuple[str, float]:
+    """conmon's "2026-01-02T03:04:05.123456789+01:00" to ("...Z" in UTC, epoch seconds)."""
+    base, frac, offset = ts[:19], "", ts[19:]
+    if offset.startswith("."):
+        i = 1
+        while i < len(offset) and offset[i].isdigit():
+            i += 1
+        frac, offset = offset[1:i], offset[i:]
+    if offset in ("Z", ""):
+        offset = "+00:00"
+    dt = datetime.fromisoformat(base + offset).astimezone(timezone.utc)
+    epoch = dt.timestamp() + (int(frac) / 10 ** len(frac) if frac else 0.0)
+    frac = frac.rstrip("0")
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
+    return text, epoch
+
+
+def parse_line(line: bytes) -> tuple[str, str, bool, bytes] | None:
+    """One k8s-file line (without its newline) to (timestamp, stream, partial, text)."""
+    try:
+        ts, stream, tag, text = line.split(b" ", 3)
+    except ValueError:
+        parts = line.split(b" ")
+        if len(parts) == 3:  # an empty piece: "TS stream F"
+            ts, stream, tag = parts
+            text = b""
+        else:
+            return None
+    return ts.decode(), stream.decode(), tag == b"P", text
+
+
+def files_of(log_path: str) -> list[str]:
+    """The rotated files, oldest first, then the live file."""
+    rotated = []
+    n = 1
+    while os.path.exists(f"{log_path}.{n}"):
+        rotated.append(f"{log_path}.{n}")
+        n += 1
+    return list(reversed(rotated)) + [log_path]
+
+
+class _Assembler:
+    """Join P pieces to their F end, per stream."""
+
+    def __init__(self):
+        self.pending: dict[str, tuple[str, float, bytes]] = {}
+
+    def feed(self, line: bytes) -> Entry | None:
+        parsed = parse_line(line)
+        if parsed is None:
+            return None
+        ts, stream, partial, text = parsed
+        if stream not in ("stdout", "stderr"):
+            return None
+        if stream in self.pending:
+            t, e, data = self.pending.pop(stream)
+            data += text
+        else:
+            t, e = convert_timestamp(ts)
+            data = text
+        if partial:
+            self.pending[stream] = (t, e, data)
+            return None
+        return Entry(stream, t, e, data + b"\n")
+
+    def flush(self) -> list[Entry]:
+        out = [Entry(s, t, e, d) for s, (t, e, d) in self.pending.items()]
+        self.pending.clear()
+        return out
+
+
+def read_entries(log_path: str) -> list[Entry]:
+    asm = _Assembler()
+    out: list[Entry] = []
+    for path in files_of(log_path):
+        try:
+            with open(path, "rb") as f:
+                for line in f:
+                    if line.endswith(b"\n"):
+                        e = asm.feed(line[:-1])
+                        if e:
+                            out.append(e)
+        except FileNotFoundError:
+            continue
+    out.extend(asm.flush())
+    return out
+
+
+def parse_time(value: str | None) -> float | None:
+    """Docker's since/until: unix seconds with optional fraction, or RFC 3339."""
+    if value in (None, "", "0"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise InvalidArgument(f"invalid value for \"since\": failed to parse value as time or "
+                              f"duration: \"{value}\"") from None
+
+
+async def stream(log_path: str, *, follow: bool, tail: int | None, since: float | None,
+                 until: float | None, running) -> "asyncio.AsyncIterator[Entry]":
+    """Yield entries; with follow, keep going until `running()` is false and all is read."""
+    entries = read_entries(log_path)
+    if since is not None:
+        entries = [e for e in entries if e.epoch > since]
+    if until is not None:
+        entries = [e for e in entries if e.epoch <= until]
+    if tail is not None and tail >= 0:
+        entries = entries[-tail:] if tail else []
+    for e in entries:
+        yield e
+    if not follow:
+        return
+    # Follow from the end of the live file as it is now; handle rotation by inode.
+    asm = _Assembler()
+    f = None
+    try:
+        try:
+            f = open(log_path, "rb")
+            f.seek(0, os.SEEK_END)
+        except FileNotFoundError:
+            f = None
+        buf = b""
+        while True:
+            got = False
+            if f is not None:
+                chunk = f.read(65536)
+                if chunk:
+                    got = True
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    for line in lines:
+                        e = asm.feed(line)
+                        if e and (until is None or e.epoch <= until):
+                            yield e
+            if got:
+                continue
+            try:
+                st = os.stat(log_path)
+            except FileNotFoundError:
+                st = None
+            if st is not None and (f is None or os.fstat(f.fileno()).st_ino != st.st_ino):
+                if f is not None:
+                    f.close()
+                f = open(log_path, "rb")
+                buf = b""
+                continue
+            if not running():
+                for e in asm.flush():
+                    yield e
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        if f is not None:
+            f.close()
+
+
+def rotate_if_needed(log_path: str, max_size: int, max_file: int) -> bool:
+    """Rotate the live file if it reached max_size; return True if the monitor must reopen."""
+    try:
+        size = os.path.getsize(log_path)
+    except FileNotFoundError:
+        return False
+    if max_size <= 0 or size < max_size:
+        return False
+    max_file = max(1, max_file)
+    oldest = f"{log_path}.{max_file - 1}" if max_file > 1 else None
+    if oldest and os.path.exists(oldest):
+        os.unlink(oldest)
+    for n in range(max_file - 2, 0, -1):
+        if os.path.exists(f"{log_path}.{n}"):
+            os.rename(f"{log_path}.{n}", f"{log_path}.{n + 1}")
+    if max_file > 1:
+        os.rename(log_path, f"{log_path}.1")
+    else:
+        os.unlink(log_path)
+    return True
+
+
+def parse_size(value: str) -> int:
+    """Docker's max-size: "10k", "1m", "2g" (base 1024), or bytes."""
+    v = value.strip().lower()
+    mult = 1
+    for suffix, m in (("kb", 1024), ("mb", 1024**2), ("gb", 1024**3), ("k", 1024), ("m", 1024**2),
+                      ("g", 1024**3), ("b", 1)):
+        if v.endswith(suffix):
+            v, mult = v[: -len(suffix)], m
+            break
+    try:
+        n = float(v)
+    except ValueError:
+        raise InvalidArgument(f"invalid max-size: {value}") from None
+    if n <= 0:
+        raise InvalidArgument(f"invalid max-size: {value}")
+    return int(n * mult)

@@ -1,0 +1,112 @@
+"""The runc command line, as ketchd drives it (runc, crun or ketch-runtime)."""
+
+import asyncio
+import json
+import os
+import subprocess
+
+from ketch.errors import Conflict, Internal, NotFound
+
+
+class OciRuntime:
+    def __init__(self, binary: str, root: str):
+        self.binary = binary
+        self.root = root
+
+    @property
+    def global_args(self) -> list[str]:
+        return ["--root", self.root]
+
+    async def _run(self, *args: str, stdin: bytes | None = None, timeout: float | None = None
+                   ) -> tuple[int, bytes, bytes]:
+        proc = await asyncio.create_subprocess_exec(
+            self.binary, *self.global_args, *args,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+        return proc.returncode, out, err
+
+    async def _check(self, what: str, cid: str, *args: str) -> bytes:
+        rc, out, err = await self._run(*args)
+        if rc != 0:
+            msg = _message(err) or f"exit status {rc}"
+            low = msg.lower()
+            if "does not exist" in low or "not found" in low and "container" in low:
+                raise NotFound(f"{what} `{cid}`: {msg}")
+            if "not running" in low or "not paused" in low or "cannot" in low:
+                raise Conflict(f"{what} `{cid}`: {msg}")
+            raise Internal(f"{what} `{cid}`: {msg}")
+        return out
+
+    async def start(self, cid: str) -> None:
+        await self._check("start container", cid, "start", cid)
+
+    async def kill(self, cid: str, signal: str | int, all_: bool = False) -> None:
+        args = ["kill"] + (["--all"] if all_ else []) + [cid, str(signal)]
+        await self._check("kill container", cid, *args)
+
+    async def delete(self, cid: str, force: bool = True) -> None:
+        rc, _, err = await self._run("delete", *(["--force"] if force else []), cid)
+        if rc != 0 and b"does not exist" not in err and b"not exist" not in err:
+            raise Internal(f"delete container `{cid}`: {_message(err)}")
+
+    async def state(self, cid: str) -> dict | None:
+        rc, out, err = await self._run("state", cid)
+        if rc != 0:
+            return None
+        return json.loads(out)
+
+    async def pause(self, cid: str) -> None:
+        await self._check("pause container", cid, "pause", cid)
+
+    async def resume(self, cid: str) -> None:
+        await self._check("unpause container", cid, "resume", cid)
+
+    async def ps(self, cid: str) -> list[int]:
+        out = await self._check("list processes of", cid, "ps", "--format", "json", cid)
+        return [int(p) for p in json.loads(out or b"[]") or []]
+
+    async def update(self, cid: str, resources: dict) -> None:
+        rc, _, err = await self._run("update", "--resources", "-", cid, stdin=json.dumps(resources).encode())
+        if rc != 0:
+            raise Internal(f"update container `{cid}`: {_message(err)}")
+
+    async def exec_capture(self, cid: str, process: dict, timeout: float) -> tuple[int, bytes]:
+        """Run a process in the container, return (exit code, combined output); for health checks."""
+        import tempfile
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(process, f)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.binary, *self.global_args, "exec", "--process", f.name, cid,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise
+            return proc.returncode, out
+        finally:
+            os.unlink(f.name)
+
+
+def _message(err: bytes) -> str:
+    lines = []
+    for line in err.decode(errors="replace").strip().splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                line = json.loads(line).get("msg", line)
+            except ValueError:
+                pass
+        if line.startswith("time=") and "msg=" in line:
+            line = line.split("msg=", 1)[1].strip('"')
+        if line:
+            lines.append(line)
+    return "; ".join(lines)
