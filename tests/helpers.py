@@ -8,7 +8,8 @@ import subprocess
 import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUNTIME = [os.path.join(REPO, "bin", "ketch-runtime")]
+# the installed launcher (`make install`): the interpreter copy that users run; else the repo's
+RUNTIME = [shutil.which("ketch-runtime") or os.path.join(REPO, "bin", "ketch-runtime")]
 BUSYBOX = "/bin/busybox"
 
 

@@ -95,8 +95,22 @@ def joiner(ch, cfg, opts):
     os._exit(0)
 
 
+def close_inherited(opts, ch):
+    """Close every fd we did not open on purpose, so no host file reaches the container
+    (CVE-2024-21626); stdio and the --preserve-fds range stay."""
+    keep = {ch.rfd, ch.wfd, opts["fifo_fd"]}
+    if opts.get("console_fd") is not None:
+        keep.add(opts["console_fd"])
+    first = 3 + opts.get("preserve_fds", 0)
+    for fd in sorted(keep | {1 << 20}):
+        if fd >= first:
+            os.closerange(first, fd)
+            first = fd + 1
+
+
 def container_init(ch, cfg, opts):
     """C2: PID 1 of the container until it execs the user's process."""
+    close_inherited(opts, ch)
     linux = cfg.get("linux", {}) or {}
     nss = cfgmod.namespaces(cfg)
     proc = cfg.get("process") or {}
