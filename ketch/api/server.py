@@ -581,9 +581,8 @@ class Api:
         spool.seek(0)
 
         async def fn(archive, c, root, extra):
-            hp = archive.host_path(root, path, extra, follow_final=True)
-            await asyncio.get_running_loop().run_in_executor(None, archive.extract_tar, spool, hp, path,
-                                                             no_overwrite)
+            await asyncio.get_running_loop().run_in_executor(None, archive.extract_tar, spool, root, path,
+                                                             extra, no_overwrite)
             return web.Response(status=200)
         try:
             return await self._with_rootfs(c.id, fn)

@@ -1,14 +1,16 @@
 """`docker cp`: stat, tar out, and untar into a path of a container's filesystem.
 
 Paths are resolved as the container sees them (ketch.engine.rootpath): symlinks in the
-image cannot lead outside the root. Archives coming in are hostile: members are checked
-by tarfile's "data" filter (no absolute paths, no `..`, no links leaving the target,
-no device nodes, no setuid bits).
+image cannot lead outside the root. Archives coming in are hostile: every member's path
+is resolved in the container's root the same way (absolute names and `..` cannot leave
+the destination, a symlink from the archive or the image is followed in-root, never on
+the host), files are opened with O_NOFOLLOW, device nodes are skipped.
 """
 
 import base64
 import json
 import os
+import shutil
 import stat as stat_mod
 import tarfile
 import tempfile
@@ -93,22 +95,63 @@ def make_tar(hp: str, path: str) -> tempfile.SpooledTemporaryFile:
     return f
 
 
-def extract_tar(fileobj, dest_hp: str, path: str, no_overwrite_dir_non_dir: bool = False) -> None:
-    if not os.path.isdir(dest_hp):
-        if os.path.exists(dest_hp):
-            raise InvalidArgument(f"extraction point is not a directory")
+def extract_tar(fileobj, rootfs: str, path: str, extra: dict[str, str],
+                no_overwrite_dir_non_dir: bool = False) -> None:
+    """Untar into directory `path` of the container; every member is resolved in the root."""
+    dest = host_path(rootfs, path, extra, follow_final=True)
+    if not os.path.isdir(dest):
+        if os.path.exists(dest):
+            raise InvalidArgument("extraction point is not a directory")
         raise NotFound(f"Could not find the file {path} in container")
+    base = os.path.normpath("/" + path)
     try:
         with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
-            for member in tar:
+            for m in tar:
+                name = os.path.normpath(m.name.lstrip("/"))
+                if name == ".":
+                    continue
+                if name.startswith("../") or name == "..":
+                    raise InvalidArgument(f"refused archive member {m.name!r}: path leaves the destination")
+                cpath = os.path.join(base, name)
+                target = host_path(rootfs, cpath, extra, follow_final=False)
                 if no_overwrite_dir_non_dir:
-                    target = os.path.join(dest_hp, member.name)
-                    if os.path.isdir(target) and not member.isdir():
-                        raise InvalidArgument(f"cannot overwrite directory \"{member.name}\" with non-directory")
-                    if os.path.exists(target) and not os.path.isdir(target) and member.isdir():
-                        raise InvalidArgument(f"cannot overwrite non-directory \"{member.name}\" with directory")
-                tar.extract(member, dest_hp, filter="data", set_attrs=True)
-    except tarfile.FilterError as e:
-        raise InvalidArgument(f"refused archive member: {e}") from None
+                    if os.path.isdir(target) and not os.path.islink(target) and not m.isdir():
+                        raise InvalidArgument(f"cannot overwrite directory \"{cpath}\" with non-directory")
+                    if os.path.lexists(target) and not os.path.isdir(target) and m.isdir():
+                        raise InvalidArgument(f"cannot overwrite non-directory \"{cpath}\" with directory")
+                parent = os.path.dirname(target)
+                if not os.path.isdir(parent):
+                    os.makedirs(parent, exist_ok=True)
+                if m.isdir():
+                    if os.path.lexists(target) and not os.path.isdir(target):
+                        os.unlink(target)
+                    os.makedirs(target, exist_ok=True)
+                elif m.isfile():
+                    if os.path.lexists(target) and not os.path.isdir(target):
+                        os.unlink(target)
+                    src = tar.extractfile(m)
+                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                    with os.fdopen(fd, "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+                elif m.issym():
+                    if os.path.lexists(target):
+                        os.unlink(target)
+                    os.symlink(m.linkname, target)  # read later in-root, so any target is harmless
+                elif m.islnk():
+                    src = host_path(rootfs, os.path.join(base, os.path.normpath(m.linkname.lstrip("/"))),
+                                    extra, follow_final=False)
+                    if os.path.lexists(target):
+                        os.unlink(target)
+                    os.link(src, target, follow_symlinks=False)
+                elif m.isfifo():
+                    if os.path.lexists(target):
+                        os.unlink(target)
+                    os.mkfifo(target)
+                else:
+                    continue  # device nodes are not copied in
+                if not m.issym():
+                    os.chown(target, m.uid, m.gid, follow_symlinks=False)
+                    os.chmod(target, m.mode & 0o7777)
+                    os.utime(target, (m.mtime, m.mtime), follow_symlinks=False)
     except tarfile.TarError as e:
         raise InvalidArgument(f"bad archive: {e}") from None

@@ -128,14 +128,15 @@ def _base_args(conmon: str, runtime: str, runtime_args: list[str], cid: str, uui
     return args
 
 
-async def _spawn(args: list[str], pass_fds: tuple[int, ...], env_fds: dict[str, int], stderr_path: str):
+async def _spawn(args: list[str], pass_fds: tuple[int, ...], env_fds: dict[str, int], stderr_path: str,
+                 cwd: str):
     env = {"PATH": os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")}
     env.update({k: str(v) for k, v in env_fds.items()})
     with open(stderr_path, "ab") as err:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *args, stdin=subprocess.DEVNULL, stdout=err, stderr=err, pass_fds=pass_fds, env=env,
-                start_new_session=True)
+                start_new_session=True, cwd=cwd)  # conmon drops an "oom" file in its cwd
         except FileNotFoundError:
             raise Unavailable(f"start monitor `{args[0]}`: not found") from None
     # the first conmon process exits as soon as it has forked its monitor
@@ -155,7 +156,7 @@ async def launch_container(*, conmon: str, runtime: str, runtime_args: list[str]
     for d in (paths.exit_dir, paths.persist_dir):
         os.makedirs(d, exist_ok=True)
     for f in (paths.exit_file(cid), os.path.join(paths.persist_dir, "exit"),
-              os.path.join(paths.persist_dir, "oom"), paths.pid_file):
+              os.path.join(paths.persist_dir, "oom"), os.path.join(paths.bundle, "oom"), paths.pid_file):
         try:
             os.unlink(f)
         except FileNotFoundError:
@@ -165,7 +166,7 @@ async def launch_container(*, conmon: str, runtime: str, runtime_args: list[str]
     try:
         args = _base_args(conmon, runtime, runtime_args, cid, cid, name, paths, terminal, stdin,
                           leave_stdin_open)
-        await _spawn(args, (w,), {"_OCI_SYNCPIPE": w}, stderr_path)
+        await _spawn(args, (w,), {"_OCI_SYNCPIPE": w}, stderr_path, paths.bundle)
         os.close(w)
         w = -1
         reader = _PipeLines(r)
@@ -227,7 +228,7 @@ async def launch_exec(*, conmon: str, runtime: str, runtime_args: list[str], cid
         os.write(start_w, b"0")
         await _spawn(args, (sync_w, start_r, att_w),
                      {"_OCI_SYNCPIPE": sync_w, "_OCI_STARTPIPE": start_r, "_OCI_ATTACHPIPE": att_w},
-                     stderr_path)
+                     stderr_path, paths.bundle)
         for fd in (sync_w, start_r, att_w):
             os.close(fd)
         sync_w = start_r = att_w = -1
@@ -294,7 +295,7 @@ def read_exit_file(path: str) -> int | None:
 
 
 def oom_killed(paths: MonitorPaths) -> bool:
-    return os.path.exists(os.path.join(paths.persist_dir, "oom"))
+    return any(os.path.exists(os.path.join(d, "oom")) for d in (paths.persist_dir, paths.bundle))
 
 
 def conmon_pid(paths: MonitorPaths, cid: str) -> int | None:

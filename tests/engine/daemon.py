@@ -1,0 +1,185 @@
+"""Start a private ketchd for a test module: own data root, exec root, socket, cgroup parent.
+
+Cleanup removes every container through the API, then kills (by PID) any conmon still
+watching a container of this data root, and removes the module's cgroups.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOCKER = shutil.which("docker", path="/usr/local/bin:/usr/bin")
+
+
+def runtime_binary() -> str:
+    return os.environ.get("KETCH_TEST_RUNTIME") or shutil.which("runc") or "/usr/sbin/runc"
+
+
+class KetchDaemon:
+    def __init__(self, base: str):
+        self.base = base
+        self.data_root = os.path.join(base, "data")
+        self.exec_root = os.path.join(base, "run")
+        self.socket = os.path.join(self.exec_root, "ketch.sock")
+        self.cgroup_parent = f"/ketch-test-{uuid.uuid4().hex[:8]}"
+        self.proc: subprocess.Popen | None = None
+        self.log_path = os.path.join(base, "ketchd.log")
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self) -> None:
+        os.makedirs(self.base, exist_ok=True)
+        args = [sys.executable, "-m", "ketch.daemon", "--config-file", os.path.join(self.base, "daemon.json"),
+                "--data-root", self.data_root, "--exec-root", self.exec_root, "--runtime", runtime_binary(),
+                "--cgroup-parent", self.cgroup_parent, "--group", "",
+                "--image-service", os.environ.get("KETCH_TEST_IMAGE_SERVICE",
+                                                  "tests.engine.dirimages:DirImageService"),
+                "--log-level", "debug"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ketchd exited {self.proc.returncode}: {self.read_log()[-2000:]}")
+            if os.path.exists(self.socket):
+                try:
+                    s = socket.socket(socket.AF_UNIX)
+                    s.connect(self.socket)
+                    s.close()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError("ketchd did not come up: " + self.read_log()[-2000:])
+
+    def read_log(self) -> str:
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    # --- raw HTTP ----------------------------------------------------------------------
+    def request(self, method: str, path: str, body=None, raw: bytes | None = None, headers: dict | None = None,
+                timeout: float = 30):
+        import http.client
+
+        class Conn(http.client.HTTPConnection):
+            def connect(conn):
+                conn.sock = socket.socket(socket.AF_UNIX)
+                conn.sock.settimeout(timeout)
+                conn.sock.connect(self.socket)
+        c = Conn("localhost")
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        h = {"Content-Type": "application/json"} if data is not None else {}
+        h.update(headers or {})
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        content = r.read()
+        c.close()
+        return r.status, dict(r.getheaders()), content
+
+    def json(self, method: str, path: str, body=None, expect: int | None = None):
+        status, _, content = self.request(method, path, body)
+        if expect is not None:
+            assert status == expect, (status, content)
+        return status, (json.loads(content) if content.strip() else None)
+
+    # --- docker CLI --------------------------------------------------------------------
+    def docker(self, *args, input: str | None = None, check: bool = True, timeout: float = 60):
+        env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_CONFIG=os.path.join(self.base, "dockercfg"))
+        r = subprocess.run([DOCKER, *args], input=input, capture_output=True, text=True, env=env, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+        return r
+
+    # --- cleanup -----------------------------------------------------------------------
+    def cleanup(self) -> None:
+        if self.proc is None:
+            try:
+                self.start()
+            except RuntimeError:
+                pass
+        if self.proc is not None:
+            try:
+                status, ids = self.json("GET", "/containers/json?all=1")
+                for c in ids or []:
+                    self.request("DELETE", f"/containers/{c['Id']}?force=1")
+            except OSError:
+                pass
+            self.stop()
+        # conmons this daemon started: their bundle is under our data root
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().split(b"\0")
+            except OSError:
+                continue
+            if cmd and cmd[0].endswith(b"conmon") and any(self.data_root.encode() in a for a in cmd):
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for ctrl in os.listdir("/sys/fs/cgroup"):
+            d = os.path.join("/sys/fs/cgroup", ctrl, self.cgroup_parent.lstrip("/"))
+            if os.path.isdir(d):
+                for sub in sorted(os.listdir(d)):
+                    p = os.path.join(d, sub)
+                    if os.path.isdir(p):
+                        try:
+                            os.rmdir(p)
+                        except OSError:
+                            pass
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def daemon_fixture():
+    @pytest.fixture(scope="module")
+    def ketchd(tmp_path_factory):
+        if os.geteuid() != 0:
+            pytest.skip("ketchd needs root")
+        d = KetchDaemon(str(tmp_path_factory.mktemp("ketchd")))
+        d.start()
+        yield d
+        d.cleanup()
+    return ketchd
+
+
+def wait_for(pred, timeout: float = 15, interval: float = 0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
