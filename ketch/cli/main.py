@@ -1,0 +1,123 @@
+"""`ketch`: the command table and the global options.
+
+Each command lives in a module named in COMMANDS; only the module of the command being run
+is imported (the launcher starts ``python3 -I -S``: keep start-up lean). A module provides
+``register(subparsers, name, help)``: it adds the parser for ``name`` and sets
+``func(args, ctx) -> exit status`` with ``set_defaults``. To add commands (e.g. the container
+commands through the daemon client), add a module and its names to COMMANDS.
+
+Global options: ``--data-root`` (env KETCH_DATA_ROOT, default /var/lib/ketch) and
+``--insecure-registry`` (repeatable; also "insecure-registries" in /etc/ketch/daemon.json).
+Errors print ``Error: <message>`` on stderr and exit 1; usage errors exit 2.
+"""
+
+import os
+import sys
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "pull": ("ketch.cli.images", "Download an image from a registry"),
+    "push": ("ketch.cli.images", "Upload an image to a registry"),
+    "images": ("ketch.cli.images", "List images"),
+    "image": ("ketch.cli.images", "Manage images"),
+    "history": ("ketch.cli.images", "Show the history of an image"),
+    "tag": ("ketch.cli.images", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
+    "rmi": ("ketch.cli.images", "Remove one or more images"),
+    "save": ("ketch.cli.images", "Save images to a tar archive (docker-archive or oci-archive)"),
+    "load": ("ketch.cli.images", "Load images from a tar archive"),
+    "import": ("ketch.cli.images", "Import a root file system tarball as an image"),
+    "login": ("ketch.cli.registry", "Log in to a registry"),
+    "logout": ("ketch.cli.registry", "Log out from a registry"),
+    "system": ("ketch.cli.system", "Manage Ketch (check)"),
+}
+
+DEFAULT_DATA_ROOT = "/var/lib/ketch"
+DAEMON_JSON = "/etc/ketch/daemon.json"
+
+
+class Context:
+    """What commands share: options and a lazily made ImageService."""
+
+    def __init__(self, args):
+        self.data_root = args.data_root or os.environ.get("KETCH_DATA_ROOT") or DEFAULT_DATA_ROOT
+        self.insecure = list(args.insecure_registry or [])
+        self.debug = args.debug
+        self._images = None
+        try:
+            import json
+            with open(os.environ.get("KETCH_DAEMON_JSON", DAEMON_JSON), encoding="utf-8") as f:
+                cfg = json.load(f)
+            self.insecure += [r for r in cfg.get("insecure-registries", []) if isinstance(r, str)]
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    @property
+    def images(self):
+        if self._images is None:
+            from ketch.images.service import ImageService
+            self._images = ImageService(self.data_root, insecure=self.insecure)
+        return self._images
+
+
+def _command_of(argv):
+    """The first positional word (skipping global options and their values)."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--data-root", "--insecure-registry"):
+            i += 2
+            continue
+        if a.startswith("-"):
+            i += 1
+            continue
+        return a
+    return None
+
+
+def build_parser(only=None):
+    import argparse
+    p = argparse.ArgumentParser(prog="ketch", description="Ketch: a container engine")
+    p.add_argument("--data-root", help=f"root of Ketch's state (default $KETCH_DATA_ROOT or {DEFAULT_DATA_ROOT})")
+    p.add_argument("--insecure-registry", action="append", metavar="HOST[:PORT]",
+                   help="a registry reached over plain http (repeatable)")
+    p.add_argument("-D", "--debug", action="store_true", help="print tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    registered = set()
+    for name, (mod, help_) in COMMANDS.items():
+        if only is None or name == only:
+            import importlib
+            importlib.import_module(mod).register(sub, name, help_)
+            registered.add(name)
+        else:
+            sub.add_parser(name, help=help_, add_help=False)
+    return p
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = _command_of(argv)
+    parser = build_parser(cmd if cmd in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr if args.command is None else sys.stdout)
+        return 2 if args.command is None else 0
+    ctx = Context(args)
+    from ketch.errors import KetchError
+    try:
+        rc = args.func(args, ctx)
+        return rc or 0
+    except KetchError as e:
+        if ctx.debug:
+            import traceback
+            traceback.print_exc()
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
