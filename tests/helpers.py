@@ -80,3 +80,23 @@ def runtime(root, *args, check=False, timeout=60, **kw):
 
 def deep(cfg):
     return copy.deepcopy(cfg)
+
+
+def remove_cgroup_tree(name):
+    """rmdir /sys/fs/cgroup/*/name and everything under it, deepest first (a few tries: the
+    kernel frees a cgroup a moment after its last process exits)."""
+    import glob
+    import time
+    for _ in range(250):
+        left = False
+        for top in glob.glob(f"/sys/fs/cgroup/*/{name}"):
+            for sub, _d, _f in sorted(os.walk(top), key=lambda w: len(w[0]), reverse=True):
+                try:
+                    os.rmdir(sub)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    left = True
+        if not left:
+            return
+        time.sleep(0.02)

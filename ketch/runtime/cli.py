@@ -128,9 +128,11 @@ class Logger:
         self.path, self.fmt = path, fmt or "text"
 
     def __call__(self, level, msg):
-        if level != "error":
-            sys.stderr.write(f"ketch-runtime: {level}: {msg}\n")
         if not self.path:
+            # without --log, stderr; with it, warnings stay out of stderr, which is often the
+            # container's own (a caller such as conmon hands us the container's stdio)
+            if level != "error":
+                sys.stderr.write(f"ketch-runtime: {level}: {msg}\n")
             return
         import time
         t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -21,6 +21,30 @@ def _now():
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
+def _fit_rlimits(rlimits, log):
+    """Without CAP_SYS_RESOURCE no limit can rise above our own hard limit: such a request
+    (podman asks for nofile 1048576 by default) is lowered to that limit, with a warning."""
+    import resource
+    eff, _, _ = sc.capget()
+    if eff >> 24 & 1:            # CAP_SYS_RESOURCE: the kernel will honour the request
+        return rlimits
+    out = []
+    for rl in rlimits:
+        res = getattr(resource, str(rl.get("type")), None)
+        if res is None:
+            out.append(rl)
+            continue
+        _, hard = resource.getrlimit(res)
+        want_soft, want_hard = rl.get("soft", 0), rl.get("hard", 0)
+        if hard != resource.RLIM_INFINITY and want_hard > hard:
+            rl = dict(rl, hard=hard, soft=min(want_soft, hard))
+            if log:
+                log("warning", f"rlimit {rl['type']} {want_soft}:{want_hard} lowered to {rl['soft']}:{hard}: "
+                               "raising a hard limit needs CAP_SYS_RESOURCE")
+        out.append(rl)
+    return out
+
+
 def _cgroup_manager(cfg, cid, systemd):
     from ketch.runtime import cgroups
     linux = cfg.get("linux", {}) or {}
@@ -77,6 +101,8 @@ def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=Fa
     for key in ("apparmorProfile", "selinuxLabel"):
         if proc.get(key) and log:
             log("warning", f"process.{key} `{proc[key]}` ignored: the host has no such LSM enabled")
+    if proc.get("rlimits"):
+        proc["rlimits"] = _fit_rlimits(proc["rlimits"], log)
     rootfs = cfg["root"]["path"]
     if not rootfs.startswith("/"):
         rootfs = os.path.join(bundle, rootfs)
@@ -413,6 +439,8 @@ def exec_(root, cid, proc, *, console_socket=None, pid_file=None, detach=False, 
     nss = cfgmod.namespaces(cfg)
     if proc.get("terminal") and not console_socket and not subreaper:
         raise InvalidArgument("cannot allocate a tty without --console-socket")
+    if proc.get("rlimits"):
+        proc["rlimits"] = _fit_rlimits(proc["rlimits"], log)
     seccomp = (cfg.get("linux") or {}).get("seccomp")
     if seccomp:
         from ketch.linux import seccomp as sec

@@ -107,6 +107,8 @@ class State:
     def runc_state(self):
         """`state` output: the spec's fields plus runc's extras (rootfs, created, owner)."""
         st = self.oci()
+        if not st["annotations"]:
+            del st["annotations"]        # runc omits it when empty
         st["rootfs"] = self.data.get("rootfs", "")
         st["created"] = self.data.get("created", "")
         st["owner"] = ""

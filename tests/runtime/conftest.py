@@ -51,12 +51,7 @@ class RT:
     def cleanup(self):
         for cid in self.ids:
             self.rt("delete", "--force", cid)
-        for d in glob.glob(f"/sys/fs/cgroup/*/{self.cg_parent}"):
-            for sub, _dirs, _files in sorted(os.walk(d), key=lambda w: len(w[0]), reverse=True):
-                try:
-                    os.rmdir(sub)
-                except OSError:
-                    pass
+        helpers.remove_cgroup_tree(self.cg_parent)
         subprocess.run(["umount", "-R", self.tmp], capture_output=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
 

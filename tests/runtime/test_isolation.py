@@ -92,14 +92,16 @@ def test_rlimits(rt):
     assert o.split() == ["321", "654", "500"]
 
 
-def test_rlimit_above_hard_limit_is_a_clear_error(rt):
+def test_rlimit_above_hard_limit_is_lowered_with_a_warning(rt):
+    """Without CAP_SYS_RESOURCE a hard limit cannot rise: the request is capped, and said so."""
     hard = int(subprocess.run(["sh", "-c", "ulimit -Hn"], capture_output=True, text=True).stdout)
 
     def m(c):
-        c["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": hard + 1000, "hard": hard + 1000}]
-    r = rt.run(["true"], m)
-    assert r.returncode != 0
-    assert "RLIMIT_NOFILE" in r.stderr
+        c["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 1048576, "hard": 1048576}]
+    r = rt.run(["sh", "-c", "ulimit -n; ulimit -Hn"], m)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(hard), str(hard)]
+    assert "RLIMIT_NOFILE 1048576:1048576 lowered" in r.stderr
 
 
 def test_seccomp_denies_with_configured_errno(rt):

@@ -1,0 +1,267 @@
+"""The real docker CLI against ketchd: run options, lifecycle, exit codes, cp, stats, events."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.engine.daemon import DOCKER, daemon_fixture, wait_for
+
+pytestmark = pytest.mark.skipif(DOCKER is None, reason="docker CLI not installed")
+
+ketchd = daemon_fixture()
+
+
+def test_version_negotiates_down(ketchd):
+    out = ketchd.docker("version", "--format", "{{.Server.APIVersion}} {{.Client.APIVersion}}").stdout.split()
+    assert out[0] == "1.43" and out[1] == "1.43"
+
+
+def test_run_output_and_exit_codes(ketchd):
+    r = ketchd.docker("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2")
+    assert r.stdout == "out\n" and r.stderr == "err\n"
+    assert ketchd.docker("run", "--rm", "busybox", "sh", "-c", "exit 42", check=False).returncode == 42
+    r = ketchd.docker("run", "--rm", "busybox", "/no/such/cmd", check=False)
+    assert r.returncode == 127 and "no such file or directory" in r.stderr
+    r = ketchd.docker("run", "--rm", "busybox", "nosuchcmd", check=False)
+    assert r.returncode == 127 and "executable file not found" in r.stderr
+    r = ketchd.docker("run", "--rm", "busybox", "/etc/passwd", check=False)
+    assert r.returncode == 126 and "permission denied" in r.stderr
+    r = ketchd.docker("run", "--rm", "--cap-add", "NOPE", "busybox", "true", check=False)
+    assert r.returncode == 125
+    r = ketchd.docker("run", "--rm", "nosuchimage-xyz", "true", check=False)
+    assert r.returncode == 125
+    # --rm really removed them
+    assert ketchd.docker("ps", "-aq").stdout.strip() == ""
+
+
+def test_detached_lifecycle_logs_exec_inspect(ketchd):
+    cid = ketchd.docker("run", "-d", "--name", "lc", "-l", "k=v", "busybox", "sh", "-c",
+                        "echo started; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done").stdout.strip()
+    assert len(cid) == 64
+    wait_for(lambda: "started" in ketchd.docker("logs", "lc").stdout)
+    ps = ketchd.docker("ps", "--format", "{{.ID}} {{.Names}} {{.Status}}").stdout
+    assert f"{cid[:12]} lc Up" in ps
+    assert ketchd.docker("ps", "-q", "--filter", "label=k=v").stdout.split() == [cid[:12]]
+    assert ketchd.docker("ps", "-q", "--filter", "label=k=other").stdout.strip() == ""
+    assert ketchd.docker("exec", "lc", "cat", "/etc/hostname").stdout.strip() == cid[:12]
+    assert ketchd.docker("exec", "-e", "FOO=bar", "-w", "/tmp", "lc", "sh", "-c", "echo $FOO $(pwd)").stdout == "bar /tmp\n"
+    assert ketchd.docker("exec", "-u", "app", "lc", "id", "-u").stdout.strip() == "1000"
+    assert ketchd.docker("exec", "lc", "sh", "-c", "exit 9", check=False).returncode == 9
+    assert ketchd.docker("exec", "-i", "lc", "cat", input="through stdin\n").stdout == "through stdin\n"
+    info = json.loads(ketchd.docker("inspect", "lc").stdout)[0]
+    assert info["State"]["Running"] and info["Config"]["Labels"] == {"k": "v"}
+    assert ketchd.docker("inspect", "-f", "{{.State.Status}}", "lc").stdout.strip() == "running"
+    top = ketchd.docker("top", "lc").stdout
+    assert "sleep" in top or "while" in top
+    ketchd.docker("stop", "lc")
+    assert "bye" in ketchd.docker("logs", "lc").stdout
+    assert ketchd.docker("inspect", "-f", "{{.State.ExitCode}}", "lc").stdout.strip() == "0"
+    ketchd.docker("start", "lc")
+    assert ketchd.docker("inspect", "-f", "{{.State.Status}}", "lc").stdout.strip() == "running"
+    ketchd.docker("restart", "-t", "2", "lc")
+    assert ketchd.docker("inspect", "-f", "{{.State.Status}}", "lc").stdout.strip() == "running"
+    r = ketchd.docker("rm", "lc", check=False)
+    assert r.returncode != 0 and "cannot remove a running container" in r.stderr
+    ketchd.docker("rm", "-f", "lc")
+    r = ketchd.docker("inspect", "lc", check=False)
+    assert r.returncode != 0 and "No such object" in r.stderr or "No such container" in r.stderr
+
+
+def test_run_options_map_to_the_container(ketchd):
+    envfile = os.path.join(ketchd.base, "env.list")
+    with open(envfile, "w") as f:
+        f.write("FROMFILE=yes\n# comment\n")
+    r = ketchd.docker("run", "--rm", "--hostname", "myhost", "-e", "A=1", "--env-file", envfile, "-w", "/tmp",
+                      "-u", "app", "busybox", "sh", "-c", "echo $(hostname) $A $FROMFILE $(pwd) $(id -u) $(id -G)")
+    assert r.stdout.split() == ["myhost", "1", "yes", "/tmp", "1000", "1000", "2000"]
+    assert ketchd.docker("run", "--rm", "--entrypoint", "echo", "busybox", "a", "b").stdout == "a b\n"
+    # image config: entrypoint, cmd, env, workdir, user
+    r = ketchd.docker("run", "--rm", "ketchtest/app")
+    assert r.stdout == "from-image\n"
+    r = ketchd.docker("run", "--rm", "--entrypoint", "sh", "ketchtest/app", "-c", "echo $IMG $(pwd) $(id -un)")
+    assert r.stdout == "1 /tmp app\n"
+    assert ketchd.docker("inspect", "-f", "{{.Config.StopSignal}}",
+                         ketchd.docker("create", "ketchtest/app").stdout.strip()).stdout.strip() == "SIGUSR1"
+
+
+def test_secure_defaults(ketchd):
+    status = ketchd.docker("run", "--rm", "busybox", "cat", "/proc/self/status").stdout
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert fields["Seccomp"].strip() == "2"
+    assert int(fields["CapEff"], 16) == 0xa80425fb  # Docker's default set
+    assert fields["NoNewPrivs"].strip() == "0"
+    r = ketchd.docker("run", "--rm", "busybox", "sh", "-c", "cat /proc/kcore | wc -c; ls /sys/firmware | wc -l; "
+                      "echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo writable || echo ro")
+    assert r.stdout.split() == ["0", "0", "ro"]
+    status = ketchd.docker("run", "--rm", "--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE",
+                           "--security-opt", "no-new-privileges", "busybox", "cat", "/proc/self/status").stdout
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert int(fields["CapEff"], 16) == 1 << 10 and fields["NoNewPrivs"].strip() == "1"
+    status = ketchd.docker("run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "cat",
+                           "/proc/self/status").stdout
+    assert "Seccomp:\t0" in status
+    priv = ketchd.docker("run", "--rm", "--privileged", "busybox", "cat", "/proc/self/status").stdout
+    assert "Seccomp:\t0" in priv
+    r = ketchd.docker("run", "--rm", "--read-only", "busybox", "sh", "-c", "touch /x 2>&1; echo rc=$?")
+    assert "Read-only file system" in r.stdout and "rc=1" in r.stdout
+
+
+def test_network_modes(ketchd):
+    r = ketchd.docker("run", "--rm", "busybox", "ip", "-o", "link")
+    assert [line.split(":")[1].strip() for line in r.stdout.splitlines()] == ["lo"]
+    r = ketchd.docker("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link")
+    assert len(r.stdout.splitlines()) == 1
+    host_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()
+    r = ketchd.docker("run", "--rm", "--network", "host", "busybox", "ip", "-o", "link")
+    assert len(r.stdout.splitlines()) == len(host_links)
+    r = ketchd.docker("run", "--rm", "--network", "nosuchnet", "busybox", "true", check=False)
+    assert r.returncode == 125 and "not found" in r.stderr
+
+
+def test_resources_in_cgroups(ketchd):
+    cid = ketchd.docker("run", "-d", "-m", "64m", "--memory-swap", "128m", "--cpus", "0.5", "--cpu-shares", "512",
+                        "--pids-limit", "50", "--cpuset-cpus", "0", "--ulimit", "nofile=512:1024",
+                        "busybox", "sleep", "60").stdout.strip()
+    parent = ketchd.cgroup_parent.lstrip("/")
+
+    def cg(ctrl, f):
+        with open(f"/sys/fs/cgroup/{ctrl}/{parent}/{cid}/{f}") as fh:
+            return fh.read().strip()
+    assert cg("memory", "memory.limit_in_bytes") == str(64 << 20)
+    assert cg("memory", "memory.memsw.limit_in_bytes") == str(128 << 20)
+    assert cg("cpu", "cpu.cfs_quota_us") == "50000" and cg("cpu", "cpu.cfs_period_us") == "100000"
+    assert cg("cpu", "cpu.shares") == "512"
+    assert cg("pids", "pids.max") == "50"
+    assert cg("cpuset", "cpuset.cpus") == "0"
+    assert ketchd.docker("exec", cid, "sh", "-c", "ulimit -n; ulimit -Hn").stdout.split() == ["512", "1024"]
+    ketchd.docker("update", "--memory", "96m", "--memory-swap", "192m", cid)
+    assert cg("memory", "memory.limit_in_bytes") == str(96 << 20)
+    stats = ketchd.docker("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}}", cid).stdout
+    assert "96MiB" in stats and stats.split()[-1] == "1"
+    ketchd.docker("rm", "-f", cid)
+
+
+def test_init_and_stop_signal_and_timeout(ketchd):
+    r = ketchd.docker("run", "--rm", "--init", "busybox", "ps", "-o", "pid,args")
+    assert "1 /sbin/docker-init -- ps" in r.stdout
+    cid = ketchd.docker("run", "-d", "--stop-signal", "USR1", "--stop-timeout", "1", "busybox", "sh", "-c",
+                        "trap 'echo got-usr1; exit 3' USR1; while true; do sleep 0.1; done").stdout.strip()
+    time.sleep(0.3)
+    ketchd.docker("stop", cid)
+    assert ketchd.docker("logs", cid).stdout == "got-usr1\n"
+    assert ketchd.docker("inspect", "-f", "{{.State.ExitCode}}", cid).stdout.strip() == "3"
+    ketchd.docker("rm", cid)
+
+
+def test_restart_on_failure_counts(ketchd):
+    ketchd.docker("run", "-d", "--name", "rf", "--restart", "on-failure:3", "busybox", "sh", "-c", "echo try; exit 1")
+    code = ketchd.docker("wait", "rf", timeout=60).stdout.strip()
+    wait_for(lambda: ketchd.docker("inspect", "-f", "{{.State.Status}}", "rf").stdout.strip() == "exited")
+    assert code == "1"
+    assert ketchd.docker("inspect", "-f", "{{.RestartCount}} {{.State.ExitCode}}", "rf").stdout.split() == ["3", "1"]
+    assert ketchd.docker("logs", "rf").stdout.count("try") == 4
+    ketchd.docker("rm", "rf")
+
+
+def test_restart_always_and_stop(ketchd):
+    ketchd.docker("run", "-d", "--name", "ra", "--restart", "always", "busybox", "sh", "-c", "sleep 0.2")
+    wait_for(lambda: int(ketchd.docker("inspect", "-f", "{{.RestartCount}}", "ra").stdout) >= 2, timeout=20)
+    ketchd.docker("stop", "-t", "1", "ra")
+    n = ketchd.docker("inspect", "-f", "{{.RestartCount}}", "ra").stdout
+    time.sleep(1)
+    assert ketchd.docker("inspect", "-f", "{{.State.Status}} {{.RestartCount}}", "ra").stdout.split() == ["exited", n.strip()]
+    ketchd.docker("rm", "ra")
+
+
+def test_health_check(ketchd):
+    ketchd.docker("run", "-d", "--name", "hc", "--health-cmd", "test -e /tmp/ready", "--health-interval", "300ms",
+                  "--health-retries", "2", "busybox", "sh", "-c", "sleep 1.2; touch /tmp/ready; sleep 60")
+    assert "health: starting" in ketchd.docker("ps", "--format", "{{.Status}}", "-f", "name=hc").stdout
+    wait_for(lambda: ketchd.docker("inspect", "-f", "{{.State.Health.Status}}", "hc").stdout.strip() == "healthy")
+    assert "(healthy)" in ketchd.docker("ps", "--format", "{{.Status}}", "-f", "name=hc").stdout
+    info = json.loads(ketchd.docker("inspect", "hc").stdout)[0]
+    assert info["State"]["Health"]["Log"][-1]["ExitCode"] == 0
+    ketchd.docker("exec", "hc", "rm", "/tmp/ready")
+    wait_for(lambda: ketchd.docker("inspect", "-f", "{{.State.Health.Status}}", "hc").stdout.strip() == "unhealthy")
+    assert ketchd.docker("ps", "-q", "--filter", "health=unhealthy").stdout.strip()
+    ketchd.docker("rm", "-f", "hc")
+
+
+def test_oom_killed(ketchd):
+    r = ketchd.docker("run", "--name", "oom", "-m", "16m", "--memory-swap", "16m", "busybox", "sh", "-c",
+                      "x=aaaaaaaa; while true; do x=$x$x; done", check=False, timeout=60)
+    assert r.returncode == 137
+    assert ketchd.docker("inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}}", "oom").stdout.split() == ["true", "137"]
+    ketchd.docker("rm", "oom")
+
+
+def test_cp_both_ways(ketchd, tmp_path):
+    ketchd.docker("run", "-d", "--name", "cp", "busybox", "sleep", "60")
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f.txt").write_text("copied\n")
+    ketchd.docker("cp", str(src), "cp:/root/")
+    assert ketchd.docker("exec", "cp", "cat", "/root/src/sub/f.txt").stdout == "copied\n"
+    out = tmp_path / "out"
+    out.mkdir()
+    ketchd.docker("cp", "cp:/etc/passwd", str(out / "pw"))
+    assert (out / "pw").read_text().startswith("root:")
+    ketchd.docker("cp", "cp:/root/src", str(out))
+    assert (out / "src" / "sub" / "f.txt").read_text() == "copied\n"
+    # a symlink in the container cannot send a copy to the host
+    ketchd.docker("exec", "cp", "ln", "-s", "/", "/tmp/up")
+    ketchd.docker("cp", str(src / "sub" / "f.txt"), "cp:/tmp/up/")
+    assert ketchd.docker("exec", "cp", "cat", "/f.txt").stdout == "copied\n"
+    assert not os.path.exists("/f.txt")
+    ketchd.docker("rm", "-f", "cp")
+
+
+def test_pause_rename_events(ketchd):
+    since = str(int(time.time()) - 1)
+    ketchd.docker("run", "-d", "--name", "pz", "busybox", "sleep", "60")
+    ketchd.docker("pause", "pz")
+    assert "(Paused)" in ketchd.docker("ps", "--format", "{{.Status}}", "-f", "name=pz").stdout
+    r = ketchd.docker("exec", "pz", "true", check=False)
+    assert r.returncode != 0 and "paused" in r.stderr
+    ketchd.docker("unpause", "pz")
+    ketchd.docker("rename", "pz", "pz2")
+    ketchd.docker("rm", "-f", "pz2")
+    until = str(int(time.time()) + 1)
+    ev = ketchd.docker("events", "--since", since, "--until", until, "--filter", "type=container",
+                       "--format", "{{.Action}}").stdout.split()
+    for action in ("create", "start", "pause", "unpause", "rename", "kill", "die", "destroy"):
+        assert action in ev
+
+
+def test_interactive_tty_with_script(ketchd):
+    script = shutil.which("script")
+    if script is None:
+        pytest.skip("script(1) not installed")
+    env = dict(os.environ, DOCKER_HOST=ketchd.host, DOCKER_CONFIG=os.path.join(ketchd.base, "dockercfg"))
+    r = subprocess.run([script, "-qec", f"{DOCKER} run --rm -it busybox sh -c 'tty; exit 4'", "/dev/null"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert "/dev/pts/0" in r.stdout and r.returncode == 4
+    ketchd.docker("run", "-d", "--name", "tt", "busybox", "sleep", "60")
+    r = subprocess.run([script, "-qec", f"{DOCKER} exec -it tt sh -c 'tty; stty size'", "/dev/null"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert "/dev/pts/" in r.stdout
+    ketchd.docker("rm", "-f", "tt")
+
+
+def test_log_rotation(ketchd):
+    cid = ketchd.docker("run", "-d", "--log-opt", "max-size=2k", "--log-opt", "max-file=2", "busybox", "sh", "-c",
+                        "i=0; while [ $i -lt 400 ]; do echo line-$i; i=$((i+1)); [ $((i % 50)) = 0 ] && sleep 0.3; "
+                        "done; sleep 60").stdout.strip()
+    log_path = ketchd.docker("inspect", "-f", "{{.LogPath}}", cid).stdout.strip()
+    wait_for(lambda: "line-399" in ketchd.docker("logs", "--tail", "1", cid).stdout, timeout=30)
+    assert os.path.exists(log_path + ".1") and not os.path.exists(log_path + ".2")
+    logs = ketchd.docker("logs", cid).stdout.split()
+    # the oldest lines are gone, what is kept is contiguous and ends with the last line
+    assert "line-0" not in logs and logs[-1] == "line-399"
+    nums = [int(x.split("-")[1]) for x in logs]
+    assert nums == list(range(nums[0], 400))
+    ketchd.docker("rm", "-f", cid)
