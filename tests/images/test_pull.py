@@ -1,0 +1,217 @@
+"""Pull against the real registry: shared layers stored once, digest mismatch refused,
+a cut connection resumed, a killed pull finished by the next one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from ketch.errors import FailedPrecondition, InvalidArgument, Unavailable
+from ketch.oci import digest as dg
+
+from .conftest import push_raw, random_layer
+
+
+def _du(path):
+    total = 0
+    seen = set()
+    for dp, dns, fns in os.walk(path):
+        for n in fns + dns:
+            st = os.lstat(os.path.join(dp, n))
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
+
+
+def test_shared_layers_stored_and_unpacked_once(registry, ketch):
+    base = [random_layer(f"l{i}", 300_000) for i in range(3)]
+    a4, b4 = random_layer("a", 400_000), random_layer("b", 500_000)
+    push_raw(registry.domain, "ketch/a:1", base + [a4])
+    push_raw(registry.domain, "ketch/b:1", base + [b4])
+    ketch("pull", f"{registry.domain}/ketch/a:1")
+    svc = ketch.service()
+    snaps1 = len(svc.snapshots.list())
+    blobs1 = set(svc.content.list())
+    du_content1, du_snap1 = _du(svc.content.root + "/blobs"), _du(svc.snapshots.root + "/snapshots")
+    r = ketch("pull", f"{registry.domain}/ketch/b:1")
+    assert r.stdout.count("Already exists") == 3, r.stdout
+    snaps2 = len(svc.snapshots.list())
+    blobs2 = set(svc.content.list())
+    assert snaps1 == 4 and snaps2 == 5            # one new snapshot: the 4th layer
+    new = blobs2 - blobs1
+    assert str(dg.from_bytes(b4[0])) in new and len(new) == 3   # layer, config, manifest
+    grow_content = _du(svc.content.root + "/blobs") - du_content1
+    grow_snap = _du(svc.snapshots.root + "/snapshots") - du_snap1
+    # what the second image cost is its 4th layer (plus small JSON and directory blocks)
+    assert len(b4[0]) <= grow_content < len(b4[0]) + 64 * 1024
+    assert 500_000 <= grow_snap < 500_000 + 64 * 1024
+    sizes = {tuple(s["RepoTags"]): s for s in svc.list()}
+    a = sizes[(f"{registry.domain}/ketch/a:1",)]
+    assert a["SharedSize"] >= 900_000 and a["Size"] > a["SharedSize"]
+    assert ketch("system", "check").returncode == 0
+
+
+def test_blob_not_matching_digest_is_refused_and_nothing_stays(registry, ketch):
+    good = random_layer("g", 200_000)
+    bad = random_layer("x", 300_000)
+    push_raw(registry.domain, "ketch/bad:1", [good, bad])
+    # corrupt the stored layer in the registry's storage: same length, different bytes
+    p = registry.blob_data_path(str(dg.from_bytes(bad[0])))
+    data = bytearray(open(p, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(p, "wb").write(bytes(data))
+    r = ketch("pull", f"{registry.domain}/ketch/bad:1", check=False)
+    assert r.returncode == 1
+    assert "digest" in r.stderr, r.stderr
+    svc = ketch.service()
+    assert not svc.content.has(str(dg.from_bytes(bad[0])))
+    assert svc.content.ingests() == []                 # no partial bytes kept either
+    chain_bad = dg.chain_id([good[1], bad[1]])
+    assert chain_bad not in [s["name"] for s in svc.snapshots.list()]
+    assert all(s["kind"] == "committed" for s in svc.snapshots.list())
+    assert svc.list() == []
+    assert svc.check() == []
+
+
+class CutProxy:
+    """A TCP proxy (own thread and loop) to the registry. The first GET of ``digest`` is cut
+    after ``cut_after`` response bytes; with ``die=True`` the proxy then refuses everything.
+    Records each request's first line and Range header."""
+
+    def __init__(self, upstream, digest, cut_after, die=False):
+        self.upstream, self.digest, self.cut_after, self.die = upstream, digest, cut_after, die
+        self.requests = []
+        self.cut = False
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(10)
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.ready.set()
+        self.loop.run_forever()
+
+    def stop(self):
+        async def close():
+            self.server.close()
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    async def _handle(self, cr, cw):
+        if self.die and self.cut:
+            cw.transport.abort()
+            return
+        ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream)
+        state = {"armed": False, "n": 0}
+
+        async def up():
+            try:
+                while data := await cr.read(65536):
+                    if data[:4] in (b"GET ", b"HEAD"):
+                        lines = data.split(b"\r\n")
+                        rng = [x for x in lines if x.lower().startswith(b"range:")]
+                        self.requests.append((lines[0].decode(), rng[0].decode() if rng else None))
+                        if not self.cut and data.startswith(b"GET ") and self.digest.encode() in lines[0]:
+                            self.cut = True
+                            state["armed"] = True
+                    uw.write(data)
+                    await uw.drain()
+            finally:
+                uw.close()
+
+        async def down():
+            try:
+                while data := await ur.read(65536):
+                    if state["armed"]:
+                        room = self.cut_after - state["n"]
+                        if len(data) >= room:
+                            cw.write(data[:room])
+                            await cw.drain()
+                            cw.transport.abort()
+                            uw.transport.abort()
+                            return
+                        state["n"] += len(data)
+                    cw.write(data)
+                    await cw.drain()
+            finally:
+                cw.close()
+
+        await asyncio.gather(up(), down(), return_exceptions=True)
+
+
+def test_cut_pull_resumes(registry, ketch):
+    layer = random_layer("big", 2_000_000)
+    digest = str(dg.from_bytes(layer[0]))
+    push_raw(registry.domain, "ketch/cut:1", [layer])
+    proxy = CutProxy(registry.port, digest, cut_after=700_000)
+    try:
+        r = ketch("pull", f"127.0.0.1:{proxy.port}/ketch/cut:1")
+        assert "Pull complete" in r.stdout
+        ranges = [rg for line, rg in proxy.requests if digest in line and rg]
+        assert ranges and ranges[0].lower().startswith("range: bytes=") and not ranges[0].endswith("=0-")
+    finally:
+        proxy.stop()
+    svc = ketch.service()
+    assert svc.content.has(digest) and svc.check() == []
+
+
+def test_interrupted_pull_is_resumed_by_the_next_pull(registry, ketch):
+    layer = random_layer("big", 2_000_000)
+    digest = str(dg.from_bytes(layer[0]))
+    push_raw(registry.domain, "ketch/resume:1", [layer])
+    proxy = CutProxy(registry.port, digest, cut_after=900_000, die=True)
+    svc = ketch.service()
+    try:
+        svc_cut = type(svc)(svc.root)
+        from ketch.registry import RegistryClient
+        svc_cut.client = lambda: RegistryClient(retries=1, backoff=0.01)
+        with pytest.raises(Unavailable):
+            asyncio.run(svc_cut.pull(f"127.0.0.1:{proxy.port}/ketch/resume:1"))
+    finally:
+        proxy.stop()
+    kept = [i for i in svc.content.ingests() if i["ref"] == f"pull-{digest}"]
+    assert kept and 0 < kept[0]["offset"] < len(layer[0])
+    assert [s for s in svc.snapshots.list() if s["kind"] != "committed"] == []
+    proxy2 = CutProxy(registry.port, "no-cut", cut_after=0)
+    try:
+        asyncio.run(svc.pull(f"127.0.0.1:{proxy2.port}/ketch/resume:1"))
+        got = [rg for line, rg in proxy2.requests if digest in line]
+        assert got == [f"Range: bytes={kept[0]['offset']}-"], proxy2.requests
+    finally:
+        proxy2.stop()
+    assert svc.content.ingests() == [] and svc.check() == []
+
+
+def test_kill_9_during_pull_then_pull_again_is_clean(registry, ketch):
+    layers = [random_layer(f"k{i}", 3_000_000) for i in range(4)]
+    push_raw(registry.domain, "ketch/kill:1", layers)
+    ref = f"{registry.domain}/ketch/kill:1"
+    rnd = random.Random()
+    for attempt in range(3):
+        p = subprocess.Popen(ketch.cmd("pull", ref), env=ketch.env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        time.sleep(rnd.uniform(0.3, 1.5))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    ketch("pull", ref)
+    r = ketch("system", "check", check=False)
+    assert r.returncode == 0, r.stdout
+    assert "0 problems" in r.stdout
+    svc = ketch.service()
+    assert all(s["kind"] == "committed" for s in svc.snapshots.list())
+    assert len(svc.snapshots.list()) == 4
+    assert svc.content.ingests() == []
