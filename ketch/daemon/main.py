@@ -33,7 +33,7 @@ DEFAULTS = {
     "conmon": "conmon",
     "group": "ketch",
     "cgroup-parent": "/ketch",
-    "image-service": "ketch.images:ImageService",
+    "image-service": "ketch.images.engine:EngineImages",
     "init-path": "",
 }
 CONFIG_FILE = "/etc/ketch/daemon.json"
@@ -189,6 +189,9 @@ async def serve(cfg: dict) -> int:
             f.write(os.urandom(16).hex())
     with open(id_file) as f:
         engine_id = f.read().strip()
+    if hasattr(images, "add_usage_check"):  # rmi refuses images that containers use
+        images.add_usage_check(lambda image_id: [c.name for c in engine.containers.values()
+                                                 if c.data["Image"] == image_id])
     await engine.restore()
     api = Api(engine, images, {"id": engine_id})
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False, shutdown_timeout=1)

@@ -272,7 +272,7 @@ class Engine:
         config = {
             "Hostname": body.get("Hostname") or cid[:12],
             "Domainname": body.get("Domainname") or "",
-            "User": body.get("User") if body.get("User") is not None else (img.get("User") or ""),
+            "User": body.get("User") or img.get("User") or "",
             "AttachStdin": bool(body.get("AttachStdin")),
             "AttachStdout": bool(body.get("AttachStdout")),
             "AttachStderr": bool(body.get("AttachStderr")),
@@ -376,7 +376,12 @@ class Engine:
                 c.restart_task.cancel()
             c.k["manual_stop"] = False
             c.save()
-            await self._start(c)
+            try:
+                await self._start(c)
+            except KetchError:
+                if c.host_config.get("AutoRemove"):  # as Docker: a failed start of --rm removes it
+                    self._spawn(self.remove(c.id, force=True))
+                raise
             return True
 
     async def _start(self, c: Container) -> None:
@@ -671,6 +676,7 @@ class Engine:
                 c.waiters.append(("not-running", fut))
                 try:
                     await self.runtime.kill(c.id, signal_mod.SIGKILL, all_=True)
+                    self._event(c, "kill", signal=int(signal_mod.SIGKILL))
                     if c.status == "paused":
                         await self.runtime.resume(c.id)
                 except KetchError:

@@ -32,13 +32,22 @@ ALL_CAPS = [
 
 
 def _host_caps() -> list[str]:
-    """The capabilities this kernel knows (cap_last_cap), so `ALL` never names an unknown one."""
+    """The capabilities ketchd itself may grant: its bounding set (a daemon in a restricted
+    sandbox cannot hand out what it lacks), within what this kernel knows."""
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             last = int(f.read())
     except (OSError, ValueError):
         last = 40
-    return ALL_CAPS[: last + 1]
+    bnd = (1 << (last + 1)) - 1
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    bnd = int(line.split()[1], 16)
+    except OSError:
+        pass
+    return [c for i, c in enumerate(ALL_CAPS[: last + 1]) if bnd & (1 << i)]
 
 
 # Docker's default device cgroup rules (moby oci/devices_linux.go, DefaultLinuxSpec)
