@@ -196,17 +196,25 @@ def test_interrupted_pull_is_resumed_by_the_next_pull(registry, ketch):
     assert svc.content.ingests() == [] and svc.check() == []
 
 
-def test_kill_9_during_pull_then_pull_again_is_clean(registry, ketch):
-    layers = [random_layer(f"k{i}", 3_000_000) for i in range(4)]
+def test_kill_9_during_pull_then_pull_again_is_clean(registry, ketch, tmp_path):
+    from .conftest import second_ketch
+    layers = [random_layer(f"k{i}", 6_000_000) for i in range(4)]
     push_raw(registry.domain, "ketch/kill:1", layers)
     ref = f"{registry.domain}/ketch/kill:1"
+    t0 = time.monotonic()
+    second_ketch(tmp_path, "timing")("pull", "-q", ref)   # how long a whole pull takes here
+    whole = time.monotonic() - t0
     rnd = random.Random()
+    interrupted = 0
     for attempt in range(3):
         p = subprocess.Popen(ketch.cmd("pull", ref), env=ketch.env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(0.3, 1.5))
-        p.send_signal(signal.SIGKILL)
+        time.sleep(rnd.uniform(0.1, whole * 0.9))
+        if p.poll() is None:
+            interrupted += 1
+            p.send_signal(signal.SIGKILL)
         p.wait()
+    assert interrupted >= 1
     ketch("pull", ref)
     r = ketch("system", "check", check=False)
     assert r.returncode == 0, r.stdout
