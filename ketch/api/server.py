@@ -260,6 +260,8 @@ class Api:
         from ketch.engine.logs import parse_time
         filters = check_filters(filters_of(request))
         since = parse_time(request.query.get("since"))
+        if since is None and request.query.get("since") not in (None, ""):
+            since = 0.0  # "--since 0": everything kept
         until = parse_time(request.query.get("until"))
         bus = self.engine.events
         q = bus.subscribe()

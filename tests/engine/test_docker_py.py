@@ -1,0 +1,119 @@
+"""The Docker SDK for Python against ketchd, unchanged."""
+
+import time
+
+import pytest
+
+from tests.engine.daemon import daemon_fixture, wait_for
+
+docker = pytest.importorskip("docker")
+
+ketchd = daemon_fixture()
+
+
+@pytest.fixture(scope="module")
+def client(ketchd):
+    c = docker.DockerClient(base_url=ketchd.host, version="auto", timeout=60)
+    yield c
+    c.close()
+
+
+def test_ping_version_info(client):
+    assert client.ping() is True
+    assert client.version()["ApiVersion"] == "1.43"
+    assert client.api.api_version == "1.43"
+    assert "Containers" in client.info()
+
+
+def test_run_logs_remove(client):
+    out = client.containers.run("busybox", ["sh", "-c", "echo hello; echo oops >&2"], remove=True, stderr=True)
+    assert b"hello\n" in out and b"oops\n" in out
+    with pytest.raises(docker.errors.ContainerError) as e:
+        client.containers.run("busybox", ["sh", "-c", "exit 3"], remove=True)
+    assert e.value.exit_status == 3
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.api.create_container("no-such-image-here", "true")  # run() would then try a pull
+    with pytest.raises(docker.errors.NotFound) as e:
+        client.containers.get("nosuch")
+    assert "No such container: nosuch" in str(e.value)
+
+
+def test_detached_exec_stats_attach(client):
+    c = client.containers.run("busybox", ["sh", "-c", "echo ready; sleep 60"], detach=True, name="py1",
+                              labels={"via": "sdk"})
+    try:
+        wait_for(lambda: b"ready" in c.logs())
+        c.reload()
+        assert c.status == "running" and c.name == "py1" and c.labels == {"via": "sdk"}
+        assert [x.id for x in client.containers.list(filters={"label": "via=sdk"})] == [c.id]
+        code, out = c.exec_run(["sh", "-c", "echo $((6*7))"])
+        assert code == 0 and out == b"42\n"
+        code, (so, se) = c.exec_run(["sh", "-c", "echo a; echo b >&2; exit 2"], demux=True)
+        assert code == 2 and so == b"a\n" and se == b"b\n"
+        code, out = c.exec_run("id -u", user="app")
+        assert out == b"1000\n"
+        s = c.stats(stream=False)
+        assert s["memory_stats"]["usage"] > 0 and s["name"] == "/py1"
+        stream = c.stats(stream=True, decode=True)
+        first, second = next(stream), next(stream)
+        assert second["precpu_stats"]["cpu_usage"]["total_usage"] == first["cpu_stats"]["cpu_usage"]["total_usage"]
+        top = c.top()
+        assert any("sleep" in " ".join(p) for p in top["Processes"])
+        c.rename("py2")
+        c.reload()
+        assert c.name == "py2"
+        c.pause()
+        c.reload()
+        assert c.status == "paused"
+        c.unpause()
+        c.stop(timeout=1)
+        c.reload()
+        assert c.status == "exited" and c.attrs["State"]["ExitCode"] == 137
+        assert c.wait()["StatusCode"] == 137
+    finally:
+        c.remove(force=True)
+
+
+def test_attach_socket_and_logs_stream(client):
+    c = client.containers.create("busybox", ["sh", "-c", "for i in 1 2 3; do echo l$i; sleep 0.2; done"])
+    try:
+        c.start()
+        lines = [chunk for chunk in c.logs(stream=True, follow=True)]
+        assert b"".join(lines) == b"l1\nl2\nl3\n"
+        assert c.wait(condition="not-running")["StatusCode"] == 0
+        ts = c.logs(timestamps=True).decode().splitlines()[0]
+        assert ts.split(" ", 1)[1] == "l1"
+        assert c.logs(tail=1) == b"l3\n"
+    finally:
+        c.remove()
+
+
+def test_put_get_archive(client):
+    import io
+    import tarfile
+    c = client.containers.run("busybox", ["sleep", "60"], detach=True)
+    try:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            info = tarfile.TarInfo("hello.txt")
+            info.size = 3
+            t.addfile(info, io.BytesIO(b"hi\n"))
+        assert c.put_archive("/tmp", buf.getvalue()) is True
+        bits, stat = c.get_archive("/tmp/hello.txt")
+        data = b"".join(bits)
+        assert stat["name"] == "hello.txt" and stat["size"] == 3
+        assert tarfile.open(fileobj=io.BytesIO(data)).extractfile("hello.txt").read() == b"hi\n"
+    finally:
+        c.remove(force=True)
+
+
+def test_events_and_images(client):
+    since = time.time()
+    c = client.containers.run("busybox", "true", detach=True)
+    c.wait()
+    c.remove()
+    evs = list(client.events(since=since, until=time.time() + 0.2, decode=True,
+                             filters={"type": "container", "container": c.id}))
+    assert [e["Action"] for e in evs] == ["create", "start", "die", "destroy"]
+    tags = [t for im in client.images.list() for t in im.tags]
+    assert "busybox:latest" in tags

@@ -1,0 +1,89 @@
+"""ketchd dies (kill -9) or stops (SIGTERM); containers live on under conmon; the next ketchd picks them up."""
+
+import os
+import signal
+import time
+
+from tests.engine.daemon import daemon_fixture, wait_for
+
+ketchd = daemon_fixture()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_kill9_and_restart_keeps_containers_and_logs(ketchd):
+    ketchd.docker("run", "-d", "--name", "ticker", "busybox", "sh", "-c",
+                  "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done")
+    ketchd.docker("run", "-d", "--name", "ender", "busybox", "sh", "-c", "sleep 1; exit 7")
+    ketchd.docker("run", "-d", "--name", "always", "--restart", "always", "busybox", "sleep", "600")
+    wait_for(lambda: "tick-2" in ketchd.docker("logs", "ticker").stdout)
+    pid = int(ketchd.docker("inspect", "-f", "{{.State.Pid}}", "ticker").stdout)
+    always_pid = int(ketchd.docker("inspect", "-f", "{{.State.Pid}}", "always").stdout)
+    before = ketchd.docker("logs", "ticker").stdout.split()
+
+    ketchd.kill9()
+    time.sleep(2)  # "ender" exits and "ticker" keeps writing while no daemon runs
+    assert _pid_alive(pid) and _pid_alive(always_pid)
+    ketchd.start()
+
+    ps = ketchd.docker("ps", "--format", "{{.Names}}").stdout.split()
+    assert "ticker" in ps and "always" in ps and "ender" not in ps
+    assert ketchd.docker("inspect", "-f", "{{.State.Pid}}", "ticker").stdout.strip() == str(pid)
+    assert ketchd.docker("inspect", "-f", "{{.State.Pid}}", "always").stdout.strip() == str(always_pid)
+    st = ketchd.docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "ender").stdout.split()
+    assert st == ["exited", "7"]
+    after = ketchd.docker("logs", "ticker").stdout.split()
+    n_before = int(before[-1].split("-")[1])
+    n_after = int(after[-1].split("-")[1])
+    assert n_after >= n_before + 5  # lines written while ketchd was down are there
+    assert after == [f"tick-{i}" for i in range(n_after + 1)]  # and nothing is lost or doubled
+    # the re-attached container is still fully managed: exec, stop, exit code
+    assert ketchd.docker("exec", "ticker", "echo", "hi").stdout == "hi\n"
+    ketchd.docker("stop", "-t", "1", "ticker")
+    assert ketchd.docker("inspect", "-f", "{{.State.Status}}", "ticker").stdout.strip() == "exited"
+    assert not _pid_alive(pid)
+    for name in ("ticker", "ender", "always"):
+        ketchd.docker("rm", "-f", name)
+
+
+def test_sigterm_leaves_containers_running_and_exit_is_seen_after(ketchd):
+    ketchd.docker("run", "-d", "--name", "survivor", "busybox", "sh", "-c", "echo up; sleep 1.5; echo down; exit 3")
+    wait_for(lambda: "up" in ketchd.docker("logs", "survivor").stdout)
+    pid = int(ketchd.docker("inspect", "-f", "{{.State.Pid}}", "survivor").stdout)
+    ketchd.stop(signal.SIGTERM)
+    assert not os.path.exists(ketchd.socket)
+    assert _pid_alive(pid)
+    time.sleep(2)
+    ketchd.start()
+    wait_for(lambda: ketchd.docker("inspect", "-f", "{{.State.Status}}", "survivor").stdout.strip() == "exited")
+    assert ketchd.docker("inspect", "-f", "{{.State.ExitCode}}", "survivor").stdout.strip() == "3"
+    assert ketchd.docker("logs", "survivor").stdout == "up\ndown\n"
+    events = ketchd.docker("events", "--since", "0", "--until", str(int(time.time()) + 1), "--filter",
+                           "container=survivor", "--format", "{{.Action}}").stdout.split()
+    assert "die" in events
+    ketchd.docker("rm", "survivor")
+
+
+def test_follow_ends_when_container_stops(ketchd):
+    ketchd.docker("run", "-d", "--name", "fl", "busybox", "sh", "-c", "for i in 1 2 3; do echo n$i; sleep 0.3; done")
+    r = ketchd.docker("logs", "-f", "fl", timeout=30)
+    assert r.stdout == "n1\nn2\nn3\n"
+    ketchd.docker("rm", "fl")
+
+
+def test_second_daemon_on_same_data_root_refuses(ketchd):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "ketch.daemon", "--config-file", "/nonexistent", "--data-root",
+                        ketchd.data_root, "--exec-root", ketchd.exec_root + "-2", "--group", ""],
+                       capture_output=True, text=True, timeout=30, cwd=os.path.dirname(os.path.dirname(
+                           os.path.dirname(os.path.abspath(__file__)))))
+    assert r.returncode == 1 and "another ketchd uses this data root" in r.stderr
+    import shutil
+    shutil.rmtree(ketchd.exec_root + "-2", ignore_errors=True)
