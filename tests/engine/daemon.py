@@ -25,8 +25,10 @@ def runtime_binary() -> str:
 
 
 class KetchDaemon:
-    def __init__(self, base: str):
+    def __init__(self, base: str, image_service: str | None = None):
         self.base = base
+        self.image_service = image_service or os.environ.get("KETCH_TEST_IMAGE_SERVICE",
+                                                             "tests.engine.dirimages:DirImageService")
         self.data_root = os.path.join(base, "data")
         self.exec_root = os.path.join(base, "run")
         self.socket = os.path.join(self.exec_root, "ketch.sock")
@@ -43,8 +45,7 @@ class KetchDaemon:
         args = [sys.executable, "-m", "ketch.daemon", "--config-file", os.path.join(self.base, "daemon.json"),
                 "--data-root", self.data_root, "--exec-root", self.exec_root, "--runtime", runtime_binary(),
                 "--cgroup-parent", self.cgroup_parent, "--group", "",
-                "--image-service", os.environ.get("KETCH_TEST_IMAGE_SERVICE",
-                                                  "tests.engine.dirimages:DirImageService"),
+                "--image-service", self.image_service,
                 "--log-level", "debug"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
@@ -163,12 +164,14 @@ class KetchDaemon:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def daemon_fixture():
+def daemon_fixture(image_service: str | None = None, before_start=None):
     @pytest.fixture(scope="module")
     def ketchd(tmp_path_factory):
         if os.geteuid() != 0:
             pytest.skip("ketchd needs root")
-        d = KetchDaemon(str(tmp_path_factory.mktemp("ketchd")))
+        d = KetchDaemon(str(tmp_path_factory.mktemp("ketchd")), image_service)
+        if before_start:
+            before_start(d)
         d.start()
         yield d
         d.cleanup()
