@@ -40,11 +40,11 @@ class KetchDaemon:
     def host(self) -> str:
         return f"unix://{self.socket}"
 
-    def start(self) -> None:
+    def start(self, group: str = "") -> None:
         os.makedirs(self.base, exist_ok=True)
         args = [sys.executable, "-m", "ketch.daemon", "--config-file", os.path.join(self.base, "daemon.json"),
                 "--data-root", self.data_root, "--exec-root", self.exec_root, "--runtime", runtime_binary(),
-                "--cgroup-parent", self.cgroup_parent, "--group", "",
+                "--cgroup-parent", self.cgroup_parent, "--group", group,
                 "--image-service", self.image_service,
                 "--log-level", "debug"]
         with open(self.log_path, "ab") as log:
