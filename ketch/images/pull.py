@@ -271,9 +271,12 @@ async def _download(svc, c, ref, d, parent, diff_id, chain, parent_ready, emit):
     try:
         if w.offset < d.size:
             r = await c.open_layer(ref, d, offset=w.offset)
+            # the content writer hashes every byte and commit() checks the digest: the reader's own
+            # check (made when it starts at 0) would hash the same bytes a second time on this thread
+            r._hasher = None
             async with r:
                 last = 0
-                async for chunk in r:
+                while chunk := await r.read(1 << 20):
                     w.write(chunk)
                     if follower:
                         follower.notify(w.offset)
