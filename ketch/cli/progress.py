@@ -45,8 +45,8 @@ class RichProgress:
             self.p.console.print(ev["stream"].rstrip("\n"), markup=False, highlight=False)
             return
         status, lid = ev.get("status", ""), ev.get("id")
-        if not lid:
-            self.p.console.print(status, markup=False, highlight=False)
+        if not lid or status.startswith("Pulling from"):
+            self.p.console.print(f"{lid}: {status}" if lid else status, markup=False, highlight=False)
             return
         det = ev.get("progressDetail") or {}
         if lid not in self.tasks:
