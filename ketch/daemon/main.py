@@ -29,7 +29,7 @@ DEFAULTS = {
     "exec-root": "/run/ketch",
     "hosts": ["unix:///run/ketch/ketch.sock"],
     "log-level": "info",
-    "runtime": "runc",
+    "runtime": "ketch-runtime",
     "conmon": "conmon",
     "group": "ketch",
     "cgroup-parent": "/ketch",
@@ -170,6 +170,12 @@ async def serve(cfg: dict) -> int:
         f.write(str(os.getpid()))
 
     runtime = shutil.which(cfg["runtime"]) or cfg["runtime"]
+    if cfg["runtime"] == "ketch-runtime" and not os.access(runtime, os.X_OK):
+        # a checkout that was not installed: the launcher next to this package
+        here = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                            "bin", "ketch-runtime")
+        if os.access(here, os.X_OK):
+            runtime = here
     conmon_bin = shutil.which(cfg["conmon"]) or cfg["conmon"]
     for what, path in (("runtime", runtime), ("conmon", conmon_bin)):
         if not os.access(path, os.X_OK):

@@ -1122,7 +1122,8 @@ class Engine:
         pids = set(await self.runtime.ps(c.id))
         args = (ps_args or "-ef").split()
         proc = await asyncio.create_subprocess_exec("ps", *args, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE)
+                                                    stderr=asyncio.subprocess.PIPE,
+                                                    env={**os.environ, "COLUMNS": "4096"})  # no 80-column cut
         out, err = await proc.communicate()
         if proc.returncode != 0:
             raise InvalidArgument(f"ps: {err.decode().strip()}")

@@ -21,7 +21,9 @@ DOCKER = shutil.which("docker", path="/usr/local/bin:/usr/bin")
 
 
 def runtime_binary() -> str:
-    return os.environ.get("KETCH_TEST_RUNTIME") or shutil.which("runc") or "/usr/sbin/runc"
+    """ketch-runtime from this checkout unless KETCH_TEST_RUNTIME names another (e.g. runc)."""
+    rt = os.environ.get("KETCH_TEST_RUNTIME") or os.path.join(REPO, "bin", "ketch-runtime")
+    return shutil.which(rt) or rt
 
 
 class KetchDaemon:
