@@ -402,7 +402,8 @@ class Engine:
             pid = await conmon.launch_container(
                 conmon=self.conmon_binary, runtime=self.runtime_binary, runtime_args=self.runtime.global_args,
                 cid=c.id, name=c.name, paths=paths, terminal=c.tty, stdin=bool(cfg.get("OpenStdin")),
-                leave_stdin_open=bool(cfg.get("OpenStdin")) and not cfg.get("StdinOnce"),
+                # with a tty a client detaching (ctrl-p ctrl-q) must not end the session's stdin
+                leave_stdin_open=bool(cfg.get("OpenStdin")) and (not cfg.get("StdinOnce") or c.tty),
                 stderr_path=os.path.join(c.dir, "monitor", "conmon.err"))
         except conmon.RuntimeFailed as e:
             await self._start_failed(c, str(e))

@@ -247,6 +247,31 @@ def test_attach_tty_is_raw(ketchd):
     ketchd.request("DELETE", f"/v1.43/containers/{cid}?force=1")
 
 
+def test_attach_detach_keys_leave_container_running(ketchd):
+    cid = create(ketchd, Cmd=["sh"], Tty=True, OpenStdin=True, StdinOnce=True)
+    assert ketchd.request("POST", f"/v1.43/containers/{cid}/start")[0] == 204
+    s, head = hijack(ketchd, f"/v1.43/containers/{cid}/attach?stream=1&stdin=1&stdout=1&stderr=1")
+    s.sendall(b"echo mark-$((40+2))\n")
+    out = b""
+    while b"mark-42" not in out:
+        out += s.recv(4096)
+    s.sendall(b"\x10\x11")
+    read_all(s)  # the server ends the attach
+    s.close()
+    _, info = ketchd.json("GET", f"/v1.43/containers/{cid}/json")
+    assert info["State"]["Running"]
+    # a second attach still talks to the same shell
+    s, _ = hijack(ketchd, f"/v1.43/containers/{cid}/attach?stream=1&stdin=1&stdout=1&detachKeys=ctrl-x")
+    s.sendall(b"echo again-$((1+1))\n")
+    out = b""
+    while b"again-2" not in out:
+        out += s.recv(4096)
+    s.sendall(b"\x18")
+    read_all(s)
+    s.close()
+    ketchd.request("DELETE", f"/v1.43/containers/{cid}?force=1")
+
+
 def test_exec_hijack_and_inspect(ketchd):
     cid = create(ketchd, Cmd=["sleep", "60"])
     ketchd.request("POST", f"/v1.43/containers/{cid}/start")

@@ -84,6 +84,16 @@ def test_run_options_map_to_the_container(ketchd):
     assert r.stdout == "from-image\n"
     r = ketchd.docker("run", "--rm", "--entrypoint", "sh", "ketchtest/app", "-c", "echo $IMG $(pwd) $(id -un)")
     assert r.stdout == "1 /tmp app\n"
+    hostdir = os.path.join(ketchd.base, "vol")
+    os.makedirs(hostdir, exist_ok=True)
+    with open(os.path.join(hostdir, "in.txt"), "w") as f:
+        f.write("from-host\n")
+    r = ketchd.docker("run", "--rm", "-v", f"{hostdir}:/data", "-v", f"{hostdir}:/ro:ro", "--tmpfs", "/scratch",
+                      "busybox", "sh", "-c", "cat /data/in.txt; echo out > /data/out.txt; "
+                      "touch /ro/x 2>/dev/null || echo ro-refused; grep -c ' /scratch tmpfs' /proc/mounts")
+    assert r.stdout.split() == ["from-host", "ro-refused", "1"]
+    with open(os.path.join(hostdir, "out.txt")) as f:
+        assert f.read() == "out\n"
     assert ketchd.docker("inspect", "-f", "{{.Config.StopSignal}}",
                          ketchd.docker("create", "ketchtest/app").stdout.strip()).stdout.strip() == "SIGUSR1"
 
