@@ -106,7 +106,7 @@ class Engine:
         ref_name = ref.lstrip("/")
         if ref in self.containers:
             return self.containers[ref]
-        if ref_name in self.names:
+        if ref_name in self.names and self.names[ref_name] in self.containers:
             return self.containers[self.names[ref_name]]
         matches = [c for cid, c in self.containers.items() if cid.startswith(ref)]
         if len(matches) == 1:
@@ -194,6 +194,14 @@ class Engine:
             raise InvalidArgument("Config cannot be empty in order to create a container")
         hc = dict(body.get("HostConfig") or {})
         name = self._check_name(name) if name else self._random_name()
+        self.names[name] = "(creating)"  # reserved across the awaits below
+        try:
+            return await self._create(name, image_ref, hc, body)
+        finally:
+            if self.names.get(name) == "(creating)":
+                del self.names[name]
+
+    async def _create(self, name: str, image_ref: str, hc: dict, body: dict) -> tuple[str, list[str]]:
         image = await self.images.get_image(image_ref)
         img = image.run_config
         warnings: list[str] = []
@@ -593,6 +601,8 @@ class Engine:
             c.k["manual_stop"] = True
             c.save()
         await self.runtime.kill(c.id, sig, all_=False)
+        if c.status == "paused" and sig == signal_mod.SIGKILL:
+            await self.runtime.resume(c.id)  # a frozen task cannot die until thawed
         self._event(c, "kill", signal=sig)
 
     async def stop(self, ref: str, timeout: int | None = None, signal=None) -> bool:
@@ -706,6 +716,10 @@ class Engine:
         for eid in list(c.data.get("ExecIDs") or []):
             self.execs.pop(eid, None)
         shutil.rmtree(c.dir, ignore_errors=True)
+        for fut in c.pending_attach:
+            if not fut.done():
+                fut.set_exception(NotFound(f"No such container: {c.id}"))
+        c.pending_attach = []
         self._event(c, "destroy")
         code = c.state["ExitCode"]
         for cond, fut in c.waiters:
