@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from ketch.errors import FailedPrecondition, InvalidArgument, Unavailable
+from ketch.errors import Unavailable
 from ketch.oci import digest as dg
 
 from .conftest import push_raw, random_layer
