@@ -302,9 +302,17 @@ class Api:
         return jresp({"Id": cid, "Warnings": warnings}, 201)
 
     async def c_list(self, request):
-        return jresp(self.engine.list(all_=boolean(request, "all"), limit=integer(request, "limit", -1),
-                                      filters=filters_of(request), since=request.query.get("since"),
-                                      before=request.query.get("before")))
+        out = self.engine.list(all_=boolean(request, "all"), limit=integer(request, "limit", -1),
+                               filters=filters_of(request), since=request.query.get("since"),
+                               before=request.query.get("before"))
+        if boolean(request, "size"):
+            for item in out:
+                try:
+                    item["SizeRw"] = await self.engine.images.rootfs_usage(item["Id"])
+                except (KetchError, AttributeError):
+                    item["SizeRw"] = 0
+                item["SizeRootFs"] = item["SizeRw"]
+        return jresp(out)
 
     async def c_prune(self, request):
         filters = filters_of(request)
