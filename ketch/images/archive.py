@@ -161,8 +161,9 @@ def _save_docker(svc, tf, images):
                     size = tmp.tell()
                     tmp.seek(0)
                     _add(tf, name, fileobj=tmp, size=size)
-        fam = [reference.parse(t).familiar() for t in tags]
-        manifest.append({"Config": cfg_name, "RepoTags": fam or None, "Layers": layers})
+        # fully qualified names: podman reads a short "busybox:latest" as localhost/busybox
+        manifest.append({"Config": cfg_name, "RepoTags": [str(reference.parse(t)) for t in tags] or None,
+                         "Layers": layers})
         for t in tags:
             r = reference.parse(t)
             repos.setdefault(r.familiar_name(), {})[r.tag] = iid[7:]
@@ -180,7 +181,7 @@ def _clean(name):
     if name.startswith("/"):
         raise InvalidArgument(f"load: archive member {name!r}: absolute path")
     n = posixpath.normpath(name)
-    if n == ".." or n.startswith("../") or "/../" in f"/{name}/":
+    if n == ".." or n.startswith("../"):
         raise InvalidArgument(f"load: archive member {name!r}: path climbs out of the archive")
     return n
 
