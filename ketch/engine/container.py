@@ -85,13 +85,15 @@ class Container:
         with open(os.path.join(directory, "container.json")) as f:
             return cls(directory, json.load(f))
 
-    def save(self) -> None:
+    def save(self, sync: bool = True) -> None:
+        """Write atomically (temp file, rename); fsync unless it is only a health probe's log."""
         path = os.path.join(self.dir, "container.json")
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self.data, f)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.rename(tmp, path)
 
     # --- fields --------------------------------------------------------------------

@@ -406,7 +406,8 @@ class Engine:
             with open(os.path.join(c.bundle, "config.json"), "w") as f:
                 json.dump(spec, f)
             paths = self._monitor_paths(c)
-            await self.runtime.delete(c.id, force=True)  # a leftover from a crash would block create
+            if os.path.exists(os.path.join(self.runtime.root, c.id)):
+                await self.runtime.delete(c.id, force=True)  # a leftover from a crash would block create
             pid = await conmon.launch_container(
                 conmon=self.conmon_binary, runtime=self.runtime_binary, runtime_args=self.runtime.global_args,
                 cid=c.id, name=c.name, paths=paths, terminal=c.tty, stdin=bool(cfg.get("OpenStdin")),
@@ -1123,7 +1124,7 @@ class Engine:
                         h["FailingStreak"] += 1
                         if h["FailingStreak"] >= retries:
                             h["Status"] = "unhealthy"
-                c.save()
+                c.save(sync=h["Status"] != old)
                 if h["Status"] != old:
                     self._event(c, f"health_status: {h['Status']}")
         except asyncio.CancelledError:
