@@ -679,14 +679,31 @@ class Api:
     async def i_history(self, request):
         return jresp(await self._img("image_history")(request.match_info["name"]))
 
+    def _image_event(self, action: str, actor: str, name: str) -> None:
+        from ketch.engine.events import make_event
+        self.engine.events.publish(make_event("image", action, actor, {"name": name}))
+
     async def i_tag(self, request):
-        await self._img("tag_image")(request.match_info["name"], request.query.get("repo", ""),
-                                     request.query.get("tag", ""))
+        name = request.match_info["name"]
+        repo, tag = request.query.get("repo", ""), request.query.get("tag", "")
+        await self._img("tag_image")(name, repo, tag)
+        try:
+            iid = (await self.images.get_image(name)).id
+        except KetchError:
+            iid = name
+        self._image_event("tag", iid, f"{repo}:{tag or 'latest'}")
         return web.Response(status=201)
 
     async def i_remove(self, request):
-        return jresp(await self._img("remove_image")(request.match_info["name"], force=boolean(request, "force"),
-                                                    noprune=boolean(request, "noprune")))
+        name = request.match_info["name"]
+        out = await self._img("remove_image")(name, force=boolean(request, "force"),
+                                              noprune=boolean(request, "noprune"))
+        for item in out or []:
+            if "Untagged" in item:
+                self._image_event("untag", name, item["Untagged"])
+            elif "Deleted" in item:
+                self._image_event("delete", item["Deleted"], name)
+        return jresp(out)
 
     def _auth(self, request):
         import base64
@@ -698,14 +715,20 @@ class Api:
         except ValueError:
             raise InvalidArgument("invalid X-Registry-Auth header") from None
 
-    async def _progress(self, request, gen):
+    async def _progress(self, request, gen, event: tuple[str, str] | None = None):
+        """Stream JSON progress messages; publish `event` (action, name) if no error came."""
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
+        failed = False
         try:
             async for msg in gen:
+                failed = failed or "error" in msg
                 await resp.write(json.dumps(msg).encode() + b"\r\n")
         except KetchError as e:
+            failed = True
             await resp.write(json.dumps({"errorDetail": {"message": str(e)}, "error": str(e)}).encode() + b"\r\n")
+        if event and not failed:
+            self._image_event(event[0], event[1], event[1])
         await resp.write_eof()
         return resp
 
@@ -716,13 +739,16 @@ class Api:
         image = request.query.get("fromImage", "")
         if not image:
             raise InvalidArgument("fromImage is required")
-        gen = fn(image, request.query.get("tag", ""), request.query.get("platform") or None, self._auth(request))
-        return await self._progress(request, gen)
+        tag = request.query.get("tag", "")
+        gen = fn(image, tag, request.query.get("platform") or None, self._auth(request))
+        ref = f"{image}:{tag}" if tag and "@" not in image and not tag.startswith("sha256:") else image
+        return await self._progress(request, gen, ("pull", ref))
 
     async def i_push(self, request):
         fn = self._img("push_image")
-        return await self._progress(request, fn(request.match_info["name"], request.query.get("tag", ""),
-                                                self._auth(request)))
+        name, tag = request.match_info["name"], request.query.get("tag", "")
+        return await self._progress(request, fn(name, tag, self._auth(request)),
+                                    ("push", f"{name}:{tag}" if tag else name))
 
     async def _tar_out(self, request, names):
         fn = self._img("save_images")
@@ -746,4 +772,5 @@ class Api:
 
     async def i_load(self, request):
         fn = self._img("load_images")
-        return await self._progress(request, fn(request.content.iter_chunked(1 << 16), boolean(request, "quiet")))
+        return await self._progress(request, fn(request.content.iter_chunked(1 << 16), boolean(request, "quiet")),
+                                    ("load", ""))

@@ -2,6 +2,7 @@
 busybox-static, containers on overlay roots, rmi refused while a container uses the image."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -55,6 +56,16 @@ def test_run_on_overlay_and_clean_unmount(ketchd):
     assert _mounts_under(ketchd.data_root) == []
     info = json.loads(ketchd.docker("image", "inspect", "busybox").stdout)[0]
     assert info["Config"]["Cmd"] == ["sh"]
+    since = str(int(__import__("time").time()) - 1)
     ketchd.docker("tag", "busybox", "mybox:1")
     assert ketchd.docker("run", "--rm", "mybox:1", "echo", "tagged").stdout == "tagged\n"
     ketchd.docker("rmi", "mybox:1")
+    saved = os.path.join(ketchd.base, "saved.tar")
+    ketchd.docker("save", "-o", saved, "busybox")
+    ketchd.docker("tag", "busybox", "other:2")
+    ketchd.docker("rmi", "other:2")
+    assert "Loaded image" in ketchd.docker("load", "-i", saved).stdout
+    until = str(int(__import__("time").time()) + 1)
+    ev = ketchd.docker("events", "--since", since, "--until", until, "--filter", "type=image",
+                       "--format", "{{.Action}}").stdout.split()
+    assert ev[:2] == ["tag", "untag"] and "load" in ev
