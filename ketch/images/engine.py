@@ -154,12 +154,12 @@ class EngineImages:
     def pull_image(self, ref, tag=None, platform=None, auth=None):
         if tag and "@" not in ref:
             ref = f"{ref}:{tag}" if not tag.startswith("sha256:") else f"{ref}@{tag}"
-        return self._events(lambda p: self.svc.pull(ref, platform=platform, progress=p))
+        return self._events(lambda p: self.svc.pull(ref, platform=platform, progress=p, auth=auth))
 
     def push_image(self, name, tag=None, auth=None):
         if tag:
             name = f"{name}:{tag}"
-        return self._events(lambda p: self.svc.push(name, progress=p))
+        return self._events(lambda p: self.svc.push(name, progress=p, auth=auth))
 
     async def save_images(self, names, format="docker-archive"):
         r, w = os.pipe()

@@ -102,14 +102,14 @@ class _Emitter:
         self._p(ev)
 
 
-async def pull(svc, ref_str, platform=None, progress=None):
+async def pull(svc, ref_str, platform=None, progress=None, auth=None):
     """Pull ``ref_str`` into ``svc``; return the image ID. Errors are ketch.errors kinds."""
     ref = reference.parse(ref_str)
     want = oplatform.parse(platform) if platform else None
     emit = _Emitter(progress)
     lockfd = await asyncio.to_thread(_shared_gc_lock, svc)
     try:
-        async with svc.client() as c:
+        async with svc.client(auth) as c:
             emit(f"Pulling from {ref.familiar_name()}", id=ref.tag or ref.digest)
             top = await c.get_manifest(ref)
             index_digest = None

@@ -15,7 +15,7 @@ from ketch.oci import reference
 CONCURRENT_UPLOADS = 3
 
 
-async def push(svc, ref_str, progress=None):
+async def push(svc, ref_str, progress=None, auth=None):
     ref = reference.parse(ref_str)
     if ref.digest:
         raise InvalidArgument(f"push {ref_str}: push a tag, not a digest reference")
@@ -36,7 +36,7 @@ async def push(svc, ref_str, progress=None):
     mounts_from = [s for s in rec.get("sources", []) if s.split("/", 1)[0] == ref.domain and s != ref.name]
     emit(f"The push refers to repository [{ref.name}]")
     sem = asyncio.Semaphore(CONCURRENT_UPLOADS)
-    async with svc.client() as c:
+    async with svc.client(auth) as c:
 
         async def blob(desc):
             short = desc.digest[7:19]

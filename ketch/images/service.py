@@ -607,15 +607,18 @@ class ImageService:
 
     # ---------------------------------------------------------------- delegated operations
 
-    async def pull(self, ref, platform=None, progress=None):
-        """Pull ``ref`` (see ketch.images.pull); returns the image ID."""
-        from ketch.images.pull import pull
-        return await pull(self, ref, platform=platform, progress=progress)
+    async def pull(self, ref, platform=None, progress=None, auth=None):
+        """Pull ``ref`` (see ketch.images.pull); returns the image ID.
 
-    async def push(self, ref, progress=None):
+        ``auth``: {"username", "password"} for this pull only (the daemon's X-Registry-Auth);
+        default: the credentials stored by ``ketch login``."""
+        from ketch.images.pull import pull
+        return await pull(self, ref, platform=platform, progress=progress, auth=auth)
+
+    async def push(self, ref, progress=None, auth=None):
         """Push the local image tagged ``ref`` (see ketch.images.push); returns the pushed digest."""
         from ketch.images.push import push
-        return await push(self, ref, progress=progress)
+        return await push(self, ref, progress=progress, auth=auth)
 
     def save(self, names, out, format="docker-archive"):
         from ketch.images.archive import save
@@ -633,10 +636,14 @@ class ImageService:
         from ketch.images.base import make_base_image
         return make_base_image(self, ref=ref, busybox=busybox)
 
-    def client(self):
-        from ketch.registry import RegistryClient
-        return RegistryClient(insecure=self.insecure, docker_config=self.docker_config,
-                              credentials=self.credentials)
+    def client(self, auth=None):
+        """A RegistryClient; ``auth`` ({"username", "password"}) overrides stored credentials."""
+        from ketch.registry import Credentials, RegistryClient
+        creds = self.credentials
+        if auth and auth.get("username") and auth.get("password"):
+            given = Credentials(auth["username"], auth["password"])
+            creds = lambda domain: given  # noqa: E731
+        return RegistryClient(insecure=self.insecure, docker_config=self.docker_config, credentials=creds)
 
 
 def _docker_config(c):

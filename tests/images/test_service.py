@@ -122,3 +122,32 @@ def test_two_processes_pull_the_same_image_into_one_root(registry, ketch):
     svc = ketch.service()
     assert len(svc.snapshots.list()) == 3 and len(svc.list()) == 1
     assert ketch("system", "check").returncode == 0
+
+
+def test_engine_pull_and_push_with_request_credentials(tmp_path):
+    """The daemon passes X-Registry-Auth credentials per request; nothing is stored."""
+    from ketch.images.engine import EngineImages
+
+    from .conftest import htpasswd_line, start_registry
+    htp = tmp_path / "htpasswd"
+    htp.write_text(htpasswd_line("bob", "pw"))
+    reg = start_registry(tmp_path, auth={"htpasswd": {"realm": "t", "path": str(htp)}}, name="authreg")
+    try:
+        eng = EngineImages(str(tmp_path / "root"), docker_config=str(tmp_path / "no-config.json"))
+        eng.svc.make_base_image()
+        eng.svc.tag("busybox", f"{reg.domain}/p/bb:1")
+
+        async def main():
+            denied = [e async for e in eng.push_image(f"{reg.domain}/p/bb", "1")]
+            assert "authentication required" in denied[-1]["error"]
+            ok = [e async for e in eng.push_image(f"{reg.domain}/p/bb", "1", {"username": "bob", "password": "pw"})]
+            assert "error" not in ok[-1] and ok[-1]["status"].startswith("1: digest: sha256:")
+            other = EngineImages(str(tmp_path / "root2"), docker_config=str(tmp_path / "no-config.json"))
+            evs = [e async for e in other.pull_image(f"{reg.domain}/p/bb", "1", None,
+                                                     {"username": "bob", "password": "pw"})]
+            assert evs[-1]["status"].startswith("Status: Downloaded newer image"), evs[-1]
+            assert (await other.get_image(f"{reg.domain}/p/bb:1")).id == eng.svc.resolve("busybox")[0]
+        asyncio.run(main())
+        assert not os.path.exists(tmp_path / "no-config.json")
+    finally:
+        reg.stop()
