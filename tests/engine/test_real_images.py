@@ -69,3 +69,22 @@ def test_run_on_overlay_and_clean_unmount(ketchd):
     ev = ketchd.docker("events", "--since", since, "--until", until, "--filter", "type=image",
                        "--format", "{{.Action}}").stdout.split()
     assert ev[:2] == ["tag", "untag"] and "load" in ev
+
+
+def test_push_pull_through_the_api_with_docker_cli(ketchd, tmp_path):
+    from tests.registry.conftest import start_registry
+    reg = start_registry(tmp_path)
+    try:
+        ref = f"{reg.domain}/engine/bb:1"
+        ketchd.docker("tag", "busybox", ref)
+        r = ketchd.docker("push", ref, timeout=120)
+        assert "digest: sha256:" in r.stdout
+        ketchd.docker("rmi", ref)
+        r = ketchd.docker("pull", ref, timeout=120)
+        assert ref in r.stdout
+        assert ketchd.docker("run", "--rm", ref, "echo", "pulled").stdout == "pulled\n"
+        r = ketchd.docker("pull", f"{reg.domain}/engine/nothere:1", check=False, timeout=120)
+        assert r.returncode != 0
+        ketchd.docker("rmi", ref)
+    finally:
+        reg.stop()
