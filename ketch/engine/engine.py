@@ -128,7 +128,8 @@ class Engine:
         self.events.publish(make_event("container", action, c.id, attrs, attrs["image"]))
 
     def _monitor_paths(self, c: Container) -> conmon.MonitorPaths:
-        return conmon.MonitorPaths.under(os.path.join(c.dir, "monitor"), c.bundle, c.log_path)
+        no_log = (c.host_config.get("LogConfig") or {}).get("Type") == "none"
+        return conmon.MonitorPaths.under(os.path.join(c.dir, "monitor"), c.bundle, None if no_log else c.log_path)
 
     # --- create ----------------------------------------------------------------------
     def _random_name(self) -> str:
@@ -218,12 +219,12 @@ class Engine:
         if hc.get("AutoRemove") and rp_name not in ("", "no"):
             raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
         hc["RestartPolicy"] = {"Name": rp_name, "MaximumRetryCount": int(rp.get("MaximumRetryCount") or 0)}
+        # until bridge networking exists, "default" and "bridge" get a private network
+        # namespace with loopback only, like "none"
         nm = hc.get("NetworkMode") or "default"
-        if nm in ("default", "bridge"):
-            nm = "none" if nm == "default" else nm
-        if nm not in ("none", "host"):
+        if nm not in ("default", "bridge", "none", "host"):
             raise NotFound(f"network {nm} not found")
-        hc["NetworkMode"] = nm if (hc.get("NetworkMode") or "default") != "default" else "default"
+        hc["NetworkMode"] = nm
         lc = hc.get("LogConfig") or {}
         ltype = lc.get("Type") or "json-file"
         if ltype not in ("json-file", "k8s-file", "local", "none"):
@@ -351,7 +352,7 @@ class Engine:
             "NetworkSettings": {"Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
                                 "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
                                 "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
-                                "Networks": {hc["NetworkMode"] if hc["NetworkMode"] != "default" else "none": {
+                                "Networks": {"host" if hc["NetworkMode"] == "host" else "none": {
                                     "IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": "",
                                     "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
                                     "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,

@@ -265,6 +265,17 @@ def test_interactive_tty_with_script(ketchd):
     ketchd.docker("rm", "-f", "tt")
 
 
+def test_log_driver_none(ketchd):
+    r = ketchd.docker("run", "--log-driver", "none", "--name", "nolog", "busybox", "echo", "shown")
+    assert r.stdout == "shown\n"  # attach still works
+    r = ketchd.docker("logs", "nolog", check=False)
+    assert r.returncode != 0 and "does not support reading" in r.stderr
+    assert not os.path.exists(ketchd.docker("inspect", "-f", "{{.LogPath}}", "nolog").stdout.strip())
+    ketchd.docker("rm", "nolog")
+    r = ketchd.docker("run", "--log-driver", "syslog", "busybox", "true", check=False)
+    assert r.returncode == 125 and "no log driver named 'syslog'" in r.stderr
+
+
 def test_log_rotation(ketchd):
     cid = ketchd.docker("run", "-d", "--log-opt", "max-size=2k", "--log-opt", "max-file=2", "busybox", "sh", "-c",
                         "i=0; while [ $i -lt 400 ]; do echo line-$i; i=$((i+1)); [ $((i % 50)) = 0 ] && sleep 0.3; "
