@@ -961,6 +961,7 @@ class Engine:
             raise Conflict(f"Container {c.id} is not running")
         if not body.get("Cmd"):
             raise InvalidArgument("No exec command specified")
+        self._prune_execs()
         eid = new_id()
         self.execs[eid] = {
             "ID": eid, "Running": False, "ExitCode": None,
@@ -975,6 +976,16 @@ class Engine:
         c.data["ExecIDs"] = (c.data.get("ExecIDs") or []) + [eid]
         self._event(c, f"exec_create: {' '.join(body['Cmd'])}", execID=eid)
         return eid
+
+    def _prune_execs(self, keep_for: float = 300.0) -> None:
+        """Forget exec sessions that ended more than `keep_for` seconds ago (as Docker does)."""
+        now = time.time()
+        for eid, e in list(self.execs.items()):
+            if e.get("_finished") and now - e["_finished"] > keep_for:
+                del self.execs[eid]
+                c = self.containers.get(e["ContainerID"])
+                if c is not None and eid in (c.data.get("ExecIDs") or []):
+                    c.data["ExecIDs"] = [x for x in c.data["ExecIDs"] if x != eid] or None
 
     def exec_get(self, eid: str) -> dict:
         e = self.execs.get(eid)
@@ -1065,6 +1076,7 @@ class Engine:
             e["Running"] = False
             e["ExitCode"] = code
             e["Pid"] = 0
+            e["_finished"] = time.time()
             self._event(c, "exec_die", execID=eid, exitCode=code)
             done.set_result(code)
             shutil.rmtree(edir, ignore_errors=True)
