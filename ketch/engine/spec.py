@@ -359,6 +359,10 @@ def build_spec(*, cid: str, config: dict, host_config: dict, image_config: dict,
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
          "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm}"]},
     ]
+    if hc.get("Privileged"):  # as Docker: /sys and the cgroup tree writable
+        for m in mounts:
+            if m["destination"] in ("/sys", "/sys/fs/cgroup"):
+                m["options"] = [o for o in m["options"] if o != "ro"] + ["rw"]
     if hc.get("NetworkMode") == "host":
         mounts = [m for m in mounts if m["destination"] != "/sys"] + [
             {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}]
