@@ -252,6 +252,12 @@ class Engine:
             if len(parts) < 2 or not parts[0].startswith("/"):
                 raise InvalidArgument(f"invalid volume specification: '{bind}'" if parts[0].startswith("/")
                                       else f"named volumes are not supported yet: '{bind}'")
+        mounts = hc.get("Mounts") or []
+        if not isinstance(mounts, list):
+            raise InvalidArgument("json: cannot unmarshal value into Go struct field HostConfig.Mounts "
+                                  "of type []mount.Mount")
+        for m in mounts:
+            spec_mod.api_mount(m)
         if body.get("StopSignal"):
             parse_signal(body["StopSignal"])
 

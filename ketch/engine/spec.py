@@ -377,6 +377,8 @@ def build_spec(*, cid: str, config: dict, host_config: dict, image_config: dict,
         mounts.append({"destination": target, "type": "tmpfs", "source": "tmpfs", "options": o})
     for bind in hc.get("Binds") or []:
         mounts.append(_bind_mount(bind))
+    for m in hc.get("Mounts") or []:
+        mounts.append(api_mount(m))
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if hc.get("NetworkMode") != "host":
         namespaces.append({"type": "network"})
@@ -407,6 +409,40 @@ def build_spec(*, cid: str, config: dict, host_config: dict, image_config: dict,
     if cfg.get("Domainname"):
         spec["domainname"] = cfg["Domainname"]
     return spec
+
+
+def api_mount(m: dict) -> dict:
+    """One HostConfig.Mounts entry (`--mount`): bind and tmpfs; volumes need the volumes layer."""
+    if not isinstance(m, dict):
+        raise InvalidArgument("invalid mount config: not an object")
+    kind, target = m.get("Type"), m.get("Target") or ""
+    if not target.startswith("/"):
+        raise InvalidArgument(f"invalid mount config for type \"{kind}\": invalid mount path: '{target}' "
+                              "mount path must be absolute")
+    if kind == "bind":
+        src = m.get("Source") or ""
+        if not src.startswith("/"):
+            raise InvalidArgument(f"invalid mount config for type \"bind\": invalid mount path: '{src}' "
+                                  "mount path must be absolute")
+        if not os.path.exists(src):
+            raise InvalidArgument(f"invalid mount config for type \"bind\": bind source path does not "
+                                  f"exist: {src}")
+        opts = ["rbind", "ro" if m.get("ReadOnly") else "rw"]
+        prop = (m.get("BindOptions") or {}).get("Propagation")
+        if prop:
+            opts.append(prop)
+        return {"destination": target, "type": "bind", "source": src, "options": opts}
+    if kind == "tmpfs":
+        opts = ["nosuid", "nodev", "noexec"]
+        t = m.get("TmpfsOptions") or {}
+        if t.get("SizeBytes"):
+            opts.append(f"size={int(t['SizeBytes'])}")
+        if t.get("Mode"):
+            opts.append(f"mode={int(t['Mode']):o}")
+        if m.get("ReadOnly"):
+            opts.append("ro")
+        return {"destination": target, "type": "tmpfs", "source": "tmpfs", "options": opts}
+    raise InvalidArgument(f"mount type \"{kind}\" is not supported yet (bind and tmpfs are)")
 
 
 def _bind_mount(bind: str) -> dict:

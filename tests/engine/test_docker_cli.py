@@ -94,6 +94,13 @@ def test_run_options_map_to_the_container(ketchd):
     assert r.stdout.split() == ["from-host", "ro-refused", "1"]
     with open(os.path.join(hostdir, "out.txt")) as f:
         assert f.read() == "out\n"
+    r = ketchd.docker("run", "--rm", "--mount", f"type=bind,src={hostdir},dst=/m,readonly", "--mount",
+                      "type=tmpfs,dst=/t,tmpfs-size=1m", "busybox", "sh", "-c",
+                      "cat /m/in.txt; touch /m/y 2>/dev/null || echo ro; df -k /t | tail -1")
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["from-host", "ro"] and lines[2].split()[1] == "1024"
+    r = ketchd.docker("run", "--rm", "--mount", "type=volume,src=named,dst=/v", "busybox", "true", check=False)
+    assert r.returncode == 125 and "not supported yet" in r.stderr
     assert ketchd.docker("inspect", "-f", "{{.Config.StopSignal}}",
                          ketchd.docker("create", "ketchtest/app").stdout.strip()).stdout.strip() == "SIGUSR1"
 
