@@ -79,6 +79,21 @@ def _type_check(body: dict, field: str, kind, where: str = "ContainerConfigWrapp
         raise InvalidArgument(f"json: cannot unmarshal {got} into Go struct field {where}.{field} of type {gotype}")
 
 
+def _inspect_mounts(hc: dict) -> list[dict]:
+    """The Mounts list of docker inspect, for -v binds and --mount entries."""
+    out = []
+    for b in hc.get("Binds") or []:
+        parts = b.split(":")
+        mode = parts[2] if len(parts) > 2 else ""
+        out.append({"Type": "bind", "Source": parts[0], "Destination": parts[1], "Mode": mode,
+                    "RW": "ro" not in mode.split(","), "Propagation": "rprivate"})
+    for m in hc.get("Mounts") or []:
+        out.append({"Type": m.get("Type"), "Source": m.get("Source", ""), "Destination": m.get("Target"),
+                    "Mode": "", "RW": not m.get("ReadOnly"), "Propagation": (m.get("BindOptions") or {}).get(
+                        "Propagation", "rprivate" if m.get("Type") == "bind" else "")})
+    return out
+
+
 class Engine:
     def __init__(self, *, data_root: str, run_root: str, runtime: str, conmon_binary: str, images,
                  cgroup_parent: str = "/ketch", init_binary: str | None = None, events: EventBus | None = None):
@@ -353,7 +368,7 @@ class Engine:
             "ExecIDs": None,
             "HostConfig": hc,
             "GraphDriver": {"Name": "overlay2", "Data": None},
-            "Mounts": [],
+            "Mounts": _inspect_mounts(hc),
             "Config": config,
             "NetworkSettings": {"Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
                                 "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
