@@ -29,7 +29,8 @@ DEFAULTS = {
     "exec-root": "/run/ketch",
     "hosts": ["unix:///run/ketch/ketch.sock"],
     "log-level": "info",
-    "runtime": "ketch-runtime",
+    # ketch-runtime once it brings up loopback in a new network namespace as runc does
+    "runtime": "runc",
     "conmon": "conmon",
     "group": "ketch",
     "cgroup-parent": "/ketch",

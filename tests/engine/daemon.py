@@ -21,8 +21,10 @@ DOCKER = shutil.which("docker", path="/usr/local/bin:/usr/bin")
 
 
 def runtime_binary() -> str:
-    """ketch-runtime from this checkout unless KETCH_TEST_RUNTIME names another (e.g. runc)."""
-    rt = os.environ.get("KETCH_TEST_RUNTIME") or os.path.join(REPO, "bin", "ketch-runtime")
+    """runc unless KETCH_TEST_RUNTIME names another (KETCH_TEST_RUNTIME=bin/ketch-runtime)."""
+    rt = os.environ.get("KETCH_TEST_RUNTIME") or "runc"
+    if rt == "ketch-runtime":
+        rt = os.path.join(REPO, "bin", "ketch-runtime")
     return shutil.which(rt) or rt
 
 

@@ -130,6 +130,9 @@ def test_secure_defaults(ketchd):
 def test_network_modes(ketchd):
     r = ketchd.docker("run", "--rm", "busybox", "ip", "-o", "link")
     assert [line.split(":")[1].strip() for line in r.stdout.splitlines()] == ["lo"]
+    # loopback is up in the private namespace (runc and crun do this for a new network namespace)
+    r = ketchd.docker("run", "--rm", "busybox", "ping", "-c", "1", "-W", "2", "127.0.0.1", check=False)
+    assert r.returncode == 0, r.stderr
     r = ketchd.docker("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link")
     assert len(r.stdout.splitlines()) == 1
     host_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()
