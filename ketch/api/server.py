@@ -496,8 +496,6 @@ class Api:
         try:
             while True:
                 await resp.write(json.dumps(s).encode() + b"\n")
-                if c.status not in ("running", "paused", "restarting") and c.id in self.engine.containers:
-                    pass
                 await asyncio.sleep(1)
                 if c.id not in self.engine.containers:
                     break
