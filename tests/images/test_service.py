@@ -151,3 +151,27 @@ def test_engine_pull_and_push_with_request_credentials(tmp_path):
         assert not os.path.exists(tmp_path / "no-config.json")
     finally:
         reg.stop()
+
+
+def test_streamed_gunzip_members_truncation_corruption():
+    import gzip
+    import io
+
+    import pytest
+
+    from ketch.errors import InvalidArgument
+    from ketch.images.pull import _Gunzip
+    a, b = os.urandom(3_000_000), b"x" * 2_000_000
+    data = gzip.compress(a, compresslevel=1) + gzip.compress(b)     # two members, as pigz writes
+    src = io.BytesIO(data)
+    g = _Gunzip(src, src.read(2))
+    out = bytearray()
+    while chunk := g.read(10240):
+        out += chunk
+    assert bytes(out) == a + b
+    for bad in (data[:-100], data[:1000] + bytes([data[1000] ^ 0xFF]) + data[1001:]):
+        src = io.BytesIO(bad)
+        g = _Gunzip(src, src.read(2))
+        with pytest.raises(InvalidArgument):
+            while g.read(1 << 16):
+                pass
