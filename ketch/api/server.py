@@ -131,6 +131,7 @@ class Api:
     @web.middleware
     async def middleware(self, request, handler):
         v = request.match_info.get("version")
+        t0 = time.monotonic()
         try:
             if v:
                 if _vtuple(v) > _vtuple(API_VERSION):
@@ -156,6 +157,10 @@ class Api:
         except Exception as e:
             log.exception("internal error", extra={"method": request.method, "path": request.path})
             resp = jresp({"message": f"internal error: {type(e).__name__}: {e}"}, 500)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("request", extra={"method": request.method, "path": request.path_qs,
+                                        "status": getattr(resp, "status", 0),
+                                        "ms": round((time.monotonic() - t0) * 1000, 1)})
         if isinstance(resp, web.Response) or (isinstance(resp, web.StreamResponse) and not resp.prepared):
             resp.headers.setdefault("Api-Version", API_VERSION)
             resp.headers.setdefault("Docker-Experimental", "false")

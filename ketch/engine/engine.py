@@ -725,7 +725,8 @@ class Engine:
         for task in (c.watch_task, c.health_task, c.restart_task):
             if task and not task.done() and task is not asyncio.current_task():
                 task.cancel()
-        await self.runtime.delete(c.id, force=True)
+        if os.path.exists(os.path.join(self.runtime.root, c.id)):
+            await self.runtime.delete(c.id, force=True)
         try:
             await self.images.unmount_rootfs(c.id)
             await self.images.remove_rootfs(c.id)
