@@ -6,10 +6,11 @@ is inside the container's namespaces (CVE-2019-5736).
 """
 
 import os
-import _signal as signal
+import signal
 import time
 
 from ketch.errors import Conflict, FailedPrecondition, Internal, InvalidArgument, NotFound
+from ketch.linux import syscalls as sc
 from ketch.runtime import channel, hooks
 from ketch.runtime import config as cfgmod
 from ketch.runtime import state as st
@@ -24,7 +25,6 @@ def _fit_rlimits(rlimits, log):
     """Without CAP_SYS_RESOURCE no limit can rise above our own hard limit: such a request
     (podman asks for nofile 1048576 by default) is lowered to that limit, with a warning."""
     import resource
-    from ketch.linux import syscalls as sc
     eff, _, _ = sc.capget()
     if eff >> 24 & 1:            # CAP_SYS_RESOURCE: the kernel will honour the request
         return rlimits
@@ -85,8 +85,6 @@ def _write_id_maps(pid, linux):
 def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=False, systemd=False,
            preserve_fds=0, log=None, subreaper=False):
     """Create the container and leave its init waiting for start. Returns the State."""
-    import time as _t; _T0=_t.perf_counter()
-    from ketch.linux import syscalls as sc
     sc.set_dumpable(False)
     bundle, cfg = cfgmod.load(bundle)
     st.check_id(cid)
@@ -96,24 +94,18 @@ def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=Fa
         raise InvalidArgument("cannot allocate a tty without --console-socket")
     if linux.get("seccomp"):
         from ketch.linux import seccomp
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'from ketch.linux import seccomp'))
         seccomp.validate(linux["seccomp"])
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'seccomp.validate(linux["seccomp"])'))
     if proc.get("capabilities"):
         from ketch.linux import capabilities
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'from ketch.linux import capabilities'))
         capabilities.validate(proc["capabilities"])
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'capabilities.validate(proc["capabilities'))
     for key in ("apparmorProfile", "selinuxLabel"):
         if proc.get(key) and log:
             log("warning", f"process.{key} `{proc[key]}` ignored: the host has no such LSM enabled")
     if proc.get("rlimits"):
         proc["rlimits"] = _fit_rlimits(proc["rlimits"], log)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'proc["rlimits"] = _fit_rlimits(proc["rli'))
     rootfs = cfg["root"]["path"]
     if not rootfs.startswith("/"):
         rootfs = os.path.join(bundle, rootfs)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'rootfs = os.path.join(bundle, rootfs)'))
     rootfs = os.path.realpath(rootfs)
     if not os.path.isdir(rootfs):
         raise NotFound(f"root `{rootfs}`: no such directory")
@@ -127,19 +119,13 @@ def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=Fa
     console_fd = None
     try:
         os.mkfifo(state.fifo)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'os.mkfifo(state.fifo)'))
         os.chmod(state.fifo, 0o622)        # a user-namespaced root must be able to open it
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'os.chmod(state.fifo, 0o622)        # a u'))
         fifo_fd = os.open(state.fifo, os.O_PATH | os.O_CLOEXEC)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'fifo_fd = os.open(state.fifo, os.O_PATH '))
         if console_socket:
             console_fd = console_socket if isinstance(console_socket, int) else _connect(console_socket)
         mgr = _cgroup_manager(cfg, cid, systemd)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'mgr = _cgroup_manager(cfg, cid, systemd)'))
         mgr.create()
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'mgr.create()'))
         state.data["cgroup"] = mgr.to_dict()
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'state.data["cgroup"] = mgr.to_dict()'))
         hook_state = {"ociVersion": cfg.get("ociVersion"), "id": cid, "status": st.CREATING, "pid": 0,
                       "bundle": bundle, "annotations": cfg.get("annotations") or {}}
         opts = {"rootfs": rootfs, "fifo_fd": fifo_fd, "console_fd": console_fd, "no_pivot": no_pivot,
@@ -147,24 +133,17 @@ def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=Fa
         if subreaper:
             sc.set_child_subreaper()
         pid1 = os.fork()
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'pid1 = os.fork()'))
         if pid1 == 0:
             parent.close()
             from ketch.runtime import init
             init.joiner(child, cfg, opts)
             os._exit(1)
         child_pids.append(pid1)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'child_pids.append(pid1)'))
         child.close()
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'child.close()'))
         mgr.apply(pid1)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'mgr.apply(pid1)'))
         mgr.set(_resources(linux))
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'mgr.set(_resources(linux))'))
         parent.send("go")
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'parent.send("go")'))
         msg = parent.recv()
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'msg = parent.recv()'))
         if msg and msg["type"] == "userns":
             _write_id_maps(pid1, linux)
             parent.send("mapped")
@@ -174,31 +153,18 @@ def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=Fa
         if msg["type"] == "error":
             raise channel._ChildError(msg["msg"], msg.get("kind", "Internal"))
         pid = msg["pid"]
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'pid = msg["pid"]'))
         child_pids.append(pid)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'child_pids.append(pid)'))
         os.waitpid(pid1, 0)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'os.waitpid(pid1, 0)'))
         child_pids.remove(pid1)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'child_pids.remove(pid1)'))
         start_time, _ = st.proc_start_time(pid)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'start_time, _ = st.proc_start_time(pid)'))
         state.data.update(pid=pid, start_time=start_time)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'state.data.update(pid=pid, start_time=st'))
         state.save()
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'state.save()'))
         parent.expect("hooks")
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'parent.expect("hooks")'))
         hook_state.update(pid=pid, status=st.CREATED)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'hook_state.update(pid=pid, status=st.CRE'))
         hooks.run_all(cfg.get("hooks"), "prestart", hook_state)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'hooks.run_all(cfg.get("hooks"), "prestar'))
         hooks.run_all(cfg.get("hooks"), "createRuntime", hook_state)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'hooks.run_all(cfg.get("hooks"), "createR'))
         parent.send("go")
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'parent.send("go")'))
         parent.expect("created")
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'parent.expect("created")'))
         if proc.get("oomScoreAdj") is not None:
             try:
                 with open(f"/proc/{pid}/oom_score_adj", "w") as f:
@@ -208,23 +174,18 @@ def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=Fa
                     f"write oom_score_adj {proc['oomScoreAdj']}: permission denied (lowering it needs CAP_SYS_RESOURCE)"
                 ) from None
         state.save()
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'state.save()'))
         if pid_file:
             _write_pid_file(pid_file, pid)
         os.close(fifo_fd)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'os.close(fifo_fd)'))
         return state
     except channel._ChildError as e:
         _abort(state, mgr, child_pids)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, '_abort(state, mgr, child_pids)'))
         raise e.as_ketch_error() from None
     except BaseException:
         _abort(state, mgr, child_pids)
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, '_abort(state, mgr, child_pids)'))
         raise
     finally:
         parent.close()
-        __import__("sys").stderr.write("T %.1f %s\n" % ((__import__("time").perf_counter()-_T0)*1000, 'parent.close()'))
         if console_fd is not None and not isinstance(console_socket, int):
             os.close(console_fd)
 
@@ -323,14 +284,12 @@ def parse_signal(sig):
         return n
     if not s.startswith("SIG"):
         s = "SIG" + s
-    if s.startswith("SIGRTMIN+") and s[9:].isdigit() and signal.SIGRTMIN + int(s[9:]) <= signal.SIGRTMAX:
-        return signal.SIGRTMIN + int(s[9:])
-    if s.startswith("SIGRTMAX-") and s[9:].isdigit() and signal.SIGRTMAX - int(s[9:]) >= signal.SIGRTMIN:
-        return signal.SIGRTMAX - int(s[9:])
-    n = getattr(signal, s, None)
-    if not isinstance(n, int) or s.startswith("SIG_") or not 0 < n < 65:
-        raise InvalidArgument(f"invalid signal `{sig}`")
-    return n
+    try:
+        return signal.Signals[s]
+    except KeyError:
+        if s.startswith("SIGRTMIN+") and s[9:].isdigit():
+            return signal.SIGRTMIN + int(s[9:])
+        raise InvalidArgument(f"invalid signal `{sig}`") from None
 
 
 def kill(root, cid, sig=None, all_=False):
@@ -471,7 +430,6 @@ def wait_pid(pid):
 def exec_(root, cid, proc, *, console_socket=None, pid_file=None, detach=False, preserve_fds=0, log=None,
           subreaper=False):
     """Run proc inside a running container. Returns the new process's pid."""
-    from ketch.linux import syscalls as sc
     sc.set_dumpable(False)
     state = st.load(root, cid)
     status = state.status()

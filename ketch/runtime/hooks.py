@@ -1,8 +1,8 @@
 """OCI hooks: each one gets the container state as JSON on stdin."""
 
-from ketch import _json as json
+import json
 import os
-import _signal as signal
+import signal
 import time
 
 from ketch.errors import FailedPrecondition

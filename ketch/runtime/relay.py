@@ -2,7 +2,7 @@
 
 import os
 import select
-import _signal as signal
+import signal
 
 
 def copy_until_exit(master, pid):
