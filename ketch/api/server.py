@@ -266,7 +266,7 @@ class Api:
         filters = check_filters(filters_of(request))
         since = parse_time(request.query.get("since"))
         if since is None and request.query.get("since") not in (None, ""):
-            since = 0.0  # "--since 0": everything kept
+            since = 0  # "--since 0": everything kept
         until = parse_time(request.query.get("until"))
         bus = self.engine.events
         q = bus.subscribe()
@@ -275,7 +275,7 @@ class Api:
         try:
             if since is not None:
                 for ev in bus.since(since):
-                    if until is not None and ev["timeNano"] / 1e9 > until:
+                    if until is not None and ev["timeNano"] > until:
                         break
                     if matches(ev, filters):
                         await resp.write(json.dumps(ev).encode() + b"\n")
@@ -283,7 +283,7 @@ class Api:
                 while not q.empty():
                     q.get_nowait()
             while True:
-                timeout = None if until is None else until - time.time()
+                timeout = None if until is None else (until - time.time_ns()) / 1e9
                 if timeout is not None and timeout <= 0:
                     break
                 try:

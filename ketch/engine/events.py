@@ -81,5 +81,5 @@ class EventBus:
     def unsubscribe(self, q: asyncio.Queue) -> None:
         self.subscribers.discard(q)
 
-    def since(self, t: float) -> list[dict]:
-        return [e for e in self.history if e["timeNano"] / 1e9 >= t]
+    def since(self, ns: int) -> list[dict]:
+        return [e for e in self.history if e["timeNano"] >= ns]

@@ -14,6 +14,7 @@ conmon's own ``--log-size-max`` is not used: it truncates in place.
 
 import asyncio
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -24,12 +25,12 @@ from ketch.errors import InvalidArgument
 class Entry:
     stream: str      # "stdout" | "stderr"
     time: str        # Docker's RFC3339Nano, UTC
-    epoch: float
+    ns: int          # unix time in nanoseconds, exact
     data: bytes
 
 
 def convert_timestamp(ts: str) -> tuple[str, float]:
-    """conmon's "2026-01-02T03:04:05.123456789+01:00" to ("...Z" in UTC, epoch seconds)."""
+    """conmon's "2026-01-02T03:04:05.123456789+01:00" to ("...Z" in UTC, unix nanoseconds)."""
     base, frac, offset = ts[:19], "", ts[19:]
     if offset.startswith("."):
         i = 1
@@ -39,10 +40,10 @@ def convert_timestamp(ts: str) -> tuple[str, float]:
     if offset in ("Z", ""):
         offset = "+00:00"
     dt = datetime.fromisoformat(base + offset).astimezone(timezone.utc)
-    epoch = dt.timestamp() + (int(frac) / 10 ** len(frac) if frac else 0.0)
+    ns = int(dt.timestamp()) * 10**9 + (int(frac.ljust(9, "0")[:9]) if frac else 0)
     frac = frac.rstrip("0")
     text = dt.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
-    return text, epoch
+    return text, ns
 
 
 def parse_line(line: bytes) -> tuple[str, str, bool, bytes] | None:
@@ -73,7 +74,7 @@ class _Assembler:
     """Join P pieces to their F end, per stream."""
 
     def __init__(self):
-        self.pending: dict[str, tuple[str, float, bytes]] = {}
+        self.pending: dict[str, tuple[str, int, bytes]] = {}
 
     def feed(self, line: bytes) -> Entry | None:
         parsed = parse_line(line)
@@ -116,29 +117,32 @@ def read_entries(log_path: str) -> list[Entry]:
     return out
 
 
-def parse_time(value: str | None) -> float | None:
-    """Docker's since/until: unix seconds with optional fraction, or RFC 3339."""
+def parse_time(value: str | None) -> int | None:
+    """Docker's since/until (unix seconds with an optional fraction, or RFC 3339) in nanoseconds."""
     if value in (None, "", "0"):
         return None
+    m = re.fullmatch(r"(-?\d+)(?:\.(\d{1,9}))?", value.strip())
+    if m:
+        return int(m.group(1)) * 10**9 + int((m.group(2) or "0").ljust(9, "0"))
+    m = re.fullmatch(r"(.{19})(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)?", value.strip())
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        if not m:
+            raise ValueError(value)
+        base = datetime.fromisoformat(m.group(1) + (m.group(3) or "Z").replace("Z", "+00:00"))
+        return int(base.timestamp()) * 10**9 + int((m.group(2) or "0").ljust(9, "0"))
     except ValueError:
         raise InvalidArgument(f"invalid value for \"since\": failed to parse value as time or "
                               f"duration: \"{value}\"") from None
 
 
-async def stream(log_path: str, *, follow: bool, tail: int | None, since: float | None,
-                 until: float | None, running) -> "asyncio.AsyncIterator[Entry]":
+async def stream(log_path: str, *, follow: bool, tail: int | None, since: int | None,
+                 until: int | None, running) -> "asyncio.AsyncIterator[Entry]":
     """Yield entries; with follow, keep going until `running()` is false and all is read."""
     entries = read_entries(log_path)
     if since is not None:
-        entries = [e for e in entries if e.epoch > since]
+        entries = [e for e in entries if e.ns >= since]  # Docker keeps what is not before since
     if until is not None:
-        entries = [e for e in entries if e.epoch <= until]
+        entries = [e for e in entries if e.ns <= until]
     if tail is not None and tail >= 0:
         entries = entries[-tail:] if tail else []
     for e in entries:
@@ -165,7 +169,7 @@ async def stream(log_path: str, *, follow: bool, tail: int | None, since: float 
                     *lines, buf = buf.split(b"\n")
                     for line in lines:
                         e = asm.feed(line)
-                        if e and (until is None or e.epoch <= until):
+                        if e and (until is None or e.ns <= until):
                             yield e
             if got:
                 continue

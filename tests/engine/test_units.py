@@ -23,6 +23,13 @@ def test_k8s_lines_become_docker_entries(tmp_path):
         ("stdout", b"tail-without-newline")]
     assert entries[0].time == "2026-01-02T02:04:05.123456789Z"
     assert entries[2].time == "2026-01-02T03:04:05.2Z"
+    assert entries[0].ns == 1767319445123456789
+    # since/until are exact to the nanosecond (a client resuming from a timestamp loses nothing)
+    assert logs.parse_time("1767319445.123456789") == entries[0].ns
+    assert logs.parse_time("2026-01-02T02:04:05.123456789Z") == entries[0].ns
+    assert logs.parse_time("2026-01-02T03:04:05+01:00") == 1767319445 * 10**9
+    with pytest.raises(InvalidArgument):
+        logs.parse_time("yesterday")
 
 
 def test_rotation_keeps_max_file(tmp_path):
