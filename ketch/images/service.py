@@ -563,8 +563,9 @@ class ImageService:
 
         content: every blob's digest; snapshots: completeness (dead unpacks, orphans, parents);
         metadata: every image's manifest, config, layer blobs and snapshots exist, tags point at
-        images, no dead writer's temp file. ``repair``: remove bad blobs, dead unpacks and orphan
-        dirs, drop tags to missing images (a later pull fetches what went).
+        images, no dead writer's temp file. ``repair``: remove bad blobs, dead unpacks, orphan dirs,
+        layer snapshots whose directory is gone (and the layers above them), tags to missing
+        images and dead writers' temp files; a later pull or load fetches and unpacks what went.
         """
         problems = []
         for p in self.content.verify(remove=repair):
@@ -573,6 +574,11 @@ class ImageService:
             problems.append({"area": "snapshots", "what": p.get("key") or p.get("path"), "problem": p["problem"]})
         if repair:
             self.snapshots.cleanup()
+            self._drop_broken_layers({p["what"] for p in problems
+                                      if p["area"] == "snapshots" and p["problem"] == "directory missing"})
+            with self.meta.write() as d:
+                for t in [t for t, i in d["tags"].items() if i not in d["images"]]:
+                    del d["tags"][t]
         doc = self.meta.snapshot()
         snaps = {s["name"]: s for s in self.snapshots.list()}
         for t, iid in doc["tags"].items():
@@ -604,6 +610,30 @@ class ImageService:
             if repair:
                 os.unlink(p)
         return problems
+
+    def _drop_broken_layers(self, broken):
+        """Forget committed layer snapshots whose directory is gone, and the layers above them
+        (never a container's snapshot): the next pull or load unpacks them again."""
+        snaps = {s["name"]: s for s in self.snapshots.list()}
+        broken = {b for b in broken if b in snaps and snaps[b]["kind"] == COMMITTED}
+        grew = True
+        while grew:
+            grew = False
+            for n, s in snaps.items():
+                if s["parent"] in broken and n not in broken and s["kind"] == COMMITTED:
+                    broken.add(n)
+                    grew = True
+
+        def depth(n):
+            k = 0
+            while snaps[n]["parent"] is not None:
+                n, k = snaps[n]["parent"], k + 1
+            return k
+        for n in sorted(broken, key=depth, reverse=True):
+            try:
+                self.snapshots.remove(n)
+            except (FailedPrecondition, NotFound):
+                pass  # a container still stands on it
 
     # ---------------------------------------------------------------- delegated operations
 
