@@ -137,28 +137,48 @@ def parse_time(value: str | None) -> int | None:
 
 async def stream(log_path: str, *, follow: bool, tail: int | None, since: int | None,
                  until: int | None, running) -> "asyncio.AsyncIterator[Entry]":
-    """Yield entries; with follow, keep going until `running()` is false and all is read."""
-    entries = read_entries(log_path)
-    if since is not None:
-        entries = [e for e in entries if e.ns >= since]  # Docker keeps what is not before since
-    if until is not None:
-        entries = [e for e in entries if e.ns <= until]
-    if tail is not None and tail >= 0:
-        entries = entries[-tail:] if tail else []
-    for e in entries:
-        yield e
-    if not follow:
-        return
-    # Follow from the end of the live file as it is now; handle rotation by inode.
-    asm = _Assembler()
-    f = None
+    """Yield entries; with follow, keep going until `running()` is false and all is read.
+
+    The live file is opened before anything is read and followed from the very byte where
+    the history ends, so no line written meanwhile is lost or repeated.
+    """
     try:
-        try:
-            f = open(log_path, "rb")
-            f.seek(0, os.SEEK_END)
-        except FileNotFoundError:
-            f = None
+        f = open(log_path, "rb")
+    except FileNotFoundError:
+        f = None
+    try:
+        asm = _Assembler()
+        entries: list[Entry] = []
+        for path in files_of(log_path)[:-1]:
+            try:
+                with open(path, "rb") as rf:
+                    for line in rf:
+                        if line.endswith(b"\n"):
+                            e = asm.feed(line[:-1])
+                            if e:
+                                entries.append(e)
+            except FileNotFoundError:
+                continue
         buf = b""
+        if f is not None:
+            *lines, buf = f.read().split(b"\n")
+            for line in lines:
+                e = asm.feed(line)
+                if e:
+                    entries.append(e)
+        if not follow:
+            entries.extend(asm.flush())
+        if since is not None:
+            entries = [e for e in entries if e.ns >= since]  # Docker keeps what is not before since
+        if until is not None:
+            entries = [e for e in entries if e.ns <= until]
+        if tail is not None and tail >= 0:
+            entries = entries[-tail:] if tail else []
+        for e in entries:
+            yield e
+        if not follow:
+            return
+        # follow; a rotation shows as a new inode at log_path: drain the old file, then switch
         while True:
             got = False
             if f is not None:
