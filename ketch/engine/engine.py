@@ -620,9 +620,8 @@ class Engine:
             return
         if c.status not in ("running", "paused"):
             raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
-        if sig == signal_mod.SIGKILL:
-            c.k["manual_stop"] = True
-            c.save()
+        c.k["manual_stop"] = True  # as moby's killWithSignal: a killed container is not restarted
+        c.save()
         await self.runtime.kill(c.id, sig, all_=False)
         if c.status == "paused" and sig == signal_mod.SIGKILL:
             await self.runtime.resume(c.id)  # a frozen task cannot die until thawed
