@@ -1086,6 +1086,9 @@ class Engine:
             e["ExitCode"] = 126
             raise
         e["Pid"] = session.pid
+        # kept while it runs, so that a restarted ketchd can still learn how it ended
+        with open(os.path.join(edir, "exec.json"), "w") as f:
+            json.dump({k: v for k, v in e.items() if k != "_dir"}, f)
         self._event(c, f"exec_start: {' '.join(body['Cmd'])}", execID=eid)
         done = asyncio.get_running_loop().create_future()
 
@@ -1094,15 +1097,44 @@ class Engine:
                 code = await session.exit_code()
             except Exception:
                 code = 255
-            e["Running"] = False
-            e["ExitCode"] = code
-            e["Pid"] = 0
-            e["_finished"] = time.time()
-            self._event(c, "exec_die", execID=eid, exitCode=code)
+            self._exec_finished(c, e, code)
             done.set_result(code)
-            shutil.rmtree(edir, ignore_errors=True)
         self._spawn(finish())
         return done
+
+    def _exec_finished(self, c: Container, e: dict, code: int) -> None:
+        e["Running"] = False
+        e["ExitCode"] = code
+        e["Pid"] = 0
+        e["_finished"] = time.time()
+        self._event(c, "exec_die", execID=e["ID"], exitCode=code)
+        if e.get("_dir"):
+            shutil.rmtree(e["_dir"], ignore_errors=True)
+
+    def _restore_execs(self, c: Container) -> None:
+        """Exec sessions that ran when ketchd stopped: watch the live ones, settle the others."""
+        root = os.path.join(c.dir, "exec")
+        if not os.path.isdir(root):
+            return
+        for name in os.listdir(root):
+            edir = os.path.join(root, name)
+            try:
+                with open(os.path.join(edir, "exec.json")) as f:
+                    e = json.load(f)
+            except (OSError, ValueError):
+                shutil.rmtree(edir, ignore_errors=True)
+                continue
+            e["_dir"] = edir
+            self.execs[e["ID"]] = e
+            paths = conmon.MonitorPaths.under(edir, edir, None)
+            cpid = conmon.conmon_pid(paths, c.id)
+
+            async def settle(e=e, paths=paths, cpid=cpid):
+                if cpid:
+                    await conmon.wait_pid_exit(cpid)
+                code = conmon.read_exit_file(paths.exit_file(c.id))
+                self._exec_finished(c, e, 255 if code is None else code)
+            self._spawn(settle())
 
     def exec_resize(self, eid: str, h: int, w: int) -> None:
         e = self.exec_get(eid)
@@ -1223,6 +1255,7 @@ class Engine:
             self.containers[c.id] = c
             self.names[c.name] = c.id
         for c in list(self.containers.values()):
+            self._restore_execs(c)
             if c.status in ("running", "paused"):
                 cpid = conmon.conmon_pid(self._monitor_paths(c), c.id)
                 if cpid:

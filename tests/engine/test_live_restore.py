@@ -70,6 +70,21 @@ def test_sigterm_leaves_containers_running_and_exit_is_seen_after(ketchd):
     ketchd.docker("rm", "survivor")
 
 
+def test_exec_running_across_a_restart_reports_its_exit_code(ketchd):
+    import json
+    ketchd.docker("run", "-d", "--name", "ex", "busybox", "sleep", "60")
+    _, ex = ketchd.json("POST", "/containers/ex/exec", {"Cmd": ["sh", "-c", "sleep 1.5; exit 6"]}, expect=201)
+    assert ketchd.request("POST", f"/exec/{ex['Id']}/start", {"Detach": True})[0] == 200
+    _, info = ketchd.json("GET", f"/exec/{ex['Id']}/json", expect=200)
+    assert info["Running"] and info["Pid"] > 0
+    ketchd.kill9()
+    ketchd.start()
+    _, info = ketchd.json("GET", f"/exec/{ex['Id']}/json", expect=200)
+    assert info["Running"]
+    wait_for(lambda: ketchd.json("GET", f"/exec/{ex['Id']}/json")[1]["ExitCode"] == 6)
+    ketchd.docker("rm", "-f", "ex")
+
+
 def test_follow_ends_when_container_stops(ketchd):
     ketchd.docker("run", "-d", "--name", "fl", "busybox", "sh", "-c", "for i in 1 2 3; do echo n$i; sleep 0.3; done")
     r = ketchd.docker("logs", "-f", "fl", timeout=30)
