@@ -310,7 +310,7 @@ class Engine:
             "OpenStdin": bool(body.get("OpenStdin")),
             "StdinOnce": bool(body.get("StdinOnce")),
             "Env": env,
-            "Cmd": cmd,
+            "Cmd": cmd or None,
             "Image": image_ref,
             "Volumes": body.get("Volumes") or img.get("Volumes"),
             "WorkingDir": body.get("WorkingDir") or img.get("WorkingDir") or "",
