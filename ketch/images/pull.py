@@ -369,7 +369,14 @@ async def _download(svc, c, ref, d, parent, diff_id, chain, parent_ready, emit):
                     if ut is not None and ut.done():
                         break  # the unpacker failed (it cannot finish before the data does)
         if ut is not None and ut.done() and ut.exception() is not None:
-            raise ut.exception()
+            got = w.digest()
+            if w.offset == d.size and got != d.digest:
+                # every byte is here: the digest, not what the unpacker tripped on, says what is wrong
+                raise InvalidArgument(f"layer {d.digest}: content digest is {got}")
+            err = ut.exception()
+            if isinstance(err, InvalidArgument):
+                raise InvalidArgument(f"layer {d.digest}: {err}") from None
+            raise err
         emit("Verifying Checksum", id=short)
         w.commit()  # size and digest; a mismatch discards the ingest (InvalidArgument)
         ok = True
