@@ -474,6 +474,7 @@ class Api:
         finally:
             for t in (tin, tout, tdet, tclosed):
                 t.cancel()
+            await asyncio.gather(tin, tout, tdet, tclosed, return_exceptions=True)
             sock.close()
 
     async def c_resize(self, request):
