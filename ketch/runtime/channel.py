@@ -1,6 +1,6 @@
 """Typed messages between the runtime and the container's init, one JSON object a line over pipes."""
 
-import json
+from ketch import _json as json
 import os
 
 from ketch.errors import Internal

@@ -4,7 +4,7 @@ Started as `python3 -I -S`; only the standard library's light modules are import
 at start, everything else inside the command that needs it.
 """
 
-import json
+from ketch import _json as json
 import os
 import sys
 
@@ -252,7 +252,7 @@ def _dispatch(cmd, root, g, opts, pos, log):
 
 def _run(root, g, opts, pos, log):
     """create + start (+ wait and delete unless --detach), like `runc run`."""
-    import signal
+    import _signal as signal
     from ketch.runtime import container as ct
     cid = _need_id("run", pos)
     detach = opts.get("detach", False)
@@ -367,7 +367,7 @@ def _exec(root, g, opts, pos, log):
             os.close(console)
     if detach:
         return 0
-    import signal
+    import _signal as signal
 
     def forward(signum, _frame):
         try:

@@ -3,7 +3,7 @@
 Only what the runtime must refuse early is checked here; every check names the field.
 """
 
-import json
+from ketch import _json as json
 import os
 
 from ketch.errors import InvalidArgument, NotFound

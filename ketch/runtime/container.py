@@ -6,11 +6,10 @@ is inside the container's namespaces (CVE-2019-5736).
 """
 
 import os
-import signal
+import _signal as signal
 import time
 
 from ketch.errors import Conflict, FailedPrecondition, Internal, InvalidArgument, NotFound
-from ketch.linux import syscalls as sc
 from ketch.runtime import channel, hooks
 from ketch.runtime import config as cfgmod
 from ketch.runtime import state as st
@@ -25,6 +24,7 @@ def _fit_rlimits(rlimits, log):
     """Without CAP_SYS_RESOURCE no limit can rise above our own hard limit: such a request
     (podman asks for nofile 1048576 by default) is lowered to that limit, with a warning."""
     import resource
+    from ketch.linux import syscalls as sc
     eff, _, _ = sc.capget()
     if eff >> 24 & 1:            # CAP_SYS_RESOURCE: the kernel will honour the request
         return rlimits
@@ -85,6 +85,7 @@ def _write_id_maps(pid, linux):
 def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=False, systemd=False,
            preserve_fds=0, log=None, subreaper=False):
     """Create the container and leave its init waiting for start. Returns the State."""
+    from ketch.linux import syscalls as sc
     sc.set_dumpable(False)
     bundle, cfg = cfgmod.load(bundle)
     st.check_id(cid)
@@ -284,12 +285,14 @@ def parse_signal(sig):
         return n
     if not s.startswith("SIG"):
         s = "SIG" + s
-    try:
-        return signal.Signals[s]
-    except KeyError:
-        if s.startswith("SIGRTMIN+") and s[9:].isdigit():
-            return signal.SIGRTMIN + int(s[9:])
-        raise InvalidArgument(f"invalid signal `{sig}`") from None
+    if s.startswith("SIGRTMIN+") and s[9:].isdigit() and signal.SIGRTMIN + int(s[9:]) <= signal.SIGRTMAX:
+        return signal.SIGRTMIN + int(s[9:])
+    if s.startswith("SIGRTMAX-") and s[9:].isdigit() and signal.SIGRTMAX - int(s[9:]) >= signal.SIGRTMIN:
+        return signal.SIGRTMAX - int(s[9:])
+    n = getattr(signal, s, None)
+    if not isinstance(n, int) or s.startswith("SIG_") or not 0 < n < 65:
+        raise InvalidArgument(f"invalid signal `{sig}`")
+    return n
 
 
 def kill(root, cid, sig=None, all_=False):
@@ -430,6 +433,7 @@ def wait_pid(pid):
 def exec_(root, cid, proc, *, console_socket=None, pid_file=None, detach=False, preserve_fds=0, log=None,
           subreaper=False):
     """Run proc inside a running container. Returns the new process's pid."""
+    from ketch.linux import syscalls as sc
     sc.set_dumpable(False)
     state = st.load(root, cid)
     status = state.status()

@@ -1,8 +1,8 @@
 """OCI hooks: each one gets the container state as JSON on stdin."""
 
-import json
+from ketch import _json as json
 import os
-import signal
+import _signal as signal
 import time
 
 from ketch.errors import FailedPrecondition

@@ -2,7 +2,7 @@
 
 import os
 import select
-import signal
+import _signal as signal
 
 
 def copy_until_exit(master, pid):

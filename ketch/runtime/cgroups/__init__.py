@@ -17,9 +17,9 @@ This module stays import-lean (the runtime CLI starts with ``python3 -I -S``): t
 drivers live in v1.py and v2.py and are imported when a manager is made.
 """
 
-import json
+from ketch import _json as json
 import os
-import signal
+import _signal as signal
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
 DEFAULT_PARENT = "/ketch"
