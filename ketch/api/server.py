@@ -567,20 +567,22 @@ class Api:
             hp = archive.host_path(root, path, extra)
             st = archive.path_stat(hp, path)
             f = await asyncio.get_running_loop().run_in_executor(None, archive.make_tar, hp, path)
+            return archive.stat_header(st), f
+        # the tar is complete (spooled) before the root is unmounted and the answer starts
+        header, f = await self._with_rootfs(request.match_info["id"], fn)
+        try:
             resp = web.StreamResponse(headers={"Content-Type": "application/x-tar",
-                                               "X-Docker-Container-Path-Stat": archive.stat_header(st)})
+                                               "X-Docker-Container-Path-Stat": header})
             await resp.prepare(request)
-            try:
-                while True:
-                    chunk = f.read(1 << 16)
-                    if not chunk:
-                        break
-                    await resp.write(chunk)
-            finally:
-                f.close()
-            await resp.write_eof()
-            return resp
-        return await self._with_rootfs(request.match_info["id"], fn)
+            while True:
+                chunk = f.read(1 << 16)
+                if not chunk:
+                    break
+                await resp.write(chunk)
+        finally:
+            f.close()
+        await resp.write_eof()
+        return resp
 
     async def c_archive_put(self, request):
         import tempfile
