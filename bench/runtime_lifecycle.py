@@ -26,17 +26,25 @@ sys.path.insert(0, os.path.dirname(HERE))
 from tests.helpers import base_config, make_busybox_rootfs  # noqa: E402
 
 
-def lifecycle(rt, root, bundle, cid, extra=()):
+PHASES = ("create", "start", "wait", "delete")
+
+
+def lifecycle(rt, root, bundle, cid, phases):
     pidfile = os.path.join(bundle, f"{cid}.pid")
-    rt = [rt, *extra]
     t0 = time.perf_counter()
-    subprocess.run([*rt, "--root", root, "create", "--bundle", bundle, "--pid-file", pidfile, cid], check=True,
+    subprocess.run([rt, "--root", root, "create", "--bundle", bundle, "--pid-file", pidfile, cid], check=True,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    t1 = time.perf_counter()
     pid = int(open(pidfile).read())
-    subprocess.run([*rt, "--root", root, "start", cid], check=True, stdin=subprocess.DEVNULL)
+    subprocess.run([rt, "--root", root, "start", cid], check=True, stdin=subprocess.DEVNULL)
+    t2 = time.perf_counter()
     os.waitpid(pid, 0)
-    subprocess.run([*rt, "--root", root, "delete", cid], check=True, stdin=subprocess.DEVNULL)
-    return (time.perf_counter() - t0) * 1000
+    t3 = time.perf_counter()
+    subprocess.run([rt, "--root", root, "delete", cid], check=True, stdin=subprocess.DEVNULL)
+    t4 = time.perf_counter()
+    for name, a, b in zip(PHASES, (t0, t1, t2, t3), (t1, t2, t3, t4)):
+        phases[name].append((b - a) * 1000)
+    return (t4 - t0) * 1000
 
 
 def main():
@@ -55,7 +63,6 @@ def main():
         cfg = base_config(["true"])
         cfg["linux"]["cgroupsPath"] = f"/{parent}/c"
         json.dump(cfg, open(os.path.join(bundle, "config.json"), "w"))
-        extra = {r: () for r in runtimes}
         labels = {r: r for r in runtimes}
         for r in list(runtimes):
             probe = subprocess.run([shutil.which(r), "--root", os.path.join(tmp, "probe"), "run", "--bundle", bundle,
@@ -65,17 +72,24 @@ def main():
                 print(f"note: {r} cannot run on this host, left out: {probe.stderr.strip()}")
                 runtimes.remove(r)
         times = {r: [] for r in runtimes}
+        phases = {r: {p: [] for p in PHASES} for r in runtimes}
         for i in range(args.n + 2):
             for r in runtimes:
-                ms = lifecycle(shutil.which(r), os.path.join(tmp, "state-" + r), bundle, f"b{i}", extra[r])
+                ph = {p: [] for p in PHASES}
+                ms = lifecycle(shutil.which(r), os.path.join(tmp, "state-" + r), bundle, f"b{i}", ph)
                 if i >= 2:                      # two warm-up rounds
                     times[r].append(ms)
+                    for p in PHASES:
+                        phases[r][p] += ph[p]
         base = statistics.median(times[runtimes[0]])
         print(f"lifecycle of `true` (create, start, wait, delete), {args.n} runs each, ms")
         print(f"{'runtime':<18} {'median':>8} {'min':>8} {'max':>8} {'ratio':>8}")
         for r in runtimes:
             med = statistics.median(times[r])
             print(f"{labels[r]:<18} {med:8.1f} {min(times[r]):8.1f} {max(times[r]):8.1f} {med / base:8.2f}")
+        print("per phase (median ms): " + ", ".join(PHASES))
+        for r in runtimes:
+            print(f"  {labels[r]:<16} " + " ".join(f"{statistics.median(phases[r][p]):7.1f}" for p in PHASES))
         for r in runtimes[1:]:
             print(f"ketch-runtime / {labels[r]}: {base / statistics.median(times[r]):.2f}")
     finally:

@@ -148,7 +148,19 @@ class Logger:
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+    if argv is None:
+        # as a program: skip the interpreter's teardown, which only costs time here
+        code = _main(sys.argv[1:])
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+        os._exit(code)
+    return _main(argv)
+
+
+def _main(argv):
     log = Logger()
     try:
         g, cmd, opts, pos = parse(argv)

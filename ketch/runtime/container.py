@@ -155,8 +155,6 @@ def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=Fa
             raise channel._ChildError(msg["msg"], msg.get("kind", "Internal"))
         pid = msg["pid"]
         child_pids.append(pid)
-        os.waitpid(pid1, 0)
-        child_pids.remove(pid1)
         start_time, _ = st.proc_start_time(pid)
         state.data.update(pid=pid, start_time=start_time)
         state.save()
@@ -178,6 +176,9 @@ def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=Fa
         if pid_file:
             _write_pid_file(pid_file, pid)
         os.close(fifo_fd)
+        # the joiner exits right after reporting the pid; reap it if it is gone already, else
+        # whoever inherits it does (waiting here would cost the caller a millisecond or two)
+        os.waitpid(pid1, os.WNOHANG)
         return state
     except channel._ChildError as e:
         _abort(state, mgr, child_pids)
