@@ -6,6 +6,8 @@ import subprocess
 import time
 import uuid
 
+from tests import helpers
+
 import pytest
 
 
@@ -235,3 +237,39 @@ def test_oom_score_adj(rt):
     def m(c):
         c["process"]["oomScoreAdj"] = 500
     assert out(rt.run(["cat", "/proc/self/oom_score_adj"], m)).strip() == "500"
+
+
+def test_mount_propagation_rslave_sees_later_host_mounts(rt):
+    src = os.path.join(rt.tmp, "shared-src")
+    os.makedirs(src)
+    subprocess.run(["mount", "-t", "tmpfs", "ketchprop", src], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", src], check=True)
+
+        def m(c):
+            c["mounts"].append({"destination": "/prop", "type": "bind", "source": src,
+                                "options": ["rbind", "rslave"]})
+            c["linux"]["rootfsPropagation"] = "rslave"
+        b = rt.bundle(["sh", "-c", "while [ ! -e /prop/sub/marker ]; do sleep 0.05; done; echo seen; "
+                       "grep ' /prop/sub ' /proc/self/mountinfo"], m)
+        p = subprocess.Popen(helpers.RUNTIME + ["--root", rt.root, "run", "--bundle", b.path, b.id],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        os.makedirs(os.path.join(src, "sub"))
+        subprocess.run(["mount", "-t", "tmpfs", "ketchprop2", os.path.join(src, "sub")], check=True)
+        open(os.path.join(src, "sub", "marker"), "w").close()
+        out, err = p.communicate(timeout=20)
+        assert p.returncode == 0, err
+        assert "seen" in out and "master:" in out      # a slave of the host's peer group
+    finally:
+        subprocess.run(["umount", "-R", src], capture_output=True)
+
+
+def test_apparmor_and_selinux_labels_ignored_with_warning(rt):
+    def m(c):
+        c["process"]["apparmorProfile"] = "docker-default"
+        c["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0"
+    r = rt.run(["true"], m)
+    assert r.returncode == 0, r.stderr
+    assert "apparmorProfile `docker-default` ignored" in r.stderr
+    assert "selinuxLabel" in r.stderr
