@@ -118,6 +118,9 @@ def container_init(ch, cfg, opts):
     rootfs = opts["rootfs"]
     if proc.get("terminal") or opts.get("console_fd") is not None:
         os.setsid()
+    if "network" in nss and not nss["network"]:
+        from ketch.linux import net
+        net.loopback_up()
     if "uts" in nss and not nss["uts"]:
         if cfg.get("hostname"):
             sc.sethostname(cfg["hostname"])

@@ -183,10 +183,16 @@ def test_join_existing_network_namespace(rt):
         subprocess.run(["ip", "netns", "del", name])
 
 
-def test_new_network_namespace_has_only_loopback(rt):
-    o = out(rt.run(["cat", "/proc/net/dev"]))
-    ifaces = [l.split(":")[0].strip() for l in o.splitlines()[2:]]
-    assert ifaces == ["lo"]
+def test_new_network_namespace_has_only_loopback_and_it_is_up(rt):
+    def m(c):
+        for k in ("bounding", "effective", "permitted"):
+            c["process"]["capabilities"][k].append("CAP_NET_RAW")
+    o = out(rt.run(["sh", "-c", "cat /proc/net/dev; ip -o link show lo; ping -c1 -W2 127.0.0.1 >/dev/null && echo ping-ok"],
+                   m))
+    dev_lines = o.split("\n")[2:o.split("\n").index(next(l for l in o.split("\n") if l.startswith("1: lo")))]
+    assert [l.split(":")[0].strip() for l in dev_lines] == ["lo"]
+    assert "UP" in [l for l in o.splitlines() if "lo:" in l and "<" in l][0]
+    assert "ping-ok" in o
 
 
 def test_cgroup_namespace_and_mount(rt):
