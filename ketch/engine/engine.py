@@ -1254,6 +1254,7 @@ class Engine:
             c.lock = asyncio.Lock()
             self.containers[c.id] = c
             self.names[c.name] = c.id
+        ended = []
         for c in list(self.containers.values()):
             self._restore_execs(c)
             if c.status in ("running", "paused"):
@@ -1263,12 +1264,18 @@ class Engine:
                     self._watch(c, cpid)
                 else:
                     log.info("container ended while ketchd was away", extra={"container": c.id})
-                    self._spawn(self._on_exit(c))
+                    ended.append(self._on_exit(c))
             elif c.status == "restarting":
                 c.restart_task = self._spawn(self._restart_later(c, BACKOFF_START))
             elif c.status == "removing":
                 c.set_status("dead")
                 c.save()
+        # settled before the API serves, so that the first `ps` already tells the truth
+        for coro in ended:
+            try:
+                await coro
+            except KetchError as e:
+                log.warning("settle ended container", extra={"error": str(e)})
 
     async def shutdown(self) -> None:
         """Stop watching; containers keep running under their monitors."""
