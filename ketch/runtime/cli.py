@@ -264,7 +264,6 @@ def _dispatch(cmd, root, g, opts, pos, log):
 
 def _run(root, g, opts, pos, log):
     """create + start (+ wait and delete unless --detach), like `runc run`."""
-    import _signal as signal
     from ketch.runtime import container as ct
     cid = _need_id("run", pos)
     detach = opts.get("detach", False)
@@ -293,7 +292,15 @@ def _run(root, g, opts, pos, log):
     ct.start(root, cid, log=log)
     if detach:
         return 0
-    pid = state.pid
+    code = _supervise(state.pid, master)
+    if not opts.get("keep"):
+        ct.delete(root, cid, force=True, log=log)
+    return code
+
+
+def _supervise(pid, master):
+    """Forward our signals to pid, relay its terminal if it has one, and return its exit code."""
+    import _signal as signal
 
     def forward(signum, _frame):
         try:
@@ -305,10 +312,7 @@ def _run(root, g, opts, pos, log):
     if master is not None:
         from ketch.runtime import relay
         relay.copy_until_exit(master, pid)
-    code = _reap_until(pid)
-    if not opts.get("keep"):
-        ct.delete(root, cid, force=True, log=log)
-    return code
+    return _reap_until(pid)
 
 
 def _reap_until(pid):
@@ -379,21 +383,12 @@ def _exec(root, g, opts, pos, log):
             os.close(console)
     if detach:
         return 0
-    import _signal as signal
-
-    def forward(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(s, forward)
+    master = None
     if relay_sock is not None:
-        from ketch.runtime import relay, tty
+        from ketch.runtime import tty
         master = tty.receive_master(relay_sock)
         relay_sock.close()
-        relay.copy_until_exit(master, pid)
-    return _reap_until(pid)
+    return _supervise(pid, master)
 
 
 def _ps(root, opts, pos):

@@ -9,7 +9,7 @@ import os
 import _signal as signal
 import time
 
-from ketch.errors import Conflict, FailedPrecondition, Internal, InvalidArgument, NotFound
+from ketch.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from ketch.runtime import channel, hooks
 from ketch.runtime import config as cfgmod
 from ketch.runtime import state as st
