@@ -76,7 +76,8 @@ def test_blob_not_matching_digest_is_refused_and_nothing_stays(registry, ketch):
     assert str(dg.from_bytes(bad[0])) in r.stderr, r.stderr
     svc = ketch.service()
     assert not svc.content.has(str(dg.from_bytes(bad[0])))
-    assert svc.content.ingests() == []                 # no partial bytes kept either
+    # no partial bytes of it kept either (a good layer cut short by the failure may keep its resumable ingest)
+    assert [i for i in svc.content.ingests() if i["ref"] == f"pull-{dg.from_bytes(bad[0])}"] == []
     chain_bad = dg.chain_id([good[1], bad[1]])
     assert chain_bad not in [s["name"] for s in svc.snapshots.list()]
     assert all(s["kind"] == "committed" for s in svc.snapshots.list())
