@@ -237,9 +237,20 @@ class Engine:
         # until bridge networking exists, "default" and "bridge" get a private network
         # namespace with loopback only, like "none"
         nm = hc.get("NetworkMode") or "default"
-        if nm not in ("default", "bridge", "none", "host"):
+        if nm.startswith("container:"):
+            self.get(nm.split(":", 1)[1])
+        elif nm not in ("default", "bridge", "none", "host"):
             raise NotFound(f"network {nm} not found")
         hc["NetworkMode"] = nm
+        for key, allowed in (("PidMode", ("", "host")), ("IpcMode", ("", "private", "shareable", "host")),
+                             ("UTSMode", ("", "host"))):
+            mode = hc.get(key) or ""
+            if mode.startswith("container:") and key != "UTSMode":
+                self.get(mode.split(":", 1)[1])
+            elif mode not in allowed:
+                raise InvalidArgument(f"invalid {key.replace('Mode', '').upper()} mode: {mode}")
+        for d in hc.get("Devices") or []:
+            spec_mod._device(d)
         lc = hc.get("LogConfig") or {}
         ltype = lc.get("Type") or "json-file"
         if ltype not in ("json-file", "k8s-file", "local", "none"):
@@ -300,7 +311,8 @@ class Engine:
                 hcheck[k] = v
         env = spec_mod.merge_env(img.get("Env") or [], body.get("Env") or [])
         config = {
-            "Hostname": body.get("Hostname") or cid[:12],
+            "Hostname": body.get("Hostname") or (os.uname().nodename if hc.get("NetworkMode") == "host" or
+                                                 hc.get("UTSMode") == "host" else cid[:12]),
             "Domainname": body.get("Domainname") or "",
             "User": body.get("User") or img.get("User") or "",
             "AttachStdin": bool(body.get("AttachStdin")),
@@ -424,7 +436,7 @@ class Engine:
             spec = spec_mod.build_spec(cid=c.id, config=cfg, host_config=hc, image_config=image_config,
                                        rootfs=rootfs, container_dir=c.dir,
                                        cgroup_parent=hc.get("CgroupParent") or self.cgroup_parent,
-                                       init_binary=self.init_binary)
+                                       init_binary=self.init_binary, ns_paths=self._joined_namespaces(c))
             with open(os.path.join(c.bundle, "config.json"), "w") as f:
                 json.dump(spec, f)
             paths = self._monitor_paths(c)
@@ -471,6 +483,24 @@ class Engine:
         c.save()
         self._event(c, "start")
         self._watch(c, cpid)
+
+    def _joined_namespaces(self, c: Container) -> dict[str, str]:
+        """Namespaces to join for --network/--pid/--ipc container:<name>: their /proc paths."""
+        out = {}
+        hc = c.host_config
+        for key, ns, proc_name in (("NetworkMode", "network", "net"), ("PidMode", "pid", "pid"),
+                                   ("IpcMode", "ipc", "ipc")):
+            mode = hc.get(key) or ""
+            if not mode.startswith("container:"):
+                continue
+            other = self.get(mode.split(":", 1)[1])
+            if other.id == c.id:
+                raise InvalidArgument(f"cannot join own {ns} namespace")
+            if other.status != "running" or not other.state["Pid"]:
+                raise Conflict(f"cannot join {ns} namespace of a non running container: container "
+                               f"{other.id} is {other.status}")
+            out[ns] = f"/proc/{other.state['Pid']}/ns/{proc_name}"
+        return out
 
     async def _start_failed(self, c: Container, message: str, wrap: bool = True, exc=None):
         low = message.lower()

@@ -146,6 +146,15 @@ def resolve_user(root: str, user: str) -> dict:
     return out
 
 
+def _group_id(root: str, group: str) -> int:
+    if group.isdigit():
+        return int(group)
+    for e in _read_db(root, "group"):
+        if len(e) >= 3 and e[0] == group and e[2].isdigit():
+            return int(e[2])
+    raise InvalidArgument(f"Unable to find group {group}: no matching entries in group file")
+
+
 def parse_caps(names: list[str] | None) -> list[str]:
     out = []
     for n in names or []:
@@ -301,7 +310,8 @@ def _host_devices() -> list[dict]:
 
 
 def build_spec(*, cid: str, config: dict, host_config: dict, image_config: dict, rootfs: str,
-               container_dir: str, cgroup_parent: str, init_binary: str | None) -> dict:
+               container_dir: str, cgroup_parent: str, init_binary: str | None,
+               ns_paths: dict[str, str] | None = None) -> dict:
     """The OCI runtime config for one start of the container."""
     cfg, hc = config, host_config
     entrypoint = cfg.get("Entrypoint") or []
@@ -315,6 +325,13 @@ def build_spec(*, cid: str, config: dict, host_config: dict, image_config: dict,
         args = ["/sbin/docker-init", "--"] + args
     user = resolve_user(rootfs, cfg.get("User") or "")
     home = user.pop("_home", "/")
+    for g in hc.get("GroupAdd") or []:
+        gid = _group_id(rootfs, str(g))
+        extra = set(user.get("additionalGids") or [])
+        if gid != user["gid"]:
+            extra.add(gid)
+        if extra:
+            user["additionalGids"] = sorted(extra)
     env = merge_env([], cfg.get("Env") or [])
     keys = {e.split("=", 1)[0] for e in env}
     if "PATH" not in keys:
@@ -379,9 +396,22 @@ def build_spec(*, cid: str, config: dict, host_config: dict, image_config: dict,
         mounts.append(_bind_mount(bind))
     for m in hc.get("Mounts") or []:
         mounts.append(api_mount(m))
-    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-    if hc.get("NetworkMode") != "host":
-        namespaces.append({"type": "network"})
+    # --pid/--ipc/--uts/--network: "host" shares the host's namespace (none listed),
+    # "container:<x>" joins another container's (a path from the engine), else a new one
+    ns_paths = ns_paths or {}
+    host_modes = {"pid": hc.get("PidMode"), "ipc": hc.get("IpcMode"), "uts": hc.get("UTSMode"),
+                  "network": hc.get("NetworkMode")}
+    namespaces = []
+    for t in ("pid", "ipc", "uts", "mount", "network"):
+        if host_modes.get(t) == "host":
+            continue
+        namespaces.append({"type": t, "path": ns_paths[t]} if t in ns_paths else {"type": t})
+    devices = []
+    device_rules = []
+    for d in hc.get("Devices") or []:
+        dev, rule = _device(d)
+        devices.append(dev)
+        device_rules.append(rule)
     linux: dict = {
         "namespaces": namespaces,
         "resources": _resources(hc),
@@ -390,6 +420,9 @@ def build_spec(*, cid: str, config: dict, host_config: dict, image_config: dict,
     if not hc.get("Privileged"):
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
+        if devices:
+            linux["devices"] = devices
+            linux["resources"]["devices"].extend(device_rules)
     else:
         linux["devices"] = _host_devices()
     seccomp = _seccomp(hc, caps)
@@ -402,13 +435,37 @@ def build_spec(*, cid: str, config: dict, host_config: dict, image_config: dict,
         "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": rootfs, "readonly": bool(hc.get("ReadonlyRootfs"))},
-        "hostname": cfg.get("Hostname") or cid[:12],
         "mounts": mounts,
         "linux": linux,
     }
-    if cfg.get("Domainname"):
-        spec["domainname"] = cfg["Domainname"]
+    if hc.get("UTSMode") != "host":  # a hostname needs a UTS namespace of its own
+        spec["hostname"] = cfg.get("Hostname") or cid[:12]
+        if cfg.get("Domainname"):
+            spec["domainname"] = cfg["Domainname"]
     return spec
+
+
+def _device(d: dict) -> tuple[dict, dict]:
+    """--device HOST[:CONTAINER[:PERMS]] (HostConfig.Devices) to a node and its cgroup rule."""
+    import stat
+    host = d.get("PathOnHost") or ""
+    inside = d.get("PathInContainer") or host
+    perms = d.get("CgroupPermissions") or "rwm"
+    if not set(perms) <= set("rwm"):
+        raise InvalidArgument(f"invalid device cgroup permissions: {perms}")
+    try:
+        st = os.stat(host)
+    except OSError:
+        raise InvalidArgument(f"error gathering device information while adding custom device "
+                              f"\"{host}\": no such file or directory") from None
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise InvalidArgument(f"error gathering device information while adding custom device \"{host}\": "
+                              "not a device node")
+    kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    return ({"path": inside, "type": kind, "major": major, "minor": minor, "fileMode": stat.S_IMODE(st.st_mode),
+             "uid": 0, "gid": 0},
+            {"allow": True, "type": kind, "major": major, "minor": minor, "access": perms})
 
 
 def api_mount(m: dict) -> dict:

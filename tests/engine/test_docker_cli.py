@@ -145,6 +145,35 @@ def test_network_modes(ketchd):
     assert status == 404 and err["message"] == "network nosuchnet not found"
 
 
+def test_namespace_modes_devices_groups(ketchd):
+    import socket as socket_mod
+    assert int(ketchd.docker("run", "--rm", "--pid", "host", "busybox", "sh", "-c",
+                             "ls -d /proc/[0-9]* | wc -l").stdout) > 10
+    assert ketchd.docker("run", "--rm", "busybox", "sh", "-c", "ls -d /proc/[0-9]* | wc -l").stdout.strip() in ("2", "3")
+    assert ketchd.docker("run", "--rm", "--uts", "host", "busybox", "hostname").stdout.strip() == socket_mod.gethostname()
+    assert ketchd.docker("run", "--rm", "--network", "host", "busybox", "hostname").stdout.strip() == \
+        socket_mod.gethostname()
+    host_ipc = os.readlink("/proc/self/ns/ipc")
+    assert ketchd.docker("run", "--rm", "--ipc", "host", "busybox", "readlink", "/proc/self/ns/ipc").stdout.strip() == host_ipc
+    ketchd.docker("run", "-d", "--name", "nsowner", "busybox", "sleep", "60")
+    own = ketchd.docker("exec", "nsowner", "readlink", "/proc/self/ns/net").stdout.strip()
+    r = ketchd.docker("run", "--rm", "--network", "container:nsowner", "--pid", "container:nsowner", "busybox",
+                      "sh", "-c", "readlink /proc/self/ns/net; pidof sleep >/dev/null && echo sees-sleep")
+    assert r.stdout.split() == [own, "sees-sleep"]
+    ketchd.docker("stop", "-t", "0", "nsowner")
+    r = ketchd.docker("run", "--rm", "--network", "container:nsowner", "busybox", "true", check=False)
+    assert r.returncode != 0 and "non running container" in r.stderr
+    ketchd.docker("rm", "nsowner")
+    r = ketchd.docker("run", "--rm", "--device", "/dev/null:/dev/mynull", "busybox", "sh", "-c",
+                      "echo x > /dev/mynull && ls -l /dev/mynull")
+    assert r.stdout.startswith("crw")
+    r = ketchd.docker("run", "--rm", "--device", "/no/such/dev", "busybox", "true", check=False)
+    # the CLI turns any "no such file or directory" into 127, as it does with Docker
+    assert r.returncode == 127 and 'adding custom device "/no/such/dev"' in r.stderr
+    assert ketchd.docker("run", "--rm", "--group-add", "extra", "--group-add", "4242", "busybox",
+                         "id", "-G").stdout.split() == ["0", "2000", "4242"]
+
+
 def test_resources_in_cgroups(ketchd):
     cid = ketchd.docker("run", "-d", "-m", "64m", "--memory-swap", "128m", "--cpus", "0.5", "--cpu-shares", "512",
                         "--pids-limit", "50", "--cpuset-cpus", "0", "--ulimit", "nofile=512:1024",
