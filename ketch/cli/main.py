@@ -28,7 +28,32 @@ COMMANDS = {
     "import": ("ketch.cli.images", "Import a root file system tarball as an image"),
     "login": ("ketch.cli.registry", "Log in to a registry"),
     "logout": ("ketch.cli.registry", "Log out from a registry"),
-    "system": ("ketch.cli.system", "Manage Ketch (check)"),
+    "system": ("ketch.cli.sysinfo", "Manage Ketch (check, df, info, events)"),
+    # container commands, through ketchd (ketch.client)
+    "run": ("ketch.cli.containers", "Create and run a new container from an image"),
+    "create": ("ketch.cli.containers", "Create a new container"),
+    "start": ("ketch.cli.containers", "Start one or more stopped containers"),
+    "stop": ("ketch.cli.containers", "Stop one or more running containers"),
+    "restart": ("ketch.cli.containers", "Restart one or more containers"),
+    "kill": ("ketch.cli.containers", "Kill one or more running containers"),
+    "rm": ("ketch.cli.containers", "Remove one or more containers"),
+    "ps": ("ketch.cli.containers", "List containers"),
+    "logs": ("ketch.cli.containers", "Fetch the logs of a container"),
+    "exec": ("ketch.cli.containers", "Execute a command in a running container"),
+    "attach": ("ketch.cli.containers", "Attach local standard input, output, and error streams to a running container"),
+    "wait": ("ketch.cli.containers", "Block until one or more containers stop, then print their exit codes"),
+    "inspect": ("ketch.cli.containers", "Return low-level information on containers or images"),
+    "top": ("ketch.cli.containers", "Display the running processes of a container"),
+    "stats": ("ketch.cli.containers", "Display a live stream of container resource usage statistics"),
+    "pause": ("ketch.cli.containers", "Pause all processes within one or more containers"),
+    "unpause": ("ketch.cli.containers", "Unpause all processes within one or more containers"),
+    "rename": ("ketch.cli.containers", "Rename a container"),
+    "update": ("ketch.cli.containers", "Update configuration of one or more containers"),
+    "cp": ("ketch.cli.containers", "Copy files/folders between a container and the local filesystem"),
+    "container": ("ketch.cli.containers", "Manage containers"),
+    "events": ("ketch.cli.sysinfo", "Get real time events from the server"),
+    "info": ("ketch.cli.sysinfo", "Display system-wide information"),
+    "version": ("ketch.cli.sysinfo", "Show the Ketch version information"),
 }
 
 DEFAULT_DATA_ROOT = "/var/lib/ketch"
@@ -64,7 +89,7 @@ def _command_of(argv):
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a in ("--data-root", "--insecure-registry"):
+        if a in ("--data-root", "--insecure-registry", "-H", "--host"):
             i += 2
             continue
         if a.startswith("-"):
@@ -80,6 +105,7 @@ def build_parser(only=None):
     p.add_argument("--data-root", help=f"root of Ketch's state (default $KETCH_DATA_ROOT or {DEFAULT_DATA_ROOT})")
     p.add_argument("--insecure-registry", action="append", metavar="HOST[:PORT]",
                    help="a registry reached over plain http (repeatable)")
+    p.add_argument("-H", "--host", help="the ketchd socket (default $KETCH_HOST or unix:///run/ketch/ketch.sock)")
     p.add_argument("-D", "--debug", action="store_true", help="print tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     registered = set()

@@ -1,0 +1,182 @@
+"""`ketch info`, `version`, `events`, `system df` (through ketchd), and the `system` group.
+
+`system` keeps `ketch system check` (ketch.cli.system, direct mode on the data root) and adds
+`system df`, `system info`, `system events` through the daemon.
+"""
+
+import json
+import sys
+
+from ketch.cli import format as fmt
+from ketch.cli.containers import _client, _filters, _parser, command
+
+
+@command("version")
+def cmd_version(args, ctx):
+    import platform
+    import ketch
+    from ketch.client import API_VERSION, DaemonNotRunning
+    client_info = {"Version": ketch.__version__, "ApiVersion": API_VERSION, "DefaultAPIVersion": API_VERSION,
+                   "GoVersion": "python" + platform.python_version(), "Os": "linux",
+                   "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()),
+                   "Context": "default"}
+    try:
+        server = _client(args).version()
+        err = None
+    except DaemonNotRunning as e:
+        server, err = None, e
+    if args.format:
+        print(fmt.render(args.format, {"Client": client_info, "Server": server}))
+    else:
+        c = client_info
+        print(f"Client:\n Version:           {c['Version']}\n API version:       {c['ApiVersion']}\n"
+              f" Python version:    {c['GoVersion'][6:]}\n OS/Arch:           {c['Os']}/{c['Arch']}\n"
+              f" Context:           default")
+        if server:
+            print(f"\nServer: {(server.get('Platform') or {}).get('Name', 'Ketch Engine')}")
+            for comp in server.get("Components") or []:
+                d = comp.get("Details") or {}
+                print(f" {comp['Name']}:\n  Version:          {comp.get('Version', '')}")
+                if d.get("ApiVersion"):
+                    print(f"  API version:      {d['ApiVersion']} (minimum version {d.get('MinAPIVersion', '')})")
+                    print(f"  OS/Arch:          {d.get('Os', '')}/{d.get('Arch', '')}")
+                    print(f"  Kernel version:   {d.get('KernelVersion', '')}")
+    if err is not None:
+        raise err
+    return 0
+
+
+@command("info")
+def cmd_info(args, ctx):
+    i = _client(args).info()
+    if args.format:
+        print(fmt.render(args.format, i))
+        return 0
+    rt = i.get("Runtimes") or {}
+    lines = [
+        "Server:",
+        f" Containers: {i.get('Containers', 0)}",
+        f"  Running: {i.get('ContainersRunning', 0)}",
+        f"  Paused: {i.get('ContainersPaused', 0)}",
+        f"  Stopped: {i.get('ContainersStopped', 0)}",
+        f" Images: {i.get('Images', 0)}",
+        f" Server Version: {i.get('ServerVersion', '')}",
+        f" Storage Driver: {i.get('Driver', '')}",
+        f" Logging Driver: {i.get('LoggingDriver', '')}",
+        f" Cgroup Driver: {i.get('CgroupDriver', '')}",
+        f" Cgroup Version: {i.get('CgroupVersion', '')}",
+        f" Runtimes: {' '.join(sorted(rt))}",
+        f" Default Runtime: {i.get('DefaultRuntime', '')}",
+        f" Init Binary: {i.get('InitBinary', '')}",
+        f" Security Options: {', '.join(i.get('SecurityOptions') or [])}",
+        f" Kernel Version: {i.get('KernelVersion', '')}",
+        f" Operating System: {i.get('OperatingSystem', '')}",
+        f" OSType: {i.get('OSType', '')}",
+        f" Architecture: {i.get('Architecture', '')}",
+        f" CPUs: {i.get('NCPU', 0)}",
+        f" Total Memory: {fmt.human_size(i.get('MemTotal', 0))}",
+        f" Name: {i.get('Name', '')}",
+        f" ID: {i.get('ID', '')}",
+        f" Docker Root Dir: {i.get('DockerRootDir', '')}",
+        f" Live Restore Enabled: {str(bool(i.get('LiveRestoreEnabled'))).lower()}",
+    ]
+    print("\n".join(lines))
+    for w in i.get("Warnings") or []:
+        print(w, file=sys.stderr)
+    return 0
+
+
+def _event_time(ev) -> str:
+    import time
+    ns = ev.get("timeNano") or int(ev.get("time", 0)) * 10**9
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ns // 10**9)) + f".{ns % 10**9:09d}" + \
+        time.strftime("%z", time.localtime(ns // 10**9))[:3] + ":" + time.strftime("%z")[3:]
+
+
+@command("events")
+def cmd_events(args, ctx):
+    from ketch.cli.containers import _relative_time
+    client = _client(args)
+    try:
+        for ev in client.events(_relative_time(args.since), _relative_time(args.until), _filters(args.filter)):
+            if args.format:
+                print(fmt.render("{{json .}}" if args.format == "json" else args.format, ev), flush=True)
+                continue
+            actor = ev.get("Actor") or {}
+            attrs = ", ".join(f"{k}={v}" for k, v in sorted((actor.get("Attributes") or {}).items()))
+            print(f"{_event_time(ev)} {ev.get('Type')} {ev.get('Action')} {actor.get('ID', '')}"
+                  + (f" ({attrs})" if attrs else ""), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+@command("system df")
+def cmd_df(args, ctx):
+    d = _client(args).df()
+    images, containers = d.get("Images") or [], d.get("Containers") or []
+    if args.verbose:
+        print(json.dumps(d, indent=2))
+        return 0
+    used_imgs = [i for i in images if i.get("Containers")]
+    img_size = sum(i.get("Size", 0) for i in images)
+    img_unused = sum(i.get("Size", 0) for i in images if not i.get("Containers"))
+    running = [c for c in containers if c.get("State") in ("running", "paused", "restarting")]
+    c_size = sum(c.get("SizeRw", 0) or 0 for c in containers)
+    c_unused = sum(c.get("SizeRw", 0) or 0 for c in containers if c not in running)
+
+    def pct(part, whole):
+        return f"{fmt.human_size(part)} ({int(part * 100 / whole) if whole else 0}%)"
+    rows = [
+        {"Type": "Images", "TotalCount": len(images), "Active": len(used_imgs), "Size": fmt.human_size(img_size),
+         "Reclaimable": pct(img_unused, img_size)},
+        {"Type": "Containers", "TotalCount": len(containers), "Active": len(running),
+         "Size": fmt.human_size(c_size), "Reclaimable": pct(c_unused, c_size)},
+        {"Type": "Local Volumes", "TotalCount": 0, "Active": 0, "Size": "0B", "Reclaimable": "0B"},
+        {"Type": "Build Cache", "TotalCount": 0, "Active": 0, "Size": "0B", "Reclaimable": "0B"},
+    ]
+    fmt.print_formatted(rows, args.format, "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
+                        sys.stdout, headers={"TotalCount": "TOTAL"})
+    return 0
+
+
+def register(sub, name, help_):
+    if name == "version":
+        p = _parser(sub, name, help_)
+        p.add_argument("-f", "--format", help="format the output using the given Go template")
+        p.set_defaults(func=cmd_version)
+    elif name == "info":
+        p = _parser(sub, name, help_)
+        p.add_argument("-f", "--format", help="format the output using the given Go template")
+        p.set_defaults(func=cmd_info)
+    elif name == "events":
+        _events_flags(_parser(sub, name, help_))
+    elif name == "system":
+        _register_system(sub, name, help_)
+    else:
+        raise ValueError(name)
+
+
+def _events_flags(p):
+    p.add_argument("--since", help="show all events created since timestamp")
+    p.add_argument("--until", help="stream events until this timestamp")
+    p.add_argument("-f", "--filter", action="append", help="filter output based on conditions provided")
+    p.add_argument("--format", help="format the output using the given Go template")
+    p.set_defaults(func=cmd_events)
+
+
+def _register_system(sub, name, help_):
+    """The owner's `system` parser (check), with df/info/events added to its subcommands."""
+    import argparse
+    from ketch.cli import system
+    system.register(sub, name, help_)
+    p = sub.choices[name]
+    s = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    df = _parser(s, "df", "Show disk usage (through ketchd)")
+    df.add_argument("-v", "--verbose", action="store_true", help="show detailed information on space usage")
+    df.add_argument("--format", help="format the output using the given Go template")
+    df.set_defaults(func=cmd_df)
+    i = _parser(s, "info", "Display system-wide information")
+    i.add_argument("-f", "--format")
+    i.set_defaults(func=cmd_info)
+    _events_flags(_parser(s, "events", "Get real time events from the server"))
