@@ -301,6 +301,7 @@ def cmd_attach(args, ctx):
     if tty and stdin and not os.isatty(0):
         from ketch.errors import InvalidArgument
         raise InvalidArgument("the input device is not a TTY")
+    waiter = client.container_wait_start(cid, "not-running")
     hj = client.container_attach(cid, stdin=stdin, detach_keys=args.detach_keys)
     try:
         how = _session(client, cid, hj, tty, stdin, args.detach_keys, args.sig_proxy == "true",
@@ -308,11 +309,9 @@ def cmd_attach(args, ctx):
     finally:
         hj.close()
     if how == "detached":
+        waiter.close()
         return 0
-    st = client.container_inspect(cid)["State"]
-    if st["Status"] == "running":  # output ended with stdin (e.g. the stream closed) but it runs on
-        return 0
-    return int(st.get("ExitCode") or 0)
+    return int(waiter.result().get("StatusCode") or 0)
 
 
 # ============================================================================ exec
@@ -792,19 +791,31 @@ def cmd_cp(args, ctx):
             data = resp.read()
         finally:
             resp.close()
-        base = os.path.basename(sp.rstrip("/")) or os.path.basename(st.get("name", ""))
         if os.path.isdir(dp):
             target_dir, rename = dp, None
         else:
             if dp.endswith("/"):
                 raise FlagError(f"invalid output path: directory {dp} does not exist")
             target_dir, rename = os.path.dirname(os.path.abspath(dp)) or ".", os.path.basename(dp)
-        with tarfile.open(fileobj=io.BytesIO(data)) as tf:
-            members = tf.getmembers()
-            for m in members:
-                if rename and (m.name == base or m.name.startswith(base + "/")):
-                    m.name = rename + m.name[len(base):]
-            tf.extractall(target_dir, members=members, filter="tar" if hasattr(tarfile, "tar_filter") else None)
+        # the tar comes from the container: hostile. Extract it beneath a fresh directory with
+        # ketch.archive (no climbing names, never through symlinks), then move the one entry.
+        import shutil
+        import tempfile
+        from ketch.archive.apply import apply_layer
+        tmp = tempfile.mkdtemp(prefix=".ketch-cp-", dir=target_dir)
+        try:
+            apply_layer(io.BytesIO(data), tmp)
+            entries = os.listdir(tmp)
+            if len(entries) != 1:
+                raise FlagError(f"copy from {sc}:{sp}: expected one entry in the archive, got {len(entries)}")
+            dest = os.path.join(target_dir, rename or entries[0])
+            if os.path.isdir(dest) and not os.path.islink(dest) and os.path.isdir(os.path.join(tmp, entries[0])):
+                for e in os.listdir(os.path.join(tmp, entries[0])):  # merge into an existing directory
+                    os.replace(os.path.join(tmp, entries[0], e), os.path.join(dest, e))
+            else:
+                os.replace(os.path.join(tmp, entries[0]), dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return 0
     # local -> container
     if sp == "-":
