@@ -30,7 +30,7 @@ DEFAULTS = {
     "hosts": ["unix:///run/ketch/ketch.sock"],
     "log-level": "info",
     # ketch-runtime once it brings up loopback in a new network namespace as runc does
-    "runtime": "runc",
+    "runtime": "ketch-runtime",
     "conmon": "conmon",
     "group": "ketch",
     "cgroup-parent": "/ketch",

@@ -21,10 +21,11 @@ DOCKER = shutil.which("docker", path="/usr/local/bin:/usr/bin")
 
 
 def runtime_binary() -> str:
-    """runc unless KETCH_TEST_RUNTIME names another (KETCH_TEST_RUNTIME=bin/ketch-runtime)."""
-    rt = os.environ.get("KETCH_TEST_RUNTIME") or "runc"
+    """ketch-runtime (the installed launcher, else the checkout's) unless KETCH_TEST_RUNTIME names
+    another (KETCH_TEST_RUNTIME=runc)."""
+    rt = os.environ.get("KETCH_TEST_RUNTIME") or "ketch-runtime"
     if rt == "ketch-runtime":
-        rt = os.path.join(REPO, "bin", "ketch-runtime")
+        return shutil.which(rt) or os.path.join(REPO, "bin", "ketch-runtime")
     return shutil.which(rt) or rt
 
 
