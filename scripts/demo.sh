@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# `make run`: a container from the local busybox base, run by ketch-runtime (no network needed).
+# `make run`: start ketchd (unless one answers already), make the local busybox base image
+# from Debian's busybox-static (no network), and run a demo container through the daemon.
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-demo=${KETCH_DEMO_DIR:-/var/lib/ketch/demo}
-rm -rf "$demo/bundle"
-mkdir -p "$demo/bundle"
-KETCH_REPO="$repo" "$repo/.venv/bin/python" - "$demo/bundle" <<'PY'
-import json, os, sys
-sys.path.insert(0, os.environ.get("KETCH_REPO", "."))
-from tests.helpers import make_busybox_rootfs, base_config
-bundle = sys.argv[1]
-make_busybox_rootfs(os.path.join(bundle, "rootfs"))
-cfg = base_config(["sh", "-c", "echo; echo \"hello from a Ketch container: $(hostname), pid $$, $(id)\"; "
-                   "echo 'its processes:'; ps; echo 'its root:'; ls /"])
-cfg["hostname"] = "ketch-demo"
-cfg["linux"]["cgroupsPath"] = "/ketch/demo"
-json.dump(cfg, open(os.path.join(bundle, "config.json"), "w"), indent=1)
-PY
-cd "$demo/bundle"
-exec ketch-runtime run --bundle "$demo/bundle" "ketch-demo-$$"
+sock=/run/ketch/ketch.sock
+log=/var/log/ketchd.log
+if ! ketch version >/dev/null 2>&1; then
+  echo "starting ketchd (log: $log)"
+  mkdir -p "$(dirname "$log")"
+  setsid ketchd >>"$log" 2>&1 < /dev/null &
+  for _ in $(seq 100); do
+    ketch version >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  ketch version >/dev/null 2>&1 || { echo "ketchd did not start; see $log" >&2; tail -20 "$log" >&2; exit 1; }
+fi
+echo "ketchd is serving on unix://$sock"
+ketch image base
+ketch run --rm --name ketch-demo --hostname ketch-demo busybox sh -c \
+  'echo; echo "hello from a Ketch container: $(hostname), pid $$, $(id)"; echo "its processes:"; ps; echo "its root:"; ls /'
+echo
+echo "ketchd keeps running: try 'ketch run -it busybox sh', 'ketch ps', or the docker CLI with"
+echo "  DOCKER_HOST=unix://$sock docker run --rm busybox echo hi"
