@@ -16,11 +16,20 @@ pull progress) are iterators; attach and exec start hijack the connection and re
 ``Hijacked`` duplex socket (``ketch.client.streams``).
 """
 
-import http.client
 import json
 import os
 import socket
+import sys
 from urllib.parse import quote, urlencode
+
+if "ssl" not in sys.modules:  # http.client's optional TLS: not used on a Unix socket, ~5 ms to import
+    sys.modules["ssl"] = None
+    try:
+        import http.client
+    finally:
+        del sys.modules["ssl"]
+else:
+    import http.client
 
 from ketch import errors
 
