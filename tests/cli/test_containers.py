@@ -191,7 +191,7 @@ def test_exit_codes(k):
     r = k("run", "--rm", "busybox", "nosuchcmd", check=False)
     assert r.returncode == 127 and "executable file not found" in r.stderr
     r = k("run", "--rm", "busybox", "/etc/passwd", check=False)
-    assert r.returncode == 126 and "permission denied" in r.stderr
+    assert r.returncode == 126 and "permission denied" in r.stderr.lower()
     r = k("run", "--rm", "--restart", "bogus", "busybox", "true", check=False)
     assert r.returncode == 125 and "invalid restart policy" in r.stderr
     assert k("ps", "-a", "-q").stdout == ""
