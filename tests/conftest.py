@@ -24,3 +24,45 @@ def busybox_rootfs():
     helpers.make_busybox_rootfs(os.path.join(d, "rootfs"))
     yield os.path.join(d, "rootfs")
     shutil.rmtree(d, ignore_errors=True)
+
+
+def _host_state():
+    """What a test run may leave behind on the host, by name."""
+    import glob
+    state = set()
+    for d in glob.glob("/sys/fs/cgroup/*/*/"):
+        state.add(("cgroup", d.rstrip("/")))
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mp = line.split()[4]
+                if "ketch" in mp:
+                    state.add(("mount", mp))
+    except OSError:
+        pass
+    for d in glob.glob("/run/netns/*"):
+        state.add(("netns", d))
+    for d in glob.glob("/sys/class/net/*"):
+        state.add(("link", os.path.basename(d)))
+    return state
+
+
+def pytest_sessionstart(session):
+    session.config._ketch_host_before = _host_state() if os.geteuid() == 0 else set()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Every test cleans up after itself: report what the run left on the host (a failure in CI)."""
+    if os.geteuid() != 0:
+        return
+    import time
+    left = set()
+    for _ in range(20):     # cgroups and mounts of the last test may need a moment to go
+        left = _host_state() - session.config._ketch_host_before
+        if not left:
+            return
+        time.sleep(0.25)
+    lines = "\n".join(f"  {kind}: {name}" for kind, name in sorted(left))
+    sys.stderr.write(f"\nthe test run left this on the host:\n{lines}\n")
+    if os.environ.get("CI") == "true" and session.exitstatus == 0:
+        session.exitstatus = 1
