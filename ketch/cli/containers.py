@@ -468,8 +468,8 @@ def cmd_logs(args, ctx):
             resp = client.container_logs(args.container, follow=args.follow, timestamps=args.timestamps or stamp,
                                          tail=tail if last_ts is None else None,
                                          since=since if last_ts is None else last_ts, until=until)
-        except DaemonNotRunning:
-            if last_ts is None or time.time() > deadline:
+        except (DaemonNotRunning, ConnectionError, http.client.HTTPException):
+            if deadline is None or time.time() > deadline:  # not following a dropped stream
                 raise
             time.sleep(0.2)
             continue
@@ -514,14 +514,11 @@ def cmd_logs(args, ctx):
                 _write(1, rawbuf)
             return 0
         except (http.client.IncompleteRead, ConnectionError, OSError):
-            if not args.follow or last_ts is None:
-                # nothing to resume from: start over only if we printed nothing yet
-                if not args.follow:
-                    raise DaemonNotRunning(f"Cannot connect to the Ketch daemon at {client.host}. "
-                                           "Is ketchd running?") from None
+            if not args.follow:
+                raise DaemonNotRunning(f"Cannot connect to the Ketch daemon at {client.host}. "
+                                       "Is ketchd running?") from None
+            # ketchd went away mid-stream: ask again (from the last timestamp if any was printed)
             deadline = time.time() + 120
-            if last_ts is None:
-                last_ts, seen_at_last = since or "0", 0
         finally:
             resp.close()
 
