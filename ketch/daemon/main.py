@@ -36,6 +36,7 @@ DEFAULTS = {
     "cgroup-parent": "/ketch",
     "image-service": "ketch.images.engine:EngineImages",
     "init-path": "",
+    "insecure-registries": [],
 }
 CONFIG_FILE = "/etc/ketch/daemon.json"
 
@@ -72,6 +73,8 @@ def parse_args(argv):
     p.add_argument("--cgroup-parent")
     p.add_argument("--image-service")
     p.add_argument("--init-path")
+    p.add_argument("--insecure-registry", action="append", dest="insecure_registries",
+                   help="a registry (HOST:PORT) reached over plain http; repeatable")
     p.add_argument("-v", "--version", action="store_true")
     return p.parse_args(argv)
 
@@ -183,7 +186,7 @@ async def serve(cfg: dict) -> int:
             log.error(f"{what} not found", extra={what: path})
             return 1
     try:
-        images = load_image_service(cfg["image-service"], data_root)
+        images = load_image_service(cfg["image-service"], data_root, insecure=cfg["insecure-registries"])
     except (ImportError, AttributeError) as e:
         log.warning("no image service; image operations are unavailable",
                     extra={"image_service": cfg["image-service"], "error": str(e)})

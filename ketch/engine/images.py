@@ -60,10 +60,13 @@ class ImageEndpoints(Protocol):
     def load_images(self, stream: AsyncIterator[bytes], quiet: bool) -> AsyncIterator[dict]: ...
 
 
-def load_image_service(spec: str, data_root: str):
-    """Instantiate an image service from "module:callable", called with the data root."""
+def load_image_service(spec: str, data_root: str, insecure=()):
+    """Instantiate an image service from "module:callable", called with the data root (and the
+    insecure registries, when there are any)."""
     import importlib
     mod_name, _, attr = spec.partition(":")
     mod = importlib.import_module(mod_name)
     factory = getattr(mod, attr or "ImageService")
+    if insecure:
+        return factory(data_root, insecure=tuple(insecure))
     return factory(data_root)

@@ -55,3 +55,17 @@ def test_bad_config_is_refused(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ketch.daemon", "--version"], cwd=REPO, capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 0 and r.stdout.startswith("ketchd ")
+
+
+def test_insecure_registries_key_is_accepted_and_reaches_the_image_service(tmp_path):
+    """daemon.json's "insecure-registries" (Docker's key, also read by the ketch CLI) is a known option."""
+    from ketch.daemon.main import load_config, parse_args
+    cfg = tmp_path / "daemon.json"
+    cfg.write_text('{"insecure-registries": ["reg.test:5000"]}')
+    got = load_config(parse_args(["--config-file", str(cfg), "--insecure-registry", "other.test:5000"]))
+    assert got["insecure-registries"] == ["other.test:5000"]       # flags override the file, as for every key
+    got = load_config(parse_args(["--config-file", str(cfg)]))
+    assert got["insecure-registries"] == ["reg.test:5000"]
+    from ketch.engine.images import load_image_service
+    svc = load_image_service("ketch.images.engine:EngineImages", str(tmp_path / "data"), insecure=["reg.test:5000"])
+    assert "reg.test:5000" in svc.svc.insecure
