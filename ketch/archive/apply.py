@@ -45,6 +45,9 @@ class ApplyResult:
     size: int               # bytes read from the stream
     uncompressed_size: int
     compression: str | None  # "gzip", "zstd" or None
+    # directories the tar implied (made for an entry below them, no entry of their own), in the
+    # order made; they take their metadata from the lower layers (fix_implied_dirs)
+    implied_dirs: tuple = ()
 
 
 def clean_name(name):
@@ -70,22 +73,31 @@ def apply_layer(stream, root, lowers=()):
     snapshot file system). ``lowers`` are the parent layers' dirs, top first; a directory
     the tar implies without an entry of its own takes its owner, mode and mtime from there,
     so the upper copy does not change the merged view's metadata.
+
+    ``lowers=None``: the parent layers are not known yet (a parallel pull unpacks a layer
+    before its parent is committed). Nothing here depends on them but the implied
+    directories: they stay root 0755 and are listed in ``ApplyResult.implied_dirs``; call
+    ``fix_implied_dirs(root, res.implied_dirs, lowers)`` once the lowers are known, before
+    the layer is committed. (Hard link targets never need the lowers: they must be in this
+    layer, and are looked up in ``root`` only.)
     """
     raw = cz.HashingReader(stream)
     kind = cz.detect(raw.peek(8))
-    tar_stream = cz.HashingReader(cz.decompressing_reader(raw, kind))
+    # a plain tar is its own diff: one hash serves for both digests
+    tar_stream = raw if kind is None else cz.HashingReader(cz.decompressing_reader(raw, kind))
     rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     lower_fds = []
     try:
-        for lower in lowers:
+        for lower in lowers or ():
             lower_fds.append(os.open(lower, _DIR_PATH | os.O_CLOEXEC))
-        applier = _Applier(rootfd, lower_fds)
+        applier = _Applier(rootfd)
         try:
             with tarfile.open(fileobj=tar_stream, mode="r|", errorlevel=2) as tf:
                 for ti in tf:
                     applier.entry(tf, ti)
             tar_stream.drain()
-            raw.drain()
+            if tar_stream is not raw:
+                raw.drain()
         except (tarfile.TarError, EOFError) as e:
             raise InvalidArgument(f"layer: corrupt or truncated tar: {e}") from None
         except Exception as e:
@@ -93,11 +105,68 @@ def apply_layer(stream, root, lowers=()):
                 raise InvalidArgument(f"layer: corrupt {kind} stream: {e}") from None
             raise
         applier.finish()
+        implied = tuple(applier.implied)
+        if lowers:
+            _fix_implied(rootfd, implied, lower_fds)
     finally:
         os.close(rootfd)
         for fd in lower_fds:
             os.close(fd)
-    return ApplyResult(raw.digest(), tar_stream.digest(), raw.size, tar_stream.size, kind)
+    return ApplyResult(raw.digest(), tar_stream.digest(), raw.size, tar_stream.size, kind, implied)
+
+
+def fix_implied_dirs(root, implied_dirs, lowers):
+    """Give each implied directory of a layer applied with ``lowers=None`` the owner, mode and
+    mtime of the same directory in the nearest of ``lowers`` (top first) that has it, as
+    apply_layer does when it knows the lowers. ``root`` must hold the whole applied layer:
+    this is the last change to it before the commit (the mtimes set here stay)."""
+    if not implied_dirs or not lowers:
+        return
+    rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    lower_fds = []
+    try:
+        for lower in lowers:
+            lower_fds.append(os.open(lower, _DIR_PATH | os.O_CLOEXEC))
+        _fix_implied(rootfd, implied_dirs, lower_fds)
+    finally:
+        os.close(rootfd)
+        for fd in lower_fds:
+            os.close(fd)
+
+
+def _fix_implied(rootfd, implied_dirs, lower_fds):
+    for rel in implied_dirs:
+        st = _lower_dir_stat(lower_fds, rel)
+        if st is None:
+            continue  # not a directory below: root 0755, as made
+        try:
+            # the layer is complete and the path was checked when made; still, never through a symlink
+            fd = lfs.openat2(rootfd, rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # replaced by a later entry of the layer: that entry's metadata is the layer's
+        try:
+            os.fchown(fd, st.st_uid, st.st_gid)
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))  # after chown, which may clear setgid
+            os.utime(fd, ns=(st.st_mtime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fd)
+
+
+def _lower_dir_stat(lower_fds, rel):
+    """stat of ``rel`` in the topmost lower that has it, if that is a directory; else None."""
+    for lfd in lower_fds:
+        try:
+            fd = lfs.openat2(lfd, rel, os.O_PATH | os.O_NOFOLLOW)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                continue
+            return None
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return st if stat.S_ISDIR(st.st_mode) else None
+    return None
 
 
 def _is_decompress_error(e):
@@ -113,10 +182,10 @@ def _is_decompress_error(e):
 
 
 class _Applier:
-    def __init__(self, rootfd, lower_fds):
+    def __init__(self, rootfd):
         self.rootfd = rootfd
-        self.lower_fds = lower_fds
-        self.dir_times = []  # (relpath, mtime_ns) set last, deepest first
+        self.dir_times = {}  # relpath -> mtime_ns of directories with an entry, set last
+        self.implied = {}    # relpath -> None: directories made for entries below them only
 
     # --- path resolution -------------------------------------------------------------
 
@@ -140,7 +209,7 @@ class _Applier:
                     if e.errno != errno.ENOENT:
                         raise self._resolve_error(e, name, "/".join(done)) from None
                     os.mkdir(comp, 0o755, dir_fd=fd)
-                    self._copy_lower_dir_meta(fd, comp, "/".join(done))
+                    self.implied["/".join(done)] = None
                     nfd = lfs.openat2(fd, comp, _DIR_PATH)
                 os.close(fd)
                 fd = nfd
@@ -162,25 +231,6 @@ class _Applier:
         else:
             return OSError(e.errno, f"layer entry {name!r}: open `{rel}`: {os.strerror(e.errno)}")
         return InvalidArgument(f"layer entry {name!r}: path `{rel}` {why}")
-
-    def _copy_lower_dir_meta(self, pfd, comp, rel):
-        for lfd in self.lower_fds:
-            try:
-                fd = lfs.openat2(lfd, rel, os.O_PATH | os.O_NOFOLLOW)
-            except OSError as e:
-                if e.errno == errno.ENOENT:
-                    continue
-                return
-            try:
-                st = os.fstat(fd)
-            finally:
-                os.close(fd)
-            if not stat.S_ISDIR(st.st_mode):
-                return
-            os.chown(comp, st.st_uid, st.st_gid, dir_fd=pfd, follow_symlinks=False)
-            os.chmod(comp, stat.S_IMODE(st.st_mode), dir_fd=pfd)
-            self.dir_times.append((rel, st.st_mtime_ns))
-            return
 
     # --- entries -----------------------------------------------------------------------
 
@@ -226,6 +276,10 @@ class _Applier:
         name = ti.name
         if ti.islnk() and posixpath.normpath(ti.linkname.lstrip("/") or ".") == rel:
             return  # a hard link to itself: nothing to do
+        # an entry of its own: no longer implied (a directory keeps its entry's metadata; anything
+        # else replaces it)
+        self.implied.pop(rel, None)
+        self.dir_times.pop(rel, None)
         existing = _lstat(base, pfd)
         if existing is not None and not (ti.isdir() and stat.S_ISDIR(existing.st_mode)):
             if stat.S_ISDIR(existing.st_mode):
@@ -240,7 +294,7 @@ class _Applier:
             if existing is None:
                 os.mkdir(base, 0o700, dir_fd=pfd)
             self._meta(ti, pfd, base, mode)
-            self.dir_times.append((rel, _ns(ti.mtime)))
+            self.dir_times[rel] = _ns(ti.mtime)
             return
         if ti.isreg():
             fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -322,7 +376,7 @@ class _Applier:
                                            f"{os.strerror(e.errno)}") from None
 
     def finish(self):
-        for rel, ns in reversed(self.dir_times):
+        for rel, ns in self.dir_times.items():
             try:
                 fd = lfs.openat2(self.rootfd, rel, os.O_RDONLY | os.O_DIRECTORY)
             except OSError:

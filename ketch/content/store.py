@@ -207,6 +207,8 @@ class Writer:
     """One ingest. ``write`` appends; ``commit`` verifies and publishes; ``abort`` discards.
 
     ``offset`` is how many bytes are already there (non-zero when resuming ``ref``).
+    ``data_path`` is the ingest file: another party may read the bytes written so far from it
+    (a pull unpacks a layer while it downloads); it is gone after commit or abort.
     Only one Writer may hold a ref at a time (Unavailable otherwise), across processes.
     Usable as a context manager: leaving the block without commit aborts, except that an
     exception with a named ``ref`` keeps the partial data for a later resume.
@@ -225,6 +227,7 @@ class Writer:
         with open(os.path.join(self._dir, "ref"), "w", encoding="utf-8") as f:
             f.write(ref)
         self._data = os.path.join(self._dir, "data")
+        self.data_path = self._data
         self._fd = os.open(self._data, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

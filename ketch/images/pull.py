@@ -19,6 +19,7 @@ daemon can stream them as they are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 
@@ -27,10 +28,11 @@ from ketch.oci import digest as dg
 from ketch.oci import image as oci
 from ketch.oci import platform as oplatform
 from ketch.oci import reference
-from ketch.snapshots import COMMITTED, unpack_layer
+from ketch.snapshots import COMMITTED, DetachedUnpack
 
 CONCURRENT_DOWNLOADS = 4
 _PROGRESS_STEP = 1 << 19
+_WRITE_BACKLOG = 8 << 20
 
 
 class _Follower:
@@ -149,8 +151,9 @@ class _Prefixed:
         return True
 
 
-def _unpack_plain(sn, stream, parent, diff_id, digest):
-    """unpack_layer with gzip decoded here (see _Gunzip); other compressions are left to apply_layer."""
+def _apply_plain(u, stream, digest):
+    """DetachedUnpack.apply with gzip decoded here (see _Gunzip); other compressions are left to
+    apply_layer, which then checks the blob digest too."""
     head = b""
     while len(head) < 2:
         chunk = stream.read(2 - len(head))
@@ -158,8 +161,46 @@ def _unpack_plain(sn, stream, parent, diff_id, digest):
             break
         head += chunk
     if head[:2] == b"\x1f\x8b":
-        return unpack_layer(sn, _Gunzip(stream, head), parent, diff_id)
-    return unpack_layer(sn, _Prefixed(head, stream), parent, diff_id, digest)
+        return u.apply(_Gunzip(stream, head))
+    return u.apply(_Prefixed(head, stream), digest)
+
+
+async def _thread(ex, fn, *args):
+    """run_in_executor, except that a cancelled caller still waits for the thread to end before
+    it sees CancelledError: the cleanup that follows never races the work (e.g. removing a
+    snapshot a layer is being written into, closing a file being written)."""
+    fut = asyncio.get_running_loop().run_in_executor(ex, fn, *args)
+    cancelled = False
+    while not fut.done():
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            cancelled = cancelled or not fut.done()
+        except BaseException:  # noqa: BLE001 - fut.result() below raises it
+            pass
+    if cancelled:
+        if not fut.cancelled():
+            fut.exception()  # retrieved: the cancellation is what the caller reports
+        raise asyncio.CancelledError()
+    return fut.result()
+
+
+async def _unpack(ex, u, read_stream, digest, parent_ready):
+    """Apply layer ``u`` from ``read_stream()`` at once (in parallel with the other layers), then
+    commit it when its parent is committed (ChainID order). Returns the ApplyResult or None."""
+    def apply():
+        with read_stream() as stream:
+            return _apply_plain(u, stream, digest)
+    while not u.acquire(blocking=False):   # another unpack of this ChainID (another pull) runs
+        await asyncio.sleep(0.05)
+    try:
+        res = await _thread(ex, apply)    # on failure apply() has removed what it made
+        await parent_ready()
+        await _thread(ex, u.commit)       # on failure commit() has removed what it made
+    except BaseException:
+        u.abort()  # the parent failed or the pull was cancelled: nothing of this layer stays
+        raise
+    return res
 
 
 def _exists(sn, chain):
@@ -251,10 +292,17 @@ def _shared_gc_lock(svc):
 
 
 async def _layers(svc, c, ref, man, diff_ids, chains, emit):
+    """Every layer is downloaded (4 at a time) and, as its bytes arrive, applied into its own
+    snapshot without waiting for the layers below (DetachedUnpack); the snapshots are committed
+    bottom up, each once its parent is."""
     n = len(man.layers)
     done = [asyncio.get_running_loop().create_future() for _ in range(n)]
     sizes = [None] * n
     sem = asyncio.Semaphore(CONCURRENT_DOWNLOADS)
+    # the pull's own threads: an unpacker waiting for its download's bytes must not hold one of
+    # the default executor's few workers; per download one unpacker and one writer, plus commits
+    from concurrent.futures import ThreadPoolExecutor
+    ex = ThreadPoolExecutor(max_workers=2 * CONCURRENT_DOWNLOADS + 2, thread_name_prefix="ketch-pull")
 
     for i, d in enumerate(man.layers):
         if svc.content.has(d.digest) and _exists(svc.snapshots, chains[i]):
@@ -274,14 +322,14 @@ async def _layers(svc, c, ref, man, diff_ids, chains, emit):
             sizes[i] = svc.layer_size(chain)
             return
         if svc.content.has(d.digest):
-            await parent_ready(i)
             emit("Extracting", id=short)
-            sizes[i] = await asyncio.to_thread(_unpack_stored, svc, d, parent, diff_ids[i])
+            sizes[i] = await _unpack_stored(ex, svc, d, parent, diff_ids[i], chain, lambda: parent_ready(i))
             emit("Pull complete", id=short)
             return
         async with sem:
-            sizes[i] = await _download(svc, c, ref, d, parent, diff_ids[i], chain,
-                                       lambda: parent_ready(i), emit)
+            rest = await _download(ex, svc, c, ref, d, parent, diff_ids[i], chain, lambda: parent_ready(i),
+                                   emit)
+        sizes[i] = await rest()   # the download slot is free while this layer waits for its parent
         emit("Pull complete", id=short)
 
     async def run(i):
@@ -303,13 +351,78 @@ async def _layers(svc, c, ref, man, diff_ids, chains, emit):
             if f.done() and not f.cancelled():
                 f.exception()  # mark retrieved
         raise
+    finally:
+        ex.shutdown(wait=False)  # every job was awaited to its end (_thread)
     return sizes
 
 
-def _unpack_stored(svc, d, parent, diff_id):
-    with svc.content.open(d.digest) as f:
-        chain, res = _unpack_plain(svc.snapshots, f, parent, diff_id, d.digest)
+async def _unpack_stored(ex, svc, d, parent, diff_id, chain, parent_ready):
+    u = DetachedUnpack(svc.snapshots, parent, diff_id)
+    res = await _unpack(ex, u, lambda: svc.content.open(d.digest), d.digest, parent_ready)
     return res.uncompressed_size if res else svc.layer_size(chain)
+
+
+class _BackgroundWriter:
+    """Feeds a download's chunks to its content Writer (sha256 and write, both without the GIL)
+    on a worker thread, so the event loop only receives: whatever arrives while one batch is
+    written goes in the next batch; more than _WRITE_BACKLOG bytes waiting makes the download wait.
+    Each batch, once in the ingest file, is announced to the unpacker (``follower.notify``)."""
+
+    def __init__(self, ex, w, follower):
+        self._ex, self._w, self._follower = ex, w, follower
+        self._pending, self._pending_bytes = [], 0
+        self._inflight = None
+        self.received = w.offset
+
+    def _write_batch(self, chunks):
+        for chunk in chunks:
+            self._w.write(chunk)
+        if self._follower is not None:
+            self._follower.notify(self._w.offset)
+
+    def _submit(self):
+        if self._inflight is not None:
+            self._inflight.result()  # a failed batch (e.g. beyond the expected size) stops the download
+            self._inflight = None
+        if self._pending:
+            batch, self._pending, self._pending_bytes = self._pending, [], 0
+            self._inflight = asyncio.get_running_loop().run_in_executor(self._ex, self._write_batch, batch)
+
+    async def write(self, chunk):
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
+        self.received += len(chunk)
+        if self._inflight is not None and not self._inflight.done():
+            if self._pending_bytes < _WRITE_BACKLOG:
+                return
+            await asyncio.wait([self._inflight])
+        self._submit()
+
+    async def drain(self):
+        """Everything received is in the ingest (and its hash)."""
+        while self._pending or self._inflight is not None:
+            if self._inflight is not None:
+                await asyncio.wait([self._inflight])
+            self._submit()
+
+    async def settle(self):
+        """Return only when no batch is being written (a cancellation meanwhile is absorbed: the
+        caller is on its way out with an error already); errors are dropped."""
+        if self._inflight is not None:
+            await _wait_quietly(self._inflight)
+            if not self._inflight.cancelled():
+                self._inflight.exception()
+        self._inflight = None
+        self._pending = []
+
+
+async def _wait_quietly(fut):
+    """Wait until ``fut`` is done, whatever happens to the waiting task meanwhile (for error paths)."""
+    while not fut.done():
+        try:
+            await asyncio.wait([fut])
+        except asyncio.CancelledError:
+            pass
 
 
 async def _open_writer(svc, d):
@@ -323,51 +436,39 @@ async def _open_writer(svc, d):
             await asyncio.sleep(0.2)
 
 
-async def _download(svc, c, ref, d, parent, diff_id, chain, parent_ready, emit):
+async def _download(ex, svc, c, ref, d, parent, diff_id, chain, parent_ready, emit):
+    """Download layer ``d`` into its ingest while a thread applies it (from the ingest file as it
+    grows); returns once the blob is committed, with an async callable that finishes the unpack
+    (waits for the parent, commits the snapshot) and returns the layer's unpacked size."""
     short = d.digest[7:19]
     w = await _open_writer(svc, d)
     if w is None:
-        await parent_ready()
-        return await asyncio.to_thread(_unpack_stored, svc, d, parent, diff_id)
+        async def stored():
+            return await _unpack_stored(ex, svc, d, parent, diff_id, chain, parent_ready)
+        return stored
     need_unpack = not _exists(svc.snapshots, chain)
-    follower = _Follower(w._data) if need_unpack else None
-    result = {}
-
-    def unpack_following():
-        try:
-            return _unpack_plain(svc.snapshots, follower, parent, diff_id, d.digest)
-        finally:
-            follower.close()  # here, not in the coroutine: the thread may outlive a cancellation
-
-    async def unpacker():
-        try:
-            await parent_ready()
-        except BaseException:
-            follower.close()
-            raise
-        result["started"] = True
-        chain_, res = await asyncio.to_thread(unpack_following)
-        result["size"] = res.uncompressed_size if res else None
-
-    ut = asyncio.create_task(unpacker()) if need_unpack else None
+    follower = _Follower(w.data_path) if need_unpack else None
+    ut = None
+    if need_unpack:
+        u = DetachedUnpack(svc.snapshots, parent, diff_id)
+        ut = asyncio.create_task(_unpack(ex, u, lambda: contextlib.nullcontext(follower), d.digest, parent_ready))
+    bw = _BackgroundWriter(ex, w, follower)
     ok = False
     try:
         if w.offset < d.size:
-            r = await c.open_layer(ref, d, offset=w.offset)
             # the content writer hashes every byte and commit() checks the digest: the reader's own
             # check (made when it starts at 0) would hash the same bytes a second time on this thread
-            r._hasher = None
+            r = await c.open_layer(ref, d, offset=w.offset, verify=False)
             async with r:
                 last = 0
                 while chunk := await r.read(1 << 20):
-                    w.write(chunk)
-                    if follower:
-                        follower.notify(w.offset)
-                    if w.offset - last >= _PROGRESS_STEP or w.offset == d.size:
-                        emit("Downloading", id=short, current=w.offset, total=d.size)
-                        last = w.offset
+                    await bw.write(chunk)
+                    if bw.received - last >= _PROGRESS_STEP or bw.received == d.size:
+                        emit("Downloading", id=short, current=bw.received, total=d.size)
+                        last = bw.received
                     if ut is not None and ut.done():
                         break  # the unpacker failed (it cannot finish before the data does)
+                await bw.drain()
         if ut is not None and ut.done() and ut.exception() is not None:
             got = w.digest()
             if w.offset == d.size and got != d.digest:
@@ -378,28 +479,36 @@ async def _download(svc, c, ref, d, parent, diff_id, chain, parent_ready, emit):
                 raise InvalidArgument(f"layer {d.digest}: {err}") from None
             raise err
         emit("Verifying Checksum", id=short)
-        w.commit()  # size and digest; a mismatch discards the ingest (InvalidArgument)
+        # size and digest (a mismatch discards the ingest: InvalidArgument); fsync, off the event loop
+        await _thread(ex, w.commit)
         ok = True
         emit("Download complete", id=short)
         if follower:
-            follower.finish()
+            follower.finish()  # EOF for the unpacker only now: it never applies unverified bytes
             emit("Extracting", id=short)
-            await ut
     except BaseException as e:
+        await bw.settle()  # no write of this layer runs past here (the ingest is closed below)
         if follower:
             follower.finish(e if isinstance(e, Exception) else Unavailable("pull cancelled"))
         if ut is not None:
-            if not result.get("started"):
-                ut.cancel()
-            try:
-                await ut
-            except BaseException:  # noqa: BLE001 - the download's error is the one to report
-                pass
+            ut.cancel()  # waits for its thread, removes its snapshot
+            await _wait_quietly(ut)
+            if not ut.cancelled():
+                ut.exception()  # the download's error is the one to report
+            follower.close()
         if not ok:
             if isinstance(e, (FailedPrecondition, InvalidArgument)):
                 w.abort()  # the bytes are known bad: nothing of them stays
             else:
                 w.close()  # keep them for a resume
         raise
-    size = result.get("size")
-    return size if size is not None else svc.layer_size(chain)
+
+    async def rest():
+        if ut is None:
+            return svc.layer_size(chain)
+        try:
+            res = await ut   # cancelling this cancels ut, which cleans up after its thread
+        finally:
+            follower.close()
+        return res.uncompressed_size if res else svc.layer_size(chain)
+    return rest

@@ -125,13 +125,14 @@ class BlobReader:
 
     Resumes with Range after a dropped connection (up to the client's retry count per
     break). If opened at offset 0 it hashes what it yields and raises FailedPrecondition
-    at the end if the digest does not match; if `size` was given, a longer or shorter
-    blob is refused. `size` (total length) is known after open when the server said it.
+    at the end if the digest does not match (unless opened with `verify=False`: the caller hashes
+    the bytes itself, e.g. a content Writer whose commit checks the digest, and the same bytes
+    are not hashed twice); if `size` was given, a longer or shorter blob is refused. `size` (total length) is known after open when the server said it.
     Always close it (`async with` or `await reader.close()`).
     """
 
     def __init__(self, client: RegistryClient, source: str, digest: str, offset: int, size: int | None,
-                 opener: Callable):
+                 opener: Callable, verify: bool = True):
         self._client = client
         self._source = source      # for messages: the repository or URL
         self._opener = opener      # async (position) -> open 200/206 response
@@ -140,7 +141,7 @@ class BlobReader:
         self.position = offset
         self.size = size
         self._resp = None
-        self._hasher = hashlib.new(digest.partition(":")[0]) if offset == 0 else None
+        self._hasher = hashlib.new(digest.partition(":")[0]) if offset == 0 and verify else None
         self._done = False
         self.resumes = 0
 
@@ -577,14 +578,14 @@ class RegistryClient:
         return resp
 
     async def open_blob(self, ref: Reference | str, digest: str, offset: int = 0,
-                        size: int | None = None) -> BlobReader:
-        """Open a blob for streaming from `offset` (Range); see BlobReader."""
+                        size: int | None = None, verify: bool = True) -> BlobReader:
+        """Open a blob for streaming from `offset` (Range); see BlobReader (and its `verify`)."""
         ref = _as_repo(ref) if isinstance(ref, str) else ref
         validate_digest(digest)
         if offset < 0 or (size is not None and offset > size):
             raise InvalidArgument(f"open blob {digest}: bad offset {offset}")
         r = BlobReader(self, ref.name, digest, offset, size,
-                       lambda pos: self._blob_response(ref, digest, pos))
+                       lambda pos: self._blob_response(ref, digest, pos), verify)
         if size is not None and offset == size:
             r._done = True
             return r
@@ -600,7 +601,8 @@ class RegistryClient:
             await self._fail(resp, what)
         return resp
 
-    async def open_layer(self, ref: Reference | str, desc: oci_image.Descriptor, offset: int = 0) -> BlobReader:
+    async def open_layer(self, ref: Reference | str, desc: oci_image.Descriptor, offset: int = 0,
+                         verify: bool = True) -> BlobReader:
         """Open a layer by its descriptor. Non-distributable (foreign) layers with `urls` are
         fetched from those URLs first, as Docker does (digest and size verified the same way),
         then from the registry; other layers come from the registry."""
@@ -611,7 +613,7 @@ class RegistryClient:
                 if urlsplit(url).scheme not in ("http", "https"):
                     continue
                 r = BlobReader(self, url, desc.digest, offset, desc.size,
-                               lambda pos, u=url: self._url_response(u, desc.digest, pos))
+                               lambda pos, u=url: self._url_response(u, desc.digest, pos), verify)
                 try:
                     await r._open()
                     return r
@@ -619,7 +621,7 @@ class RegistryClient:
                         Internal) as e:
                     errors.append(str(e))
         try:
-            return await self.open_blob(ref, desc.digest, offset, desc.size)
+            return await self.open_blob(ref, desc.digest, offset, desc.size, verify)
         except NotFound as e:
             if errors:
                 raise NotFound(f"{e}; foreign urls failed: {'; '.join(errors)}") from None

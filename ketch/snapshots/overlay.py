@@ -170,15 +170,23 @@ class OverlaySnapshotter:
                                       "created": time.time(), "labels": dict(labels or {})}
             return self._mounts(meta, key)
 
-    def commit(self, name, key, labels=None):
+    def commit(self, name, key, labels=None, parent=None):
         """Make active snapshot ``key`` the committed snapshot ``name`` (key disappears).
 
         AlreadyExists if ``name`` exists (another unpack of the same layer won the race).
+
+        ``parent``: ``key`` was prepared without a parent (a layer applied before the layers
+        below it were committed: a parallel unpack) and is committed on top of the committed
+        snapshot ``parent``. Refused (FailedPrecondition) if ``key`` already has a parent, or
+        ``parent`` is not committed. Nothing mounts ``key`` meanwhile: its directory does not
+        depend on the lowers (the caller fixes implied directories first, see
+        ketch.archive.fix_implied_dirs).
         """
         with self._locked() as meta:
             rec = self._get(meta, key)
             if rec["kind"] != ACTIVE:
                 raise FailedPrecondition(f"commit {key}: snapshot is {rec['kind']}, not active")
+            self._check_rebase(meta, key, rec, parent)
         # flush the layer's files before the metadata says it is complete
         fd = os.open(self._fs(rec["id"]), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -189,15 +197,26 @@ class OverlaySnapshotter:
             rec = self._get(meta, key)
             if rec["kind"] != ACTIVE:
                 raise FailedPrecondition(f"commit {key}: snapshot is {rec['kind']}, not active")
+            self._check_rebase(meta, key, rec, parent)
             if name in meta["snapshots"]:
                 raise AlreadyExists(f"commit {key}: snapshot {name} already exists")
             del meta["snapshots"][key]
             new_labels = dict(rec["labels"])
             new_labels.pop(OWNER_LABEL, None)
             new_labels.update(labels or {})
-            meta["snapshots"][name] = {"id": rec["id"], "kind": COMMITTED, "parent": rec["parent"],
+            meta["snapshots"][name] = {"id": rec["id"], "kind": COMMITTED,
+                                       "parent": rec["parent"] if parent is None else parent,
                                        "created": time.time(), "labels": new_labels}
         shutil.rmtree(os.path.join(self._dir(rec["id"]), "work"), ignore_errors=True)
+
+    def _check_rebase(self, meta, key, rec, parent):
+        if parent is None:
+            return
+        if rec["parent"] is not None:
+            raise FailedPrecondition(f"commit {key} on {parent}: snapshot already has parent {rec['parent']}")
+        prec = meta["snapshots"].get(parent)
+        if prec is None or prec["kind"] != COMMITTED:
+            raise FailedPrecondition(f"commit {key} on {parent}: parent is missing or not committed")
 
     def mounts(self, key):
         """The mounts that give ``key``'s root (active or view)."""
@@ -237,6 +256,15 @@ class OverlaySnapshotter:
         with self._locked() as meta:
             self._get(meta, key)
             return [self._fs(i) for i in self._chain(meta, key)]
+
+    def layer_dirs(self, name):
+        """Committed ``name``'s own dir and its ancestors', top first: the lower dirs of a
+        snapshot prepared (or committed) on top of ``name``."""
+        with self._locked() as meta:
+            rec = self._get(meta, name)
+            if rec["kind"] != COMMITTED:
+                raise FailedPrecondition(f"layer dirs of {name}: snapshot is {rec['kind']}, not committed")
+            return [self._fs(rec["id"])] + [self._fs(i) for i in self._chain(meta, name)]
 
     def stat(self, key):
         """{'name', 'kind', 'parent', 'created', 'labels'}."""
