@@ -14,6 +14,8 @@ arrives in `Hijacked.data_received`, a half-close from the client (CloseWrite) a
 import asyncio
 import struct
 
+from ketch.detachkeys import DetachMatcher, parse_detach_keys  # noqa: F401 - re-exported
+
 STDIN, STDOUT, STDERR = 0, 1, 2
 RAW_STREAM = "application/vnd.docker.raw-stream"
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
@@ -87,46 +89,3 @@ def hijack(request, content_type: str) -> Hijacked:
     return h
 
 
-def parse_detach_keys(spec: str | None) -> bytes:
-    """Docker's detach key spec ("ctrl-p,ctrl-q", "a,ctrl-@") to bytes."""
-    if spec is None or spec == "":
-        spec = "ctrl-p,ctrl-q"
-    out = bytearray()
-    for key in spec.split(","):
-        key = key.strip()
-        if key.startswith("ctrl-") and len(key) == 6:
-            ch = key[5]
-            special = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
-            if ch.isalpha():
-                out.append(ord(ch.lower()) - ord("a") + 1)
-            elif ch in special:
-                out.append(special[ch])
-            else:
-                raise ValueError(f"invalid detach keys: {spec}")
-        elif len(key) == 1:
-            out.append(ord(key))
-        else:
-            raise ValueError(f"invalid detach keys: {spec}")
-    return bytes(out)
-
-
-class DetachMatcher:
-    """Find the detach sequence in a stdin stream; hold back a partial match."""
-
-    def __init__(self, keys: bytes):
-        self.keys = keys
-        self.held = b""
-
-    def feed(self, data: bytes) -> tuple[bytes, bool]:
-        if not self.keys:
-            return data, False
-        buf = self.held + data
-        self.held = b""
-        i = buf.find(self.keys)
-        if i >= 0:
-            return buf[:i], True
-        for n in range(min(len(self.keys) - 1, len(buf)), 0, -1):
-            if buf.endswith(self.keys[:n]):
-                self.held = buf[-n:]
-                return buf[:-n], False
-        return buf, False

@@ -8,31 +8,9 @@ the host's files.
 
 import os
 
-from ketch.errors import InvalidArgument
-
-_MAX_LINKS = 40
+from ketch.runtime.rootfs import secure_join
 
 
 def resolve(root: str, path: str, follow_final: bool = True) -> str:
-    root = os.path.realpath(root)
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    done: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        candidate = os.path.join(root, *done, part)
-        if os.path.islink(candidate) and (parts or follow_final):
-            links += 1
-            if links > _MAX_LINKS:
-                raise InvalidArgument(f"resolve `{path}` in container: too many levels of symbolic links")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                done = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        done.append(part)
-    return os.path.join(root, *done)
+    """`path` inside the container root `root`, symlinks resolved within the root."""
+    return secure_join(os.path.realpath(root), path, follow_final)

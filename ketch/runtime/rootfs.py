@@ -55,8 +55,10 @@ def parse_options(options):
     return flags, prop, ",".join(data)
 
 
-def secure_join(root, unsafe):
-    """Resolve `unsafe` as if `root` were /, following symlinks without leaving root."""
+def secure_join(root, unsafe, follow_final=True):
+    """Resolve `unsafe` as if `root` were /, following symlinks without leaving root (an absolute
+    target restarts at root, `..` stops there), as chroot would. With follow_final=False a
+    symlink in the last component is left as it is (for lstat-like uses)."""
     parts = [p for p in unsafe.split("/") if p not in ("", ".")]
     resolved = []
     hops = 0
@@ -69,12 +71,12 @@ def secure_join(root, unsafe):
         cur = os.path.join(root, *resolved, part)
         try:
             st = os.lstat(cur)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             resolved.append(part)
             continue
-        if stat.S_ISLNK(st.st_mode):
+        if stat.S_ISLNK(st.st_mode) and (parts or follow_final):
             hops += 1
-            if hops > 255:
+            if hops > 40:
                 raise InvalidArgument(f"path `{unsafe}`: too many levels of symbolic links")
             target = os.readlink(cur)
             if target.startswith("/"):
