@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# `make bench`: every side-by-side benchmark, one after another (as root; a few minutes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=.venv/bin/python
+echo "== OCI runtime: create/start/wait/delete of true (ketch-runtime vs runc vs crun)"
+$py bench/runtime_lifecycle.py -n 30
+echo
+echo "== image pull from a local registry (ketch vs skopeo vs podman), disk use of shared layers"
+$py bench/pull.py --runs 3
+echo
+echo "== engine: run --rm latency and 100 idle containers (ketch vs podman vs docker)"
+$py bench/engine.py -n 15 --idle 100
