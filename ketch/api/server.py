@@ -152,8 +152,12 @@ class Api:
             resp = jresp({"message": str(e)}, status)
         except web.HTTPException:
             raise
-        except (ConnectionResetError, asyncio.CancelledError):
+        except asyncio.CancelledError:
             raise
+        except ConnectionResetError:
+            # the client hung up mid-stream (docker run --rm stops waiting once it has the exit)
+            log.debug("client went away", extra={"method": request.method, "path": request.path})
+            return web.Response(status=499)
         except Exception as e:
             log.exception("internal error", extra={"method": request.method, "path": request.path})
             resp = jresp({"message": f"internal error: {type(e).__name__}: {e}"}, 500)
