@@ -24,12 +24,12 @@ import time
 
 from ketch.engine import logs as logs_mod
 from ketch.engine import spec as spec_mod
-from ketch.engine.container import Container, new_id, now_rfc3339, parse_rfc3339, ZERO_TIME
+from ketch.engine.container import Container, new_id, now_rfc3339, ZERO_TIME
 from ketch.engine.events import EventBus, make_event
-from ketch.errors import (AlreadyExists, Conflict, FailedPrecondition, Internal, InvalidArgument,
+from ketch.errors import (Conflict, Internal, InvalidArgument,
                           KetchError, NotFound)
 from ketch.monitor import conmon
-from ketch.monitor.ociruntime import OciRuntime
+from ketch.monitor import ociruntime
 
 log = logging.getLogger("ketch.engine")
 
@@ -102,7 +102,7 @@ class Engine:
         self.containers_dir = os.path.join(data_root, "containers")
         os.makedirs(self.containers_dir, exist_ok=True)
         self.runtime_binary = runtime
-        self.runtime = OciRuntime(runtime, os.path.join(run_root, "runtime"))
+        self.runtime = ociruntime.for_binary(runtime, os.path.join(run_root, "runtime"))
         self.conmon_binary = conmon_binary
         self.images = images
         self.cgroup_parent = cgroup_parent
@@ -228,7 +228,7 @@ class Engine:
         if rp_name not in RESTART_POLICIES:
             raise InvalidArgument(f"invalid restart policy '{rp_name}'")
         if rp.get("MaximumRetryCount") and rp_name != "on-failure":
-            raise InvalidArgument(f"invalid restart policy: maximum retry count can only be used with 'on-failure'")
+            raise InvalidArgument("invalid restart policy: maximum retry count can only be used with 'on-failure'")
         if int(rp.get("MaximumRetryCount") or 0) < 0:
             raise InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
         if hc.get("AutoRemove") and rp_name not in ("", "no"):
@@ -413,7 +413,7 @@ class Engine:
             if c.status in ("running", "paused"):
                 return False
             if c.status == "removing":
-                raise Conflict(f"container is marked for removal and cannot be started")
+                raise Conflict("container is marked for removal and cannot be started")
             if c.restart_task and not c.restart_task.done():
                 c.restart_task.cancel()
             c.k["manual_stop"] = False
@@ -979,7 +979,7 @@ class Engine:
         """A connected conmon attach socket; waits for the next start if not running."""
         c = self.get(ref)
         if c.status == "paused":
-            raise Conflict(f"You cannot attach to a paused container, unpause it first")
+            raise Conflict("You cannot attach to a paused container, unpause it first")
         if c.status == "running":
             return c, await conmon.connect_attach(c.bundle)
         fut = asyncio.get_running_loop().create_future()
@@ -1242,7 +1242,7 @@ class Engine:
         lines = out.decode().splitlines()
         titles = lines[0].split()
         if "PID" not in titles:
-            raise InvalidArgument(f"Couldn't find PID field in ps output")
+            raise InvalidArgument("Couldn't find PID field in ps output")
         pid_index = titles.index("PID")
         procs = []
         for line in lines[1:]:

@@ -110,3 +110,74 @@ def _message(err: bytes) -> str:
         if line:
             lines.append(line)
     return "; ".join(lines)
+
+
+class InProcessKetchRuntime(OciRuntime):
+    """ketch-runtime's non-forking operations called as a library, in a worker thread.
+
+    start, kill, delete, state, pause, resume, ps and update only touch files, cgroups and
+    signals, so ketchd can do them itself instead of starting an interpreter for each (about
+    10 ms a call); create and exec fork into the container's namespaces and stay separate
+    processes, run by conmon, exactly as with any runc-compatible runtime. Same state root,
+    same code, same results as the command line.
+    """
+
+    async def _call(self, what: str, cid: str, fn, *args):
+        from ketch import errors
+        try:
+            return await asyncio.to_thread(fn, self.root, cid, *args)
+        except errors.NotFound as e:
+            raise NotFound(f"{what} `{cid}`: {e}") from None
+        except errors.FailedPrecondition as e:
+            raise Conflict(f"{what} `{cid}`: {e}") from None
+        except (errors.KetchError, OSError) as e:
+            raise Internal(f"{what} `{cid}`: {e}") from None
+
+    async def start(self, cid: str) -> None:
+        from ketch.runtime import container
+        await self._call("start container", cid, container.start)
+
+    async def kill(self, cid: str, signal: str | int, all_: bool = False) -> None:
+        from ketch.runtime import container
+        await self._call("kill container", cid, container.kill, str(signal), all_)
+
+    async def delete(self, cid: str, force: bool = True) -> None:
+        from ketch.runtime import container
+        try:
+            await self._call("delete container", cid, container.delete, force)
+        except NotFound:
+            pass
+
+    async def state(self, cid: str) -> dict | None:
+        from ketch import errors
+        from ketch.runtime import state as st
+
+        def load(root, cid):
+            return st.load(root, cid).runc_state()
+        try:
+            return await asyncio.to_thread(load, self.root, cid)
+        except (errors.KetchError, OSError):
+            return None
+
+    async def pause(self, cid: str) -> None:
+        from ketch.runtime import container
+        await self._call("pause container", cid, container.pause)
+
+    async def resume(self, cid: str) -> None:
+        from ketch.runtime import container
+        await self._call("unpause container", cid, container.resume)
+
+    async def ps(self, cid: str) -> list[int]:
+        from ketch.runtime import container
+        return await self._call("list processes of", cid, container.pids)
+
+    async def update(self, cid: str, resources: dict) -> None:
+        from ketch.runtime import container
+        await self._call("update container", cid, container.update, resources)
+
+
+def for_binary(binary: str, root: str) -> OciRuntime:
+    """The driver for a runtime binary: in-process for ketch-runtime, its command line otherwise."""
+    if os.path.basename(binary) == "ketch-runtime" and os.environ.get("KETCH_RUNTIME_IN_PROCESS", "1") != "0":
+        return InProcessKetchRuntime(binary, root)
+    return OciRuntime(binary, root)
