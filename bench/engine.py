@@ -2,7 +2,7 @@
 """End-to-end container start, side by side: `ketch run` vs `podman run` vs `docker run`, and
 100 idle containers (start time, host memory per container) against podman.
 
-Usage: .venv/bin/python bench/engine.py [-n RUNS] [--idle 100] [--ketch-runtimes runc,crun]
+Usage: .venv/bin/python bench/engine.py [-n RUNS] [--idle 100] [--ketch-runtimes ketch-runtime,runc]
                                         [--no-docker] [--no-podman]
 
 Everything runs in private temp directories, on the same busybox image (ketch's base image from
@@ -339,7 +339,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", "--runs", type=int, default=15)
     ap.add_argument("--idle", type=int, default=100)
-    ap.add_argument("--ketch-runtimes", default="runc")
+    ap.add_argument("--ketch-runtimes", default="ketch-runtime,runc")
     ap.add_argument("--no-docker", action="store_true")
     ap.add_argument("--no-podman", action="store_true")
     args = ap.parse_args()
