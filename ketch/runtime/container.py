@@ -141,9 +141,6 @@ def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=Fa
             os._exit(1)
         child_pids.append(pid1)
         child.close()
-        mgr.apply(pid1)
-        mgr.set(_resources(linux))
-        parent.send("go")
         msg = parent.recv()
         if msg and msg["type"] == "userns":
             _write_id_maps(pid1, linux)
@@ -155,6 +152,11 @@ def create(root, cid, bundle, *, console_socket=None, pid_file=None, no_pivot=Fa
             raise channel._ChildError(msg["msg"], msg.get("kind", "Internal"))
         pid = msg["pid"]
         child_pids.append(pid)
+        # the init builds its root meanwhile; the first move into a v1 cgroup waits for an RCU
+        # grace period (~10 ms), so doing it now overlaps the two
+        mgr.apply(pid)
+        mgr.set(_resources(linux))
+        parent.send("cgroup")
         start_time, _ = st.proc_start_time(pid)
         state.data.update(pid=pid, start_time=start_time)
         state.save()

@@ -68,7 +68,6 @@ def joiner(ch, cfg, opts):
     try:
         nss = cfgmod.namespaces(cfg)
         preload(cfg)
-        ch.expect("go")          # the runtime has put us in the cgroup
         join_namespaces(nss)
         if "user" in nss and not nss["user"]:
             sc.unshare(sc.CLONE_NEWUSER)
@@ -78,7 +77,8 @@ def joiner(ch, cfg, opts):
             os.setresuid(0, 0, 0)
         flags = 0
         for t, path in nss.items():
-            if t != "user" and not path:
+            # a new cgroup namespace is made by the init itself, once it is in its cgroup
+            if t not in ("user", "cgroup") and not path:
                 flags |= sc.NAMESPACE_FLAGS[t]
         if flags:
             sc.unshare(flags)
@@ -116,6 +116,16 @@ def container_init(ch, cfg, opts):
     proc = cfg.get("process") or {}
     userns = "user" in nss
     rootfs = opts["rootfs"]
+    joined = []
+
+    def in_cgroup():
+        """Wait until the runtime has moved us into the container's cgroup (it does so while we
+        build the root), then make the cgroup namespace, rooted there."""
+        if not joined:
+            ch.expect("cgroup")
+            if "cgroup" in nss and not nss["cgroup"]:
+                sc.unshare(sc.CLONE_NEWCGROUP)
+            joined.append(True)
     if proc.get("terminal") or opts.get("console_fd") is not None:
         os.setsid()
     if "network" in nss and not nss["network"]:
@@ -133,6 +143,8 @@ def container_init(ch, cfg, opts):
         cg_paths = opts.get("cgroup_paths") or {}
         dev_is_mount = False
         for m in cfg.get("mounts", []) or []:
+            if m.get("type") == "cgroup":
+                in_cgroup()
             rfs.mount_one(rootfs, m, userns=userns, cgroup_paths=cg_paths, cgroupns="cgroup" in nss)
             if m["destination"].rstrip("/") == "/dev":
                 dev_is_mount = True
@@ -140,6 +152,7 @@ def container_init(ch, cfg, opts):
             rfs.create_devices(rootfs, linux.get("devices"), userns=userns)
         if dev_is_mount:
             rfs.default_symlinks(rootfs)
+    in_cgroup()
     ch.send("hooks")                       # runtime runs prestart and createRuntime hooks
     ch.expect("go")
     from ketch.runtime import hooks
