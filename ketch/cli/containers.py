@@ -14,7 +14,6 @@ run, 127 when it is not found, else the container's; bad flag values 125; other 
 The daemon: --host/-H, $KETCH_HOST, else unix:///run/ketch/ketch.sock.
 """
 
-import json
 import os
 import sys
 
@@ -44,17 +43,16 @@ def command(name: str, engine_code: int = 1):
     """Wrap f(args, ctx) so errors print as docker's and give docker's exit codes."""
     def deco(fn):
         def run(args, ctx):
-            from ketch.cli.runopts import FlagError
-            from ketch.client import DaemonNotRunning
             try:
                 return fn(args, ctx) or 0
-            except FlagError as e:
-                _err(f"ketch: {e}\nSee 'ketch {name} --help'.")
-                return 125
-            except DaemonNotRunning as e:
-                _err(str(e))
-                return 1
             except KetchError as e:
+                if _is_flag_error(e):
+                    _err(f"ketch: {e}\nSee 'ketch {name} --help'.")
+                    return 125
+                from ketch.client import DaemonNotRunning
+                if isinstance(e, DaemonNotRunning):
+                    _err(str(e))
+                    return 1
                 if getattr(args, "debug", False):
                     import traceback
                     traceback.print_exc()
@@ -62,6 +60,12 @@ def command(name: str, engine_code: int = 1):
                 return engine_code
         return run
     return deco
+
+
+def _is_flag_error(e) -> bool:
+    # a FlagError exists only once runopts is imported: don't import it (and its regexes) to ask
+    ro = sys.modules.get("ketch.cli.runopts")
+    return ro is not None and isinstance(e, ro.FlagError)
 
 
 def _flag_error_exit(name):
@@ -388,7 +392,7 @@ def _ps_row(c: dict, trunc: bool) -> dict:
     if "SizeRw" in c:
         size = f"{fmt.human_size(c.get('SizeRw'))} (virtual {fmt.human_size(c.get('SizeRootFs'))})"
     return {"ID": c["Id"][:12] if trunc else c["Id"], "Image": c.get("Image", ""),
-            "Command": json.dumps(_ellipsis(cmd, 20) if trunc else cmd, ensure_ascii=False),
+            "Command": fmt.to_json(_ellipsis(cmd, 20) if trunc else cmd),
             "CreatedAt": _created_at(c.get("Created", 0)), "RunningFor": fmt.since(c.get("Created", 0)),
             "Ports": "", "State": c.get("State", ""), "Status": c.get("Status", ""), "Size": size,
             "Names": names, "Labels": ",".join(f"{k}={v}" for k, v in sorted((c.get("Labels") or {}).items())),
@@ -448,7 +452,6 @@ def _relative_time(v: str | None) -> str | None:
 
 @command("logs")
 def cmd_logs(args, ctx):
-    import http.client
     import time
     from ketch.client import DaemonNotRunning
     from ketch.client.streams import Demux
@@ -468,7 +471,7 @@ def cmd_logs(args, ctx):
             resp = client.container_logs(args.container, follow=args.follow, timestamps=args.timestamps or stamp,
                                          tail=tail if last_ts is None else None,
                                          since=since if last_ts is None else last_ts, until=until)
-        except (DaemonNotRunning, ConnectionError, http.client.HTTPException):
+        except (DaemonNotRunning, ConnectionError):  # ConnectionError: also unixhttp.ConnectionLost
             if deadline is None or time.time() > deadline:  # not following a dropped stream
                 raise
             time.sleep(0.2)
@@ -513,7 +516,7 @@ def cmd_logs(args, ctx):
             if rawbuf:
                 _write(1, rawbuf)
             return 0
-        except (http.client.IncompleteRead, ConnectionError, OSError):
+        except OSError:  # a reset, or unixhttp.ConnectionLost (a ConnectionError) for a cut-off answer
             if not args.follow:
                 raise DaemonNotRunning(f"Cannot connect to the Ketch daemon at {client.host}. "
                                        "Is ketchd running?") from None
@@ -604,7 +607,7 @@ def cmd_inspect(args, ctx):
         for obj in found:
             print(fmt.render(args.format, obj))
     else:
-        print(json.dumps(found, indent=4, ensure_ascii=False))
+        print(fmt.to_json(found, indent=4))
     return rc
 
 
@@ -846,8 +849,8 @@ def _refs(p, many=True, dest="containers"):
 
 
 def register(sub, name, help_):
-    from ketch.cli import runopts
     if name in ("run", "create"):
+        from ketch.cli import runopts
         p = _parser(sub, name, help_)
         runopts.add_create_flags(p, run=name == "run")
         p.set_defaults(func=cmd_run if name == "run" else cmd_create)

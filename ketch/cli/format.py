@@ -5,11 +5,36 @@ nested fields (``{{.Config.Cmd}}``), literal text with ``\\t`` and ``\\n``, and 
 ``table`` that prints a header row and aligns columns like ``docker images``.
 """
 
-import json
 import re
 import time
 
+from ketch import _json as json
+
 _FIELD = re.compile(r"\{\{\s*(json\s+)?\.([A-Za-z0-9_.]*)\s*\}\}")
+
+
+def _unserializable(o):
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+_encoder = None
+
+
+def to_json(obj, indent=None, _level=0) -> str:
+    """json.dumps(obj, indent=indent, ensure_ascii=False), on the C encoder (no `json` import)."""
+    global _encoder
+    import _json as c
+    if _encoder is None:
+        _encoder = c.make_encoder(None, _unserializable, c.encode_basestring, None, ": ", ", ", False, False, True)
+    if indent is None:
+        return "".join(_encoder(obj, 0))
+    pad, end = "\n" + " " * (indent * (_level + 1)), "\n" + " " * (indent * _level)
+    if isinstance(obj, dict) and obj:
+        return "{" + pad + ("," + pad).join(f"{c.encode_basestring(str(k))}: {to_json(v, indent, _level + 1)}"
+                                            for k, v in obj.items()) + end + "}"
+    if isinstance(obj, (list, tuple)) and obj:
+        return "[" + pad + ("," + pad).join(to_json(v, indent, _level + 1) for v in obj) + end + "]"
+    return "".join(_encoder(obj, 0))
 
 
 def human_size(n):

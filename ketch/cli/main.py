@@ -69,9 +69,9 @@ class Context:
         self.debug = args.debug
         self._images = None
         try:
-            import json
             with open(os.environ.get("KETCH_DAEMON_JSON", DAEMON_JSON), encoding="utf-8") as f:
-                cfg = json.load(f)
+                from ketch import _json
+                cfg = _json.load(f)
             self.insecure += [r for r in cfg.get("insecure-registries", []) if isinstance(r, str)]
         except (OSError, ValueError, AttributeError):
             pass
@@ -99,9 +99,46 @@ def _command_of(argv):
     return None
 
 
-def build_parser(only=None):
+_columns = None
+
+
+def _help_width() -> int:
+    """shutil.get_terminal_size().columns - 2, as argparse's HelpFormatter computes it, without
+    importing shutil (~2 ms: it pulls in bz2, lzma, fnmatch); argparse asks on every add_argument."""
+    global _columns
+    if _columns is None:
+        try:
+            cols = int(os.environ.get("COLUMNS", ""))
+        except ValueError:
+            cols = 0
+        if cols <= 0:
+            try:
+                cols = os.get_terminal_size(sys.__stdout__.fileno()).columns
+            except (AttributeError, ValueError, OSError):
+                cols = 0
+        _columns = cols or 80
+    return _columns - 2
+
+
+def _parser_class():
     import argparse
-    p = argparse.ArgumentParser(prog="ketch", description="Ketch: a container engine")
+
+    class Formatter(argparse.HelpFormatter):
+        def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+            super().__init__(prog, indent_increment, max_help_position, _help_width() if width is None else width)
+
+    class Parser(argparse.ArgumentParser):
+        """An ArgumentParser whose help formatter finds the width without shutil; subparsers inherit it."""
+
+        def __init__(self, *a, formatter_class=Formatter, **kw):
+            super().__init__(*a, formatter_class=formatter_class, **kw)
+    return Parser
+
+
+def build_parser(only=None):
+    """The parser; with ``only`` (a known command) just that command's, the others left out
+    (each placeholder parser costs a few gettext look-ups; `ketch --help` builds them all)."""
+    p = _parser_class()(prog="ketch", description="Ketch: a container engine")
     p.add_argument("--data-root", help=f"root of Ketch's state (default $KETCH_DATA_ROOT or {DEFAULT_DATA_ROOT})")
     p.add_argument("--insecure-registry", action="append", metavar="HOST[:PORT]",
                    help="a registry reached over plain http (repeatable)")
@@ -114,7 +151,7 @@ def build_parser(only=None):
             import importlib
             importlib.import_module(mod).register(sub, name, help_)
             registered.add(name)
-        else:
+        elif only is None:
             sub.add_parser(name, help=help_, add_help=False)
     return p
 
@@ -125,6 +162,8 @@ def main(argv=None):
     parser = build_parser(cmd if cmd in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
+        if args.command is not None:  # a group without its subcommand: the full command list
+            parser = build_parser()
         parser.print_help(sys.stderr if args.command is None else sys.stdout)
         return 2 if args.command is None else 0
     ctx = Context(args)

@@ -4,9 +4,9 @@
 `system df`, `system info`, `system events` through the daemon.
 """
 
-import json
 import sys
 
+from ketch import _json as json
 from ketch.cli import format as fmt
 from ketch.cli.containers import _client, _filters, _parser, command
 

@@ -1,7 +1,8 @@
 """The ketchd client: one method per Docker Engine API endpoint, over the Unix socket.
 
-Standard library only (``http.client``, ``socket``): the ``ketch`` CLI starts with
-``python3 -I -S`` and every command pays for what it imports.
+Standard library only, and little of it: HTTP/1.1 is ``ketch.client.unixhttp`` on ``_socket``
+(``http.client`` alone took ~10 ms to import); the ``ketch`` CLI starts with ``python3 -I -S``
+and every command pays for what it imports.
 
     from ketch.client import Client
     c = Client()                      # --host / $KETCH_HOST / unix:///run/ketch/ketch.sock
@@ -16,22 +17,18 @@ pull progress) are iterators; attach and exec start hijack the connection and re
 ``Hijacked`` duplex socket (``ketch.client.streams``).
 """
 
-import json
 import os
-import socket
-import sys
-from urllib.parse import quote, urlencode
 
-if "ssl" not in sys.modules:  # http.client's optional TLS: not used on a Unix socket, ~5 ms to import
-    sys.modules["ssl"] = None
-    try:
-        import http.client
-    finally:
-        del sys.modules["ssl"]
-else:
-    import http.client
-
+from ketch import _json as json
 from ketch import errors
+from ketch.client.unixhttp import (  # noqa: F401
+    ConnectionLost,
+    Response,
+    connect,
+    quote,
+    send_request,
+    urlencode,
+)
 
 DEFAULT_HOST = "unix:///run/ketch/ketch.sock"
 API_VERSION = "1.43"
@@ -67,31 +64,19 @@ def socket_path(host: str) -> str:
     raise errors.InvalidArgument(f"host {host}: only unix:// sockets are supported (no TCP without TLS)")
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout=None):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if self.timeout is not None:
-            s.settimeout(self.timeout)
-        s.connect(self.path)
-        self.sock = s
-
-
-def _qs(params: dict | None) -> str:
+def _qs(params) -> str:
+    """A dict (None values left out; bools 1/0; dicts and lists as JSON) or pairs -> "?query"."""
     if not params:
         return ""
     items = []
-    for k, v in params.items():
+    for k, v in (params.items() if isinstance(params, dict) else params):
         if v is None:
             continue
         if isinstance(v, bool):
             v = "1" if v else "0"
         elif isinstance(v, (dict, list)):
             v = json.dumps(v)
-        items.append((k, str(v)))
+        items.append((k, v))
     return "?" + urlencode(items) if items else ""
 
 
@@ -112,7 +97,6 @@ class Client:
         self.host = resolve_host(host)
         self.path = socket_path(self.host)
         self.timeout = timeout
-        self._conn: _UnixConnection | None = None
 
     # --- plumbing --------------------------------------------------------------------
     def _unavailable(self, e: OSError):
@@ -121,42 +105,36 @@ class Client:
     def _url(self, path: str, params=None) -> str:
         return f"/v{API_VERSION}{path}{_qs(params)}"
 
-    def _send(self, method, path, params=None, body=None, raw=None, headers=None, conn=None):
-        """Send a request; return (connection, response) with the head read."""
-        own = conn is not None
-        c = conn or self._conn or _UnixConnection(self.path, self.timeout)
+    def _send(self, method, path, params=None, body=None, raw=None, headers=None, timeout=None,
+              extra=None) -> Response:
+        """Connect, send a request and read the answer's head (one connection per request)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         h = {"User-Agent": "ketch-cli"}
         if body is not None:
             h["Content-Type"] = "application/json"
+        h.update(extra or {"Connection": "close"})
         h.update(headers or {})
-        url = self._url(path, params)
-        for attempt in (0, 1):
+        try:
+            s = connect(self.path, timeout)
+        except PermissionError:
+            raise errors.PermissionDenied(f"permission denied while trying to connect to the Ketch daemon "
+                                          f"socket at unix://{self.path}") from None
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            raise self._unavailable(e) from None
+        try:
             try:
-                c.request(method, url, body=data, headers=h)
-                return c, c.getresponse()
-            except (FileNotFoundError, ConnectionRefusedError, PermissionError) as e:
-                if isinstance(e, PermissionError):
-                    raise errors.PermissionDenied(f"permission denied while trying to connect to the Ketch daemon "
-                                                  f"socket at unix://{self.path}") from None
-                raise self._unavailable(e) from None
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                # a kept-alive connection the daemon closed: retry once on a fresh one
-                c.close()
-                if attempt or own or not hasattr(data, "__len__") and data is not None:
-                    raise
-                c = _UnixConnection(self.path, self.timeout)
-        raise AssertionError("unreachable")
+                send_request(s, method, self._url(path, params), h, data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the daemon may have answered (an error) before reading the whole body
+            return Response(s, method)
+        except BaseException:
+            s.close()
+            raise
 
     def request(self, method, path, params=None, body=None, raw=None, headers=None, ok=(200, 201, 204, 304)):
-        """A whole request/response on the kept-alive connection; returns (status, body bytes)."""
-        c, r = self._send(method, path, params, body, raw, headers)
-        content = r.read()
-        if r.will_close:
-            c.close()
-            self._conn = None
-        else:
-            self._conn = c
+        """A whole request/response; returns (status, body bytes)."""
+        with self._send(method, path, params, body, raw, headers, self.timeout) as r:
+            content = r.read()
         if r.status not in ok:
             raise api_error(r.status, content)
         return r.status, content
@@ -165,15 +143,13 @@ class Client:
         status, content = self.request(method, path, params, body, **kw)
         return json.loads(content) if content.strip() else None
 
-    def stream(self, method, path, params=None, body=None, raw=None, headers=None):
-        """Open a streaming response on its own connection; returns the HTTPResponse."""
-        c = _UnixConnection(self.path, None)
-        c, r = self._send(method, path, params, body, raw, headers, conn=c)
+    def stream(self, method, path, params=None, body=None, raw=None, headers=None) -> Response:
+        """Open a streaming response on its own connection (no timeout); the caller closes it."""
+        r = self._send(method, path, params, body, raw, headers)
         if r.status >= 300:
-            content = r.read()
-            c.close()
+            with r:
+                content = r.read()
             raise api_error(r.status, content)
-        r._ketch_conn = c
         return r
 
     def json_stream(self, method, path, params=None, body=None, raw=None, headers=None):
@@ -182,7 +158,7 @@ class Client:
         try:
             buf = b""
             while True:
-                chunk = r.read1(65536) if hasattr(r, "read1") else r.read(65536)
+                chunk = r.read1(65536)
                 if not chunk:
                     break
                 buf += chunk
@@ -194,52 +170,21 @@ class Client:
                 yield json.loads(buf)
         finally:
             r.close()
-            r._ketch_conn.close()
 
     def hijack(self, path, params=None, body=None):
         """POST with ``Upgrade: tcp``; return a streams.Hijacked over the raw connection."""
         from ketch.client.streams import Hijacked
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(self.path)
-        except (FileNotFoundError, ConnectionRefusedError) as e:
-            s.close()
-            raise self._unavailable(e) from None
-        data = json.dumps(body).encode() if body is not None else b""
-        head = (f"POST {self._url(path, params)} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: ketch-cli\r\n"
-                f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(data)}\r\n\r\n").encode()
-        s.sendall(head + data)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                s.close()
-                raise errors.Internal("attach: the daemon closed the connection before answering")
-            buf += chunk
-        head_b, rest = buf.split(b"\r\n\r\n", 1)
-        lines = head_b.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        hdrs = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            hdrs[k.strip().lower()] = v.strip()
-        if status not in (101, 200):
-            n = int(hdrs.get("content-length", "0") or 0)
-            while len(rest) < n:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                rest += chunk
-            s.close()
-            raise api_error(status, rest)
-        multiplexed = "multiplexed" in hdrs.get("content-type", "")
-        return Hijacked(s, rest, multiplexed)
+        r = self._send("POST", path, params, body, b"" if body is None else None,
+                       {"Content-Type": "application/json"}, extra={"Connection": "Upgrade", "Upgrade": "tcp"})
+        if r.status not in (101, 200):
+            with r:
+                content = r.read()
+            raise api_error(r.status, content)
+        multiplexed = "multiplexed" in r.getheader("content-type", "")
+        return Hijacked(r.sock, r.take_buffered(), multiplexed)
 
     def close(self):
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Nothing to do: each request has its own connection, closed with its answer."""
 
     # --- system ----------------------------------------------------------------------
     def ping(self) -> str:
@@ -266,100 +211,98 @@ class Client:
                                                       "filters": _filters(filters)})
 
     def container_inspect(self, ref: str, size=False) -> dict:
-        return self.json("GET", f"/containers/{quote(ref, safe='')}/json", {"size": size or None})
+        return self.json("GET", f"/containers/{quote(ref)}/json", {"size": size or None})
 
     def container_start(self, ref: str, detach_keys: str | None = None) -> bool:
         """True if it was started, False if it was already running (304)."""
-        return self.request("POST", f"/containers/{quote(ref, safe='')}/start",
+        return self.request("POST", f"/containers/{quote(ref)}/start",
                             {"detachKeys": detach_keys})[0] == 204
 
     def container_stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> bool:
-        return self.request("POST", f"/containers/{quote(ref, safe='')}/stop", {"t": timeout, "signal": signal})[0] == 204
+        return self.request("POST", f"/containers/{quote(ref)}/stop", {"t": timeout, "signal": signal})[0] == 204
 
     def container_restart(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
-        self.request("POST", f"/containers/{quote(ref, safe='')}/restart", {"t": timeout, "signal": signal})
+        self.request("POST", f"/containers/{quote(ref)}/restart", {"t": timeout, "signal": signal})
 
     def container_kill(self, ref: str, signal: str | None = None) -> None:
-        self.request("POST", f"/containers/{quote(ref, safe='')}/kill", {"signal": signal})
+        self.request("POST", f"/containers/{quote(ref)}/kill", {"signal": signal})
 
     def container_wait_start(self, ref: str, condition: str = "not-running"):
         """Register a waiter (the head arrives once the daemon holds it); .result() gives the answer."""
-        r = self.stream("POST", f"/containers/{quote(ref, safe='')}/wait", {"condition": condition})
+        r = self.stream("POST", f"/containers/{quote(ref)}/wait", {"condition": condition})
         return _Waiter(r)
 
     def container_wait(self, ref: str, condition: str = "not-running") -> dict:
         return self.container_wait_start(ref, condition).result()
 
     def container_remove(self, ref: str, force=False, volumes=False) -> None:
-        self.request("DELETE", f"/containers/{quote(ref, safe='')}", {"force": force or None, "v": volumes or None})
+        self.request("DELETE", f"/containers/{quote(ref)}", {"force": force or None, "v": volumes or None})
 
     def container_logs(self, ref: str, stdout=True, stderr=True, follow=False, timestamps=False, tail=None,
                        since=None, until=None):
-        """The HTTPResponse of the log stream (raw for a tty container, else stdcopy frames)."""
-        return self.stream("GET", f"/containers/{quote(ref, safe='')}/logs",
+        """The Response of the log stream (raw for a tty container, else stdcopy frames)."""
+        return self.stream("GET", f"/containers/{quote(ref)}/logs",
                            {"stdout": stdout, "stderr": stderr, "follow": follow or None,
                             "timestamps": timestamps or None, "tail": tail, "since": since, "until": until})
 
     def container_attach(self, ref: str, stdin=False, stdout=True, stderr=True, stream=True, logs=False,
                          detach_keys: str | None = None):
-        return self.hijack(f"/containers/{quote(ref, safe='')}/attach",
+        return self.hijack(f"/containers/{quote(ref)}/attach",
                            {"stdin": stdin, "stdout": stdout, "stderr": stderr, "stream": stream,
                             "logs": logs or None, "detachKeys": detach_keys})
 
     def container_resize(self, ref: str, height: int, width: int) -> None:
-        self.request("POST", f"/containers/{quote(ref, safe='')}/resize", {"h": height, "w": width})
+        self.request("POST", f"/containers/{quote(ref)}/resize", {"h": height, "w": width})
 
     def container_top(self, ref: str, ps_args: str | None = None) -> dict:
-        return self.json("GET", f"/containers/{quote(ref, safe='')}/top", {"ps_args": ps_args})
+        return self.json("GET", f"/containers/{quote(ref)}/top", {"ps_args": ps_args})
 
     def container_stats(self, ref: str, stream=True, one_shot=False):
         if not stream:
-            return self.json("GET", f"/containers/{quote(ref, safe='')}/stats",
+            return self.json("GET", f"/containers/{quote(ref)}/stats",
                              {"stream": False, "one-shot": one_shot or None})
-        return self.json_stream("GET", f"/containers/{quote(ref, safe='')}/stats", {"stream": True})
+        return self.json_stream("GET", f"/containers/{quote(ref)}/stats", {"stream": True})
 
     def container_pause(self, ref: str) -> None:
-        self.request("POST", f"/containers/{quote(ref, safe='')}/pause")
+        self.request("POST", f"/containers/{quote(ref)}/pause")
 
     def container_unpause(self, ref: str) -> None:
-        self.request("POST", f"/containers/{quote(ref, safe='')}/unpause")
+        self.request("POST", f"/containers/{quote(ref)}/unpause")
 
     def container_rename(self, ref: str, name: str) -> None:
-        self.request("POST", f"/containers/{quote(ref, safe='')}/rename", {"name": name})
+        self.request("POST", f"/containers/{quote(ref)}/rename", {"name": name})
 
     def container_update(self, ref: str, body: dict) -> dict:
-        return self.json("POST", f"/containers/{quote(ref, safe='')}/update", None, body)
+        return self.json("POST", f"/containers/{quote(ref)}/update", None, body)
 
     def container_prune(self, filters=None) -> dict:
         return self.json("POST", "/containers/prune", {"filters": _filters(filters)})
 
     def archive_stat(self, ref: str, path: str) -> dict:
         import base64
-        c, r = self._send("HEAD", f"/containers/{quote(ref, safe='')}/archive", {"path": path},
-                          conn=_UnixConnection(self.path, self.timeout))
-        r.read()
-        c.close()
+        with self._send("HEAD", f"/containers/{quote(ref)}/archive", {"path": path}, timeout=self.timeout) as r:
+            r.read()
         if r.status != 200:
             raise api_error(r.status, b"") if r.status != 404 else errors.NotFound(
                 f"Could not find the file {path} in container {ref}")
         return json.loads(base64.b64decode(r.getheader("X-Docker-Container-Path-Stat") or "e30="))
 
     def archive_get(self, ref: str, path: str):
-        """(stat dict, HTTPResponse streaming the tar)."""
+        """(stat dict, Response streaming the tar)."""
         import base64
-        r = self.stream("GET", f"/containers/{quote(ref, safe='')}/archive", {"path": path})
+        r = self.stream("GET", f"/containers/{quote(ref)}/archive", {"path": path})
         st = json.loads(base64.b64decode(r.getheader("X-Docker-Container-Path-Stat") or "e30="))
         return st, r
 
     def archive_put(self, ref: str, path: str, data, no_overwrite_dir_non_dir=False) -> None:
         """``data``: bytes or a binary file object (sent in chunks)."""
-        self.request("PUT", f"/containers/{quote(ref, safe='')}/archive",
+        self.request("PUT", f"/containers/{quote(ref)}/archive",
                      {"path": path, "noOverwriteDirNonDir": no_overwrite_dir_non_dir or None}, raw=data,
                      headers={"Content-Type": "application/x-tar"})
 
     # --- exec ------------------------------------------------------------------------
     def exec_create(self, ref: str, config: dict) -> dict:
-        return self.json("POST", f"/containers/{quote(ref, safe='')}/exec", None, config)
+        return self.json("POST", f"/containers/{quote(ref)}/exec", None, config)
 
     def exec_start(self, eid: str, detach=False, tty=False, console_size=None):
         body = {"Detach": detach, "Tty": tty}
@@ -402,20 +345,11 @@ class Client:
                                 headers={"X-Registry-Auth": auth or "e30="})
 
     def image_save(self, names: list):
-        """The HTTPResponse streaming a docker-archive tar of ``names``."""
+        """The Response streaming a docker-archive tar of ``names``."""
         return self._save(names)
 
     def _save(self, names):
-        c = _UnixConnection(self.path, None)
-        url = f"/v{API_VERSION}/images/get?" + urlencode([("names", n) for n in names])
-        try:
-            c.request("GET", url)
-            r = c.getresponse()
-        except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise self._unavailable(e) from None
-        if r.status != 200:
-            raise api_error(r.status, r.read())
-        return r
+        return self.stream("GET", "/images/get", [("names", n) for n in names])
 
     def image_load(self, data, quiet=False):
         return self.json_stream("POST", "/images/load", {"quiet": quiet or None}, raw=data,
@@ -431,7 +365,6 @@ class _Waiter:
             body = self.resp.read()
         finally:
             self.resp.close()
-            self.resp._ketch_conn.close()
         try:
             return json.loads(body)
         except ValueError:
@@ -439,4 +372,3 @@ class _Waiter:
 
     def close(self):
         self.resp.close()
-        self.resp._ketch_conn.close()

@@ -9,9 +9,9 @@ watched on the client side, as the docker CLI does: when they are typed the sess
 and the container keeps running.
 """
 
+import _socket
 import os
 import select
-import socket
 import struct
 
 from ketch.detachkeys import DetachMatcher, parse_detach_keys  # noqa: F401 - re-exported
@@ -61,9 +61,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class Hijacked:
-    """A hijacked attach/exec connection: a raw duplex socket plus bytes already read."""
+    """A hijacked attach/exec connection: a raw duplex socket (``_socket.socket``) plus bytes already read."""
 
-    def __init__(self, sock: socket.socket, pending: bytes, multiplexed: bool):
+    def __init__(self, sock, pending: bytes, multiplexed: bool):
         self.sock = sock
         self.pending = pending
         self.multiplexed = multiplexed
@@ -76,7 +76,7 @@ class Hijacked:
 
     def close_write(self) -> None:
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.shutdown(_socket.SHUT_WR)
         except OSError:
             pass
 
