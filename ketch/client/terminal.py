@@ -8,15 +8,15 @@ The SIGWINCH handler only writes a byte to a pipe; the pump loop wakes on it and
 new size, so no HTTP request is ever made from inside a signal handler.
 """
 
-import fcntl
+import _signal
 import os
-import signal
 import struct
-import termios
 
 
 def window_size(fd: int = 1):
     """(rows, cols) of the terminal on ``fd`` (or stdin), None if neither is one."""
+    import fcntl
+    import termios
     for f in (fd, 0, 1, 2):
         try:
             rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(f, termios.TIOCGWINSZ, b"\0" * 8))
@@ -28,6 +28,9 @@ def window_size(fd: int = 1):
 
 
 PROXIED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+# `_signal`, not `signal`: the module builds its Signals/Handlers enums at import (~0.6 ms of
+# every `ketch run`); handlers and numbers are all this needs
+_NAMES = {getattr(_signal, n): n for n in PROXIED}
 
 
 class Terminal:
@@ -52,18 +55,19 @@ class Terminal:
         os.set_blocking(w, False)
         self.wake_fd, self._wake_w = r, w
         if self.raw:
-            self._saved = termios.tcgetattr(self.stdin_fd)
+            import termios
             import tty
+            self._saved = termios.tcgetattr(self.stdin_fd)
             tty.setraw(self.stdin_fd, termios.TCSANOW)
         if self.resize is not None:
-            self._old_handler = signal.signal(signal.SIGWINCH, self._on_winch)
+            self._old_handler = _signal.signal(_signal.SIGWINCH, self._on_winch)
         if self.kill is not None:
             for name in PROXIED:
-                self._old_proxy[name] = signal.signal(getattr(signal, name), self._on_signal)
+                self._old_proxy[name] = _signal.signal(getattr(_signal, name), self._on_signal)
         return self
 
     def _on_signal(self, signum, frame):
-        self._pending.append(signal.Signals(signum).name)
+        self._pending.append(_NAMES.get(signum, str(signum)))
         self._on_winch(signum, frame)
 
     def on_wake(self) -> None:
@@ -94,10 +98,11 @@ class Terminal:
 
     def __exit__(self, *exc):
         if self._old_handler is not None:
-            signal.signal(signal.SIGWINCH, self._old_handler)
+            _signal.signal(_signal.SIGWINCH, self._old_handler)
         for name, h in self._old_proxy.items():
-            signal.signal(getattr(signal, name), h)
+            _signal.signal(getattr(_signal, name), h)
         if self._saved is not None:
+            import termios
             termios.tcsetattr(self.stdin_fd, termios.TCSADRAIN, self._saved)
         for fd in (self.wake_fd, self._wake_w):
             if fd is not None:
