@@ -336,7 +336,12 @@ async def _layers(svc, c, ref, man, diff_ids, chains, emit):
 
     async def run(i):
         try:
-            await one(i)
+            try:
+                await one(i)
+            except InvalidArgument as e:
+                if man.layers[i].digest not in str(e):   # say which layer it was
+                    raise InvalidArgument(f"layer {man.layers[i].digest}: {e}") from None
+                raise
             done[i].set_result(True)
         except BaseException as e:
             done[i].set_exception(e)

@@ -7,7 +7,7 @@ the parent is committed (a parallel pull) and commits it on the parent later.
 import fcntl
 import os
 
-from ketch.errors import AlreadyExists, InvalidArgument, NotFound
+from ketch.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ketch.oci import digest as dg
 from ketch.snapshots.overlay import OWNER_LABEL, owner_label
 
@@ -148,8 +148,12 @@ class DetachedUnpack:
             return self.chain  # apply() found it committed
         try:
             if self.parent is not None:
-                fix_implied_dirs(self.sn.upper_dir(self._key), self.result.implied_dirs,
-                                 self.sn.layer_dirs(self.parent))
+                try:
+                    lowers = self.sn.layer_dirs(self.parent)
+                except NotFound:
+                    raise FailedPrecondition(f"commit layer {self.chain}: parent {self.parent} "
+                                             f"is not committed") from None
+                fix_implied_dirs(self.sn.upper_dir(self._key), self.result.implied_dirs, lowers)
             try:
                 self.sn.commit(self.chain, self._key, parent=self.parent)
             except AlreadyExists:

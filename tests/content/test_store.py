@@ -190,3 +190,18 @@ def test_store_and_unpack_in_one_pass(store, tmp_path):
     res = apply_layer(TeeReader(io.BytesIO(blob), w), str(tmp_path))
     assert w.commit() == res.digest == sha(blob)
     assert store.read(res.digest) == blob and (tmp_path / "f").read_bytes() == b"x" * 10000
+
+
+def test_writer_data_path_is_the_growing_ingest(tmp_path):
+    store = ContentStore(str(tmp_path / "c"))
+    data = os.urandom(3000)
+    w = store.writer(ref="grow")
+    w.write(data[:1000])
+    with open(w.data_path, "rb") as f:   # another reader follows the bytes written so far
+        assert f.read() == data[:1000]
+        w.write(data[1000:])
+        assert f.read() == data[1000:]
+        d = w.commit()
+        assert not os.path.exists(w.data_path)   # renamed to the blob: an open reader keeps reading it
+        f.seek(0)
+        assert f.read() == store.read(d) == data

@@ -226,3 +226,123 @@ def test_kill_9_during_pull_then_pull_again_is_clean(registry, ketch, tmp_path):
     assert all(s["kind"] == "committed" for s in svc.snapshots.list())
     assert len(svc.snapshots.list()) == 4
     assert svc.content.ingests() == []
+
+
+def _gz_layer(entries):
+    import gzip
+    from tests.archive.helpers import make_tar
+    raw = make_tar(entries)
+    return gzip.compress(raw, mtime=0), str(dg.from_bytes(raw))
+
+
+def test_parallel_unpack_gives_implied_dirs_the_lower_metadata(registry, ketch, tmp_path):
+    """Layers are applied before their parents are committed; the result is the serial one:
+    implied directories take owner/mode/mtime from the layer below, hard links stay inside
+    their own layer."""
+    import tarfile
+
+    from ketch.snapshots import OverlaySnapshotter, unpack_layer
+    from tests.archive.helpers import entry
+    from tests.snapshots.test_detached import _tree
+    D = tarfile.DIRTYPE
+    # the bottom layer is big, so the others are applied (in parallel) long before it is committed
+    l1 = _gz_layer([entry("usr", D, mode=0o750, uid=7, gid=8, mtime=1_500_000_000),
+                    entry("usr/share", D, mode=0o2711, uid=9, gid=10, mtime=1_400_000_000),
+                    entry("usr/big", data=os.urandom(3_000_000))])
+    l2 = _gz_layer([entry("usr/share/doc/b", data=b"upper"), entry("new/x", data=b"x"),
+                    entry("usr/share/doc/hard", tarfile.LNKTYPE, linkname="usr/share/doc/b")])
+    l3 = _gz_layer([entry("usr/share/third", data=b"3")])
+    push_raw(registry.domain, "ketch/implied:1", [l1, l2, l3])
+    ketch("pull", f"{registry.domain}/ketch/implied:1")
+    svc = ketch.service()
+    chains = dg.chain_ids([l1[1], l2[1], l3[1]])
+    ref = OverlaySnapshotter(str(tmp_path / "serial"))
+    parent = None
+    for blob, _ in (l1, l2, l3):
+        import gzip
+        parent, _ = unpack_layer(ref, __import__("io").BytesIO(gzip.decompress(blob)), parent)
+    fresh = {"new", "usr/share/doc"}   # implied, nowhere below: their mtime is when they were made
+    for chain in chains:
+        got = _tree(svc.snapshots.layer_dirs(chain)[0])
+        want = _tree(ref.layer_dirs(chain)[0])
+        for t in (got, want):
+            for k in fresh & set(t):
+                t[k] = t[k][:4]
+        assert got == want, chain
+    got2 = _tree(svc.snapshots.layer_dirs(chains[1])[0])
+    assert got2["usr"][1:] == (0o750, 7, 8, 1_500_000_000 * 10**9)
+    assert got2["usr/share"][1:4] == (0o2711, 9, 10)
+    st = os.stat(svc.snapshots.layer_dirs(chains[1])[0] + "/usr/share/doc/hard")
+    assert st.st_nlink == 2
+    assert ketch("system", "check").returncode == 0
+
+
+def test_parallel_pull_refuses_hard_link_into_lower_layer(registry, ketch):
+    from tests.archive.helpers import entry
+    import tarfile
+    l1 = _gz_layer([entry("etc/shadow", data=b"secret", mode=0o600)])
+    evil = _gz_layer([entry("tmp/steal", tarfile.LNKTYPE, linkname="etc/shadow")])
+    push_raw(registry.domain, "ketch/evil:1", [l1, evil])
+    r = ketch("pull", f"{registry.domain}/ketch/evil:1", check=False)
+    assert r.returncode == 1, r.stderr
+    # the target is looked up in the layer's own directory only, where etc/ does not exist
+    assert "hard link target 'etc/shadow'" in r.stderr and str(dg.from_bytes(evil[0])) in r.stderr, r.stderr
+    svc = ketch.service()
+    assert all(s["kind"] == "committed" for s in svc.snapshots.list())
+    assert dg.chain_id([l1[1], evil[1]]) not in [s["name"] for s in svc.snapshots.list()]
+    assert svc.list() == [] and svc.check() == []
+
+
+def test_cancelled_unpack_leaves_nothing(tmp_path):
+    """A pull cancelled while a layer is being applied, or while it waits for its parent, removes
+    the layer's snapshot only after the applying thread is done, and releases the ChainID lock."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ketch.images import pull as pl
+    from ketch.snapshots import DetachedUnpack, OverlaySnapshotter
+    from tests.archive.helpers import entry, make_tar
+    sn = OverlaySnapshotter(str(tmp_path / "sn"))
+    blob = make_tar([entry(f"f{i}", data=os.urandom(20_000)) for i in range(50)])
+    diff = dg.from_bytes(blob)
+    parent = dg.from_bytes(b"a parent that never comes")
+
+    class Slow(io.RawIOBase):
+        def __init__(self):
+            self.b = io.BytesIO(blob)
+
+        def readable(self):
+            return True
+
+        def read(self, n=-1):
+            time.sleep(0.002)
+            return self.b.read(min(n if n and n > 0 else 4096, 4096))
+
+    async def go(cancel_when):
+        ex = ThreadPoolExecutor(2)
+        u = DetachedUnpack(sn, parent, diff)
+        s = Slow()
+        never = asyncio.get_running_loop().create_future()
+        t = asyncio.create_task(pl._unpack(ex, u, lambda: s, None, lambda: asyncio.shield(never)))
+        deadline = time.monotonic() + 30
+        if cancel_when == "applying":
+            while not (sn.list() and os.listdir(sn.upper_dir(sn.list()[0]["name"]))):
+                assert time.monotonic() < deadline and not t.done()
+                await asyncio.sleep(0.001)
+        else:
+            while u.result is None:
+                assert time.monotonic() < deadline and not t.done()
+                await asyncio.sleep(0.01)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        ex.shutdown()
+        return s
+
+    for when in ("applying", "waiting for the parent"):
+        s = asyncio.run(go(when))
+        assert s.b.tell() == len(blob)  # the apply ran to its end before anything was removed
+        assert sn.list() == [] and sn.check() == [], when
+        probe = DetachedUnpack(sn, parent, diff)
+        assert probe.acquire(blocking=False), when   # the ChainID lock was released
+        probe.close()
