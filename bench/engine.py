@@ -346,6 +346,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("needs root")
     base = tempfile.mkdtemp(prefix="ketch-bench-engine-")
+    cgroups_before = _top_cgroups()
     tools = []
     try:
         ketches = [Ketch(os.path.join(base, f"ketch-{rt}"), rt) for rt in args.ketch_runtimes.split(",")]
@@ -373,11 +374,11 @@ def main():
                 if i >= 2:
                     times[t.name].append(dt)
         ref = statistics.median(times[tools[0].name])
-        print(f"{'tool':<16}{'median ms':>10}{'min':>8}{'max':>8}{'x ' + tools[0].name:>16}")
+        print(f"{'tool':<16}{'median ms':>10}{'min':>8}{'max':>8}  {'x ' + tools[0].name:>16}")
         for t in tools:
             v = times[t.name]
             m = statistics.median(v)
-            print(f"{t.name:<16}{m:>10.1f}{min(v):>8.1f}{max(v):>8.1f}{m / ref:>16.2f}")
+            print(f"{t.name:<16}{m:>10.1f}{min(v):>8.1f}{max(v):>8.1f}  {m / ref:>16.2f}")
         if args.idle:
             print(f"\n{args.idle} idle containers (`run -d --network none busybox sleep 3600`, one after another)")
             print(f"{'tool':<16}{'start all s':>12}{'per ctr ms':>12}{'PSS/ctr KiB':>13}{'monitor KiB':>13}"
@@ -397,6 +398,27 @@ def main():
                 print(f"cleanup of {t.name}: {e}", file=sys.stderr)
         _umount_under(base)
         shutil.rmtree(base, ignore_errors=True)
+        # podman (cgroupfs) and dockerd leave their parent cgroups: remove those this run made
+        for name in ("libpod_parent", "docker"):
+            if name not in cgroups_before:
+                _rmdir_tree_everywhere(name)
+
+
+def _top_cgroups():
+    try:
+        return set(os.listdir("/sys/fs/cgroup/memory"))
+    except OSError:
+        return set()
+
+
+def _rmdir_tree_everywhere(name):
+    for ctrl in os.listdir("/sys/fs/cgroup"):
+        top = os.path.join("/sys/fs/cgroup", ctrl, name)
+        for sub, _d, _f in sorted(os.walk(top), key=lambda w: len(w[0]), reverse=True):
+            try:
+                os.rmdir(sub)
+            except OSError:
+                pass
 
 
 if __name__ == "__main__":
