@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -27,8 +28,9 @@ def podman(tmp_path):
     import tempfile
     root = tmp_path / "podman-root"
     runroot = tempfile.mkdtemp(prefix="kpr-", dir="/tmp")   # podman wants a runroot under 50 characters
-    base = ["podman", "--root", str(root), "--runroot", str(runroot), "--cgroup-manager=cgroupfs",
-            "--events-backend=file", "--runtime", "runc", "--storage-driver", "overlay"]
+    had_parent = os.path.exists("/sys/fs/cgroup/memory/libpod_parent")
+    base = ["podman", "--root", str(root), "--runroot", str(runroot), "--tmpdir", str(tmp_path / "podman-tmp"),
+            "--cgroup-manager=cgroupfs", "--events-backend=file", "--runtime", "runc", "--storage-driver", "overlay"]
 
     def run(*args, check=True, timeout=180):
         r = subprocess.run(base + list(args), capture_output=True, text=True, timeout=timeout)
@@ -43,6 +45,8 @@ def podman(tmp_path):
         subprocess.run(["umount", "-l", mp], check=False)
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(runroot, ignore_errors=True)
+    if not had_parent:
+        helpers.remove_cgroup_tree("libpod_parent")     # podman's cgroupfs parent, made by this run
 
 
 def _mounts_under(path):
