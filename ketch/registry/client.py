@@ -14,8 +14,9 @@ Docker-Content-Digest header and the 4 MiB limit, blobs against size and digest
 Dropped connections, 429 and 5xx are retried with doubling back-off; a blob read
 that breaks half way resumes with `Range: bytes=<pos>-`.
 
-http is used only for localhost, 127.0.0.0/8, ::1 and the domains given as insecure;
-everything else is https.
+http is used only for localhost, 127.0.0.0/8, ::1 and the domains given as insecure, unless a
+certs.d directory configures TLS for them; everything else is https, verified against the
+system's CAs plus those in certs.d (/etc/ketch/certs.d, /etc/docker/certs.d, or $KETCH_CERTS_D).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 import hashlib
 import ipaddress
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -252,6 +254,15 @@ class BlobReader:
         await self.close()
 
 
+def default_certs_dirs() -> tuple[str, ...]:
+    """Where registries' CAs and client certificates live: $KETCH_CERTS_D (colon-separated) or
+    /etc/ketch/certs.d then Docker's /etc/docker/certs.d, one directory per HOST[:PORT]."""
+    env = os.environ.get("KETCH_CERTS_D")
+    if env is not None:
+        return tuple(p for p in env.split(":") if p)
+    return ("/etc/ketch/certs.d", "/etc/docker/certs.d")
+
+
 class RegistryClient:
     """Async distribution client. Use `async with RegistryClient() as c:` or call close().
 
@@ -263,8 +274,11 @@ class RegistryClient:
 
     def __init__(self, *, credentials: dict | Callable | None = None, docker_config: str | None = None,
                  insecure: tuple[str, ...] | list[str] = (), retries: int = 4, backoff: float = 0.25,
-                 user_agent: str = "ketch/0.1", connect_timeout: float = 30, read_timeout: float = 120):
+                 user_agent: str = "ketch/0.1", connect_timeout: float = 30, read_timeout: float = 120,
+                 certs_dirs: tuple[str, ...] | list[str] | None = None):
         self._credentials = credentials
+        self._certs_dirs = tuple(certs_dirs) if certs_dirs is not None else default_certs_dirs()
+        self._ssl_contexts: dict[str, object] = {}
         self._docker_config = docker_config
         self._insecure = set(insecure)
         self.retries = retries
@@ -305,8 +319,45 @@ class RegistryClient:
         return isinstance(e, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
                               asyncio.TimeoutError, ConnectionError))
 
+    def tls_dir(self, hostport: str) -> str | None:
+        """The certs.d directory of a registry (Docker's layout: *.crt CAs, client.cert and
+        client.key), or None."""
+        for d in self._certs_dirs:
+            p = os.path.join(d, hostport.replace("/", "_"))
+            if os.path.isdir(p):
+                return p
+        return None
+
+    def _ssl_for(self, url: str):
+        """True (the system's CAs) or a context that also trusts the registry's own CAs."""
+        hostport = urlsplit(url).netloc
+        if hostport in self._ssl_contexts:
+            return self._ssl_contexts[hostport]
+        ctx = True
+        d = self.tls_dir(hostport) if urlsplit(url).scheme == "https" else None
+        if d:
+            import ssl
+            ctx = ssl.create_default_context()
+            for name in sorted(os.listdir(d)):
+                path = os.path.join(d, name)
+                if name.endswith(".crt"):
+                    try:
+                        ctx.load_verify_locations(cafile=path)
+                    except (ssl.SSLError, OSError) as e:
+                        raise InvalidArgument(f"registry CA `{path}`: {e}") from None
+            cert, key = os.path.join(d, "client.cert"), os.path.join(d, "client.key")
+            if os.path.exists(cert) and os.path.exists(key):
+                try:
+                    ctx.load_cert_chain(cert, key)
+                except (ssl.SSLError, OSError) as e:
+                    raise InvalidArgument(f"registry client certificate `{cert}`: {e}") from None
+        self._ssl_contexts[hostport] = ctx
+        return ctx
+
     def base_url(self, domain: str) -> str:
-        scheme = "http" if is_loopback(domain) or domain in self._insecure else "https"
+        # http for loopback and insecure registries, unless TLS is configured for them in certs.d
+        plain = (is_loopback(domain) or domain in self._insecure) and not self.tls_dir(domain)
+        scheme = "http" if plain else "https"
         host = DOCKER_HUB_ENDPOINT if domain in ("docker.io", "index.docker.io") else domain
         return f"{scheme}://{host}"
 
@@ -345,7 +396,8 @@ class RegistryClient:
             self.token_requests += 1
             for attempt in range(self.retries + 1):
                 try:
-                    async with self._sess().get(url, headers=headers, allow_redirects=True) as resp:
+                    async with self._sess().get(url, headers=headers, allow_redirects=True,
+                                                ssl=self._ssl_for(url)) as resp:
                         body = await _read_limited(resp, 1 << 20, f"token from {realm}")
                         status = resp.status
                 except Exception as e:  # noqa: BLE001
@@ -411,7 +463,7 @@ class RegistryClient:
                     hdrs["Authorization"] = ah
             try:
                 resp = await self._sess().request(method, url, headers=hdrs, data=body() if body else None,
-                                                  allow_redirects=False)
+                                                  allow_redirects=False, ssl=self._ssl_for(url))
             except Exception as e:  # noqa: BLE001
                 if not self._is_transient(e):
                     raise
