@@ -170,3 +170,11 @@ def rdma_lines(rdma):
             parts.append("hca_object=%d" % lim["hcaObjects"])
         if parts:
             yield "%s %s" % (dev, " ".join(parts))
+
+
+def hugetlb_file(directory, page_size, suffix):
+    """The hugetlb control file for one page size (v1 "limit_in_bytes", v2 "max"), checked to exist."""
+    name = "hugetlb.%s.%s" % (page_size, suffix)
+    if not page_size or "/" in page_size or not exists(directory, name):
+        raise InvalidArgument("hugepage size `%s` is not supported by this kernel" % page_size)
+    return name

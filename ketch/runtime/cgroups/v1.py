@@ -491,11 +491,7 @@ def set_blkio(d, b):
 
 def set_hugetlb(d, limits):
     for h in limits:
-        size = h.get("pageSize", "")
-        name = "hugetlb.%s.limit_in_bytes" % size
-        if "/" in size or not common.exists(d, name):
-            raise InvalidArgument("hugepage size `%s` is not supported by this kernel" % size)
-        common.write(d, name, str(h["limit"]))
+        common.write(d, common.hugetlb_file(d, h.get("pageSize", ""), "limit_in_bytes"), str(h["limit"]))
 
 
 def set_rdma(d, rdma):

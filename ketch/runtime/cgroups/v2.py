@@ -358,10 +358,7 @@ def set_io(d, b):
 def set_hugetlb(d, limits):
     for h in limits:
         size = h.get("pageSize", "")
-        name = "hugetlb.%s.max" % size
-        if "/" in size or not common.exists(d, name):
-            raise InvalidArgument("hugepage size `%s` is not supported by this kernel" % size)
-        common.write(d, name, str(h["limit"]))
+        common.write(d, common.hugetlb_file(d, size, "max"), str(h["limit"]))
         if common.exists(d, "hugetlb.%s.rsvd.max" % size):
             common.write(d, "hugetlb.%s.rsvd.max" % size, str(h["limit"]))
 
