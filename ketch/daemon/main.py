@@ -34,7 +34,7 @@ DEFAULTS = {
     "conmon": "conmon",
     "group": "ketch",
     "cgroup-parent": "/ketch",
-    "image-service": "ketch.images.engine:EngineImages",
+    "image-service": "ketch.images.async_service:AsyncImageService",
     "init-path": "",
     "insecure-registries": [],
 }
@@ -158,7 +158,7 @@ async def serve(cfg: dict) -> int:
 
     from ketch.api.server import Api
     from ketch.engine.engine import Engine
-    from ketch.engine.images import load_image_service
+    from ketch.engine.ports import load_image_service
 
     data_root = os.path.abspath(cfg["data-root"])
     exec_root = os.path.abspath(cfg["exec-root"])

@@ -152,7 +152,7 @@ class Container:
 
     def check_can_start(self) -> None:
         if self.status == "removing":
-            raise Conflict(f"container is marked for removal and cannot be started")
+            raise Conflict("container is marked for removal and cannot be started")
 
     # --- views ---------------------------------------------------------------------
     def inspect(self) -> dict:

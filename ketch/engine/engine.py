@@ -25,11 +25,11 @@ import time
 from ketch.engine import logs as logs_mod
 from ketch.engine import spec as spec_mod
 from ketch.engine.container import Container, new_id, now_rfc3339, ZERO_TIME
-from ketch.engine.events import EventBus, make_event
+from ketch.events import EventBus, make_event
 from ketch.errors import (Conflict, Internal, InvalidArgument,
                           KetchError, NotFound)
 from ketch.monitor import conmon
-from ketch.monitor import ociruntime
+from ketch.engine import ociruntime
 
 log = logging.getLogger("ketch.engine")
 

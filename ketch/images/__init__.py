@@ -3,7 +3,7 @@
     from ketch.images import ImageService
     svc = ImageService("/var/lib/ketch")
 
-See ketch/images/service.py and docs/images.md. ``ketch.images.engine.EngineImages`` is the
+See ketch/images/service.py and docs/images.md. ``ketch.images.async_service.AsyncImageService`` is the
 async face the daemon uses.
 """
 
@@ -12,7 +12,7 @@ def __getattr__(name):
     if name == "ImageService":
         from ketch.images.service import ImageService
         return ImageService
-    if name == "EngineImages":
-        from ketch.images.engine import EngineImages
-        return EngineImages
+    if name == "AsyncImageService":
+        from ketch.images.async_service import AsyncImageService
+        return AsyncImageService
     raise AttributeError(name)

@@ -651,11 +651,11 @@ class ImageService:
         return await push(self, ref, progress=progress, auth=auth)
 
     def save(self, names, out, format="docker-archive"):
-        from ketch.images.archive import save
+        from ketch.images.saveload import save
         return save(self, names, out, format)
 
     def load(self, stream, progress=None):
-        from ketch.images.archive import load
+        from ketch.images.saveload import load
         return load(self, stream, progress=progress)
 
     def import_rootfs(self, stream, ref=None, changes=(), message="", platform=None):

@@ -15,7 +15,7 @@ def _make_base(d):
                     d.data_root], cwd=REPO, check=True, capture_output=True, timeout=120)
 
 
-ketchd = daemon_fixture("ketch.images.engine:EngineImages", _make_base)
+ketchd = daemon_fixture("ketch.images.async_service:AsyncImageService", _make_base)
 
 
 @pytest.fixture(scope="module")

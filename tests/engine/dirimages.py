@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 
-from ketch.engine.images import Image
+from ketch.images.record import Image
 from ketch.errors import NotFound
 
 BUSYBOX = "/bin/busybox"

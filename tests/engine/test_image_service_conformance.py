@@ -1,5 +1,5 @@
 """What the engine expects of an ImageService, checked on every implementation:
-tests/engine/dirimages.DirImageService and ketch.images.engine.EngineImages."""
+tests/engine/dirimages.DirImageService and ketch.images.async_service.AsyncImageService."""
 
 import asyncio
 import os
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ketch.engine.images import ImageService
+from ketch.engine.ports import ImageService
 from ketch.errors import NotFound
 from tests.engine.daemon import REPO
 
@@ -20,13 +20,13 @@ def _dir(root):
 
 def _real(root):
     try:
-        from ketch.images.engine import EngineImages
+        from ketch.images.async_service import AsyncImageService
     except ImportError:
         pytest.skip("ketch.images not present")
     subprocess.run([sys.executable, "-c", "import sys; from ketch.images.service import ImageService; "
                     "from ketch.images.base import make_base_image; make_base_image(ImageService(sys.argv[1]))",
                     root], cwd=REPO, check=True, capture_output=True, timeout=120)
-    return EngineImages(root)
+    return AsyncImageService(root)
 
 
 def _mounted(path):

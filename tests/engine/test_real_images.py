@@ -18,14 +18,14 @@ def _make_base(d):
 
 
 try:
-    import ketch.images.engine  # noqa: F401
+    import ketch.images.async_service  # noqa: F401
     HAVE_IMAGES = True
 except ImportError:
     HAVE_IMAGES = False
 
 pytestmark = pytest.mark.skipif(not HAVE_IMAGES, reason="ketch.images not present")
 
-ketchd = daemon_fixture("ketch.images.engine:EngineImages", _make_base)
+ketchd = daemon_fixture("ketch.images.async_service:AsyncImageService", _make_base)
 
 
 def _mounts_under(path: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""ImageService and EngineImages beyond the CLI: container roots, platforms and indexes,
+"""ImageService and AsyncImageService beyond the CLI: container roots, platforms and indexes,
 two processes pulling into one root."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from .conftest import build_image, random_layer
 
 
 def test_engine_images_rootfs_lifecycle(tmp_path):
-    from ketch.images.engine import EngineImages
-    eng = EngineImages(str(tmp_path / "root"))
+    from ketch.images.async_service import AsyncImageService
+    eng = AsyncImageService(str(tmp_path / "root"))
     eng.svc.make_base_image()
 
     async def main():
@@ -44,7 +44,7 @@ def test_engine_images_rootfs_lifecycle(tmp_path):
         assert not os.path.exists(p1)
         # save -> load through the async faces
         chunks = [c async for c in eng.save_images(["busybox"], "oci-archive")]
-        other = EngineImages(str(tmp_path / "root2"))
+        other = AsyncImageService(str(tmp_path / "root2"))
 
         async def feed():
             for c in chunks:
@@ -126,14 +126,14 @@ def test_two_processes_pull_the_same_image_into_one_root(registry, ketch):
 
 def test_engine_pull_and_push_with_request_credentials(tmp_path):
     """The daemon passes X-Registry-Auth credentials per request; nothing is stored."""
-    from ketch.images.engine import EngineImages
+    from ketch.images.async_service import AsyncImageService
 
     from .conftest import htpasswd_line, start_registry
     htp = tmp_path / "htpasswd"
     htp.write_text(htpasswd_line("bob", "pw"))
     reg = start_registry(tmp_path, auth={"htpasswd": {"realm": "t", "path": str(htp)}}, name="authreg")
     try:
-        eng = EngineImages(str(tmp_path / "root"), docker_config=str(tmp_path / "no-config.json"))
+        eng = AsyncImageService(str(tmp_path / "root"), docker_config=str(tmp_path / "no-config.json"))
         eng.svc.make_base_image()
         eng.svc.tag("busybox", f"{reg.domain}/p/bb:1")
 
@@ -142,7 +142,7 @@ def test_engine_pull_and_push_with_request_credentials(tmp_path):
             assert "authentication required" in denied[-1]["error"]
             ok = [e async for e in eng.push_image(f"{reg.domain}/p/bb", "1", {"username": "bob", "password": "pw"})]
             assert "error" not in ok[-1] and ok[-1]["status"].startswith("1: digest: sha256:")
-            other = EngineImages(str(tmp_path / "root2"), docker_config=str(tmp_path / "no-config.json"))
+            other = AsyncImageService(str(tmp_path / "root2"), docker_config=str(tmp_path / "no-config.json"))
             evs = [e async for e in other.pull_image(f"{reg.domain}/p/bb", "1", None,
                                                      {"username": "bob", "password": "pw"})]
             assert evs[-1]["status"].startswith("Status: Downloaded newer image"), evs[-1]

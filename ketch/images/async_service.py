@@ -1,6 +1,6 @@
-"""The async face of ImageService for the daemon (the protocol in ketch/engine/images.py).
+"""The async face of ImageService for the daemon (the protocol in ketch/engine/ports.py).
 
-    images = EngineImages("/var/lib/ketch")   # or load_image_service("ketch.images.engine:EngineImages", root)
+    images = AsyncImageService("/var/lib/ketch")   # or load_image_service("ketch.images.async_service:AsyncImageService", root)
 
 Container roots are mounted at ``<root>/rootfs/<key>/merged``. Blocking work runs in threads.
 Pull/push yield Docker JSON progress messages; save yields tar bytes; load takes bytes chunks.
@@ -12,27 +12,12 @@ import asyncio
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
 
 from ketch.errors import InvalidArgument, NotFound
+from ketch.images.record import Image
 from ketch.images.service import ImageService, rfc3339
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-
-@dataclass
-class ImageRecord:
-    """Duck-compatible with ketch.engine.images.Image."""
-    id: str
-    repo_tags: list
-    config: dict
-    repo_digests: list = field(default_factory=list)
-    size: int = 0
-    created: str = ""
-
-    @property
-    def run_config(self) -> dict:
-        return self.config.get("config") or {}
 
 
 def _mounted(path):
@@ -44,7 +29,7 @@ def _mounted(path):
     return False
 
 
-class EngineImages:
+class AsyncImageService:
     def __init__(self, data_root, *, insecure=(), docker_config=None):
         self.svc = ImageService(data_root, insecure=insecure, docker_config=docker_config)
         self.mount_root = os.path.join(self.svc.root, "rootfs")
@@ -65,7 +50,7 @@ class EngineImages:
             iid, rec = self.svc.resolve(name_or_id)
             cfg = self.svc.config(iid)
             insp = self.svc.inspect(iid)
-            return ImageRecord(iid, insp["RepoTags"], cfg, insp["RepoDigests"], insp["Size"],
+            return Image(iid, insp["RepoTags"], cfg, insp["RepoDigests"], insp["Size"],
                                cfg.get("created") or rfc3339(rec.get("added")))
         return await asyncio.to_thread(get)
 

@@ -7,22 +7,11 @@ image endpoints of the API (list, inspect, pull, ...) call the optional methods 
 the service has them.
 """
 
-from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol, runtime_checkable
 
+from ketch.images.record import Image
 
-@dataclass
-class Image:
-    id: str                       # "sha256:<hex>" of the image config
-    repo_tags: list[str]          # ["busybox:latest"]
-    config: dict                  # the OCI image config JSON (with "config": {...}, "rootfs", ...)
-    repo_digests: list[str] = field(default_factory=list)
-    size: int = 0
-    created: str = ""             # RFC 3339
 
-    @property
-    def run_config(self) -> dict:
-        return self.config.get("config") or {}
 
 
 @runtime_checkable
