@@ -6,7 +6,7 @@ PREFIX ?= /usr/local
 BIN := $(PREFIX)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install deps venv launchers run test bench clean-demo
+.PHONY: install deps venv launchers run lint unit test bench clean-demo
 
 install: deps venv launchers
 
@@ -27,8 +27,18 @@ launchers: venv
 run: install
 	bash scripts/demo.sh
 
+# what lint checks and how: [tool.ruff] and [tool.mypy] in pyproject.toml
+lint: venv
+	$(VENV)/bin/ruff check ketch tests
+	$(VENV)/bin/mypy
+
+# the tier that needs no root and runs in seconds (also as an unprivileged user)
+unit: venv
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
+# the whole suite (unit and root tiers), with the runtime launcher this checkout just installed
 test: install
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	KETCH_TEST_RUNTIME=$(BIN)/ketch-runtime $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: install
 	bash bench/run.sh

@@ -8,8 +8,35 @@ import subprocess
 import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# the installed launcher (`make install`): the interpreter copy that users run; else the repo's
-RUNTIME = [shutil.which("ketch-runtime") or os.path.join(REPO, "bin", "ketch-runtime")]
+
+
+def launcher_of_this_checkout(path):
+    """True if `path` is a launcher that scripts/install-launchers.sh made from this checkout."""
+    try:
+        with open(path) as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return f'sys.path[:0] = ["{REPO}",' in head
+
+
+def _runtime():
+    """This checkout's own ketch-runtime, never whatever is first on PATH (another checkout's, or a
+    pip-installed one). `make test` names the launcher it just installed (KETCH_TEST_RUNTIME): its
+    interpreter is the immutable copy the CVE-2019-5736 test checks. Else the default launcher if this
+    checkout made it, else the repository's bin/ketch-runtime."""
+    named = os.environ.get("KETCH_TEST_RUNTIME")
+    if named:
+        if not launcher_of_this_checkout(named) and os.path.realpath(named) != os.path.join(REPO, "bin",
+                                                                                               "ketch-runtime"):
+            raise RuntimeError(f"KETCH_TEST_RUNTIME={named}: not a launcher made from {REPO}")
+        return named
+    if launcher_of_this_checkout("/usr/local/bin/ketch-runtime"):
+        return "/usr/local/bin/ketch-runtime"
+    return os.path.join(REPO, "bin", "ketch-runtime")
+
+
+RUNTIME = [_runtime()]
 BUSYBOX = "/bin/busybox"
 
 

@@ -1,33 +1,18 @@
-"""The init's security sequence, end to end, in the order docs/security.md prescribes (runc's)."""
+"""The init's security sequence, end to end: the runtime's own drop_privileges (ketch/runtime/process.py,
+in the order docs/security.md prescribes, runc's) run in a child that then execs; tests/unit/
+test_privilege_order.py checks the order of its steps."""
 
 import os
 
 import pytest
 
 from ketch.linux import capabilities as caps
-from ketch.linux import seccomp, syscalls
 from ketch.oci.default_caps import DEFAULT_CAPS
 from ketch.oci.seccomp_default import profile_for
+from ketch.runtime.process import drop_privileges
 from tests.linux.childproc import exec_in_child
 
 UID = GID = 1000
-
-
-def finalize(process_caps, seccomp_spec, no_new_privs, uid, gid):
-    """What the runtime's init does just before exec."""
-    if no_new_privs:
-        syscalls.set_no_new_privs()
-    if seccomp_spec is not None and not no_new_privs:
-        seccomp.load_filter(seccomp_spec)  # still has CAP_SYS_ADMIN
-    caps.drop_bounding(process_caps)
-    caps.keep_caps_for_setuid(True)
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-    caps.keep_caps_for_setuid(False)
-    caps.set_process_caps(process_caps)
-    if seccomp_spec is not None and no_new_privs:
-        seccomp.load_filter(seccomp_spec)  # last step before exec
 
 
 def fields(text):
@@ -38,7 +23,8 @@ def fields(text):
 def test_default_profile_user_and_caps(nnp):
     process_caps = {k: list(DEFAULT_CAPS) for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
     spec = profile_for(DEFAULT_CAPS, None)
-    out, status = exec_in_child(lambda: finalize(process_caps, spec, nnp, UID, GID),
+    proc = {"capabilities": process_caps, "noNewPrivileges": nnp, "user": {"uid": UID, "gid": GID}}
+    out, status = exec_in_child(lambda: drop_privileges(proc, spec),
                                 ["/bin/cat", "/proc/self/status"])
     assert os.WEXITSTATUS(status) == 0
     f = fields(out.decode())

@@ -16,6 +16,17 @@ def _interpreter():
     return line[2:].split()[0]
 
 
+def _assert_immutable(interp):
+    attrs = subprocess.run(["lsattr", interp], capture_output=True, text=True).stdout.split()
+    assert attrs and "i" in attrs[0], (f"{helpers.RUNTIME[0]} runs {interp}, which is not immutable "
+                                       f"(lsattr: {attrs}): run `make install`")
+    try:
+        os.close(os.open(interp, os.O_WRONLY))
+    except PermissionError:
+        return
+    raise AssertionError(f"the runtime's interpreter {interp} is writable")
+
+
 def _sha(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
@@ -25,6 +36,9 @@ def test_cve_2019_5736_proc_self_exe_cannot_overwrite_runtime(rt):
     the container; a child keeps an O_PATH handle and reopens it for writing once the parent exits.
     The runtime's interpreter must stay untouched and the write must be refused (EPERM, not luck)."""
     interp = _interpreter()
+    # the second line of defence, checked before the attack so that a writable interpreter (a
+    # launcher not made by `make install`) is reported, never overwritten
+    _assert_immutable(interp)
     before = _sha(interp)
     pylib = "/usr/lib/python3.11"
 
@@ -67,14 +81,7 @@ def test_cve_2019_5736_proc_self_exe_cannot_overwrite_runtime(rt):
         # this kernel does not even let the container resolve the runtime's exe (another mount namespace)
         assert r.returncode != 0 and "/evil" in r.stderr, r.stderr
     assert _sha(interp) == before
-    # and the second line of defence holds whatever the kernel: the interpreter is immutable
-    attrs = subprocess.run(["lsattr", interp], capture_output=True, text=True).stdout.split()[0]
-    assert "i" in attrs, attrs
-    try:
-        os.close(os.open(interp, os.O_WRONLY))
-        raise AssertionError("the runtime's interpreter is writable")
-    except PermissionError:
-        pass
+    _assert_immutable(interp)       # and it holds whatever the kernel did
 
 
 def test_cve_2019_5736_runtime_exe_not_visible_during_exec(rt):
