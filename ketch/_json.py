@@ -15,10 +15,11 @@ class _Ctx:
     parse_float = float
     parse_int = int
     parse_constant = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}.__getitem__
-    memo = {}
+    memo: dict = {}
 
 
-_scan = _json.make_scanner(_Ctx())
+# the C scanner reads these attributes off any object (typeshed says a json.JSONDecoder)
+_scan = _json.make_scanner(_Ctx())  # type: ignore[arg-type]
 _WS = " \t\n\r"
 
 
@@ -51,7 +52,9 @@ def _default(o):
 
 
 def _float(o):
-    return repr(o) if o == o and o not in (float("inf"), float("-inf")) else {o: "NaN"}.get(o, "Infinity" if o > 0 else "-Infinity")
+    if o == o and o not in (float("inf"), float("-inf")):
+        return repr(o)
+    return {o: "NaN"}.get(o, "Infinity" if o > 0 else "-Infinity")
 
 
 _compact = _json.make_encoder(None, _default, _json.encode_basestring_ascii, None, ":", ",", False, False, True)

@@ -10,6 +10,9 @@ lower case, no trailing period.
 class KetchError(Exception):
     """Base of every error Ketch raises on purpose."""
 
+    # the HTTP status the daemon answered, on an error that came from it (ketch.client, the CLI)
+    status: int | None = None
+
 
 class NotFound(KetchError):
     pass

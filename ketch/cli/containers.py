@@ -453,6 +453,7 @@ def _relative_time(v: str | None) -> str | None:
 @command("logs")
 def cmd_logs(args, ctx):
     import time
+
     from ketch.client import DaemonNotRunning
     from ketch.client.streams import Demux
     client = _client(args)
@@ -481,7 +482,7 @@ def cmd_logs(args, ctx):
         demux, rawbuf = Demux(), b""
         skip = seen_at_last
 
-        def entries(chunk):
+        def entries(chunk, multiplexed=multiplexed, demux=demux):
             nonlocal rawbuf
             if multiplexed:
                 return demux.feed(chunk)
@@ -692,8 +693,8 @@ def stats_row(s: dict, ref: str, trunc=True) -> dict:
     cpu_pct = (cd / sd) * ncpu * 100.0 if sd > 0 and cd > 0 else 0.0
     mem = s.get("memory_stats") or {}
     st = mem.get("stats") or {}
-    used = (mem.get("usage") or 0) - (st.get("total_inactive_file") if "total_inactive_file" in st
-                                     else st.get("inactive_file", 0) or 0)
+    used = (mem.get("usage") or 0) - ((st.get("total_inactive_file") or 0) if "total_inactive_file" in st
+                                      else (st.get("inactive_file") or 0))
     limit = mem.get("limit") or 0
     rx = sum(n.get("rx_bytes", 0) for n in (s.get("networks") or {}).values())
     tx = sum(n.get("tx_bytes", 0) for n in (s.get("networks") or {}).values())
@@ -771,6 +772,7 @@ def _split_cp(arg: str):
 def cmd_cp(args, ctx):
     import io
     import tarfile
+
     from ketch.cli.runopts import FlagError
     client = _client(args)
     (sc, sp), (dc, dp) = _split_cp(args.src), _split_cp(args.dst)
@@ -801,6 +803,7 @@ def cmd_cp(args, ctx):
         # ketch.archive (no climbing names, never through symlinks), then move the one entry.
         import shutil
         import tempfile
+
         from ketch.archive.apply import apply_layer
         tmp = tempfile.mkdtemp(prefix=".ketch-cp-", dir=target_dir)
         try:

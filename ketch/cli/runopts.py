@@ -307,7 +307,7 @@ def create_body(args, run: bool) -> dict:
                     with open(v, encoding="utf-8") as f:
                         v = f.read()
                 except OSError as e:
-                    raise FlagError(f"opening seccomp profile ({v}) failed: {e.strerror.lower()}") from None
+                    raise FlagError(f"opening seccomp profile ({v}) failed: {(e.strerror or str(e)).lower()}") from None
                 o = f"seccomp={v}"
             opts.append(o)
         hc["SecurityOpt"] = opts
@@ -372,12 +372,12 @@ def create_body(args, run: bool) -> dict:
             tm[path] = opts
         hc["Tmpfs"] = tm
     if args.log_driver or args.log_opt:
-        lc = {"Type": args.log_driver or "", "Config": {}}
+        log_config: dict[str, str] = {}
         for o in args.log_opt or []:
             k, sep, v = o.partition("=")
             if not sep:
                 raise _bad(o, "--log-opt", f"invalid key value pair format: {o}")
-            lc["Config"][k] = v
-        hc["LogConfig"] = lc
+            log_config[k] = v
+        hc["LogConfig"] = {"Type": args.log_driver or "", "Config": log_config}
     cfg["HostConfig"] = hc
     return cfg

@@ -14,6 +14,7 @@ from ketch.cli.containers import _client, _filters, _parser, command
 @command("version")
 def cmd_version(args, ctx):
     import platform
+
     import ketch
     from ketch.client import API_VERSION, DaemonNotRunning
     client_info = {"Version": ketch.__version__, "ApiVersion": API_VERSION, "DefaultAPIVersion": API_VERSION,
@@ -168,6 +169,7 @@ def _events_flags(p):
 def _register_system(sub, name, help_):
     """The owner's `system` parser (check), with df/info/events added to its subcommands."""
     import argparse
+
     from ketch.cli import system
     system.register(sub, name, help_)
     p = sub.choices[name]

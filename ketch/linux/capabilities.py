@@ -93,6 +93,10 @@ def validate(caps: dict) -> None:
     _masks(caps)
 
 
+def _strerror(e: OSError) -> str:
+    return os.strerror(e.errno) if e.errno else str(e)
+
+
 def drop_bounding(caps: dict) -> None:
     """Drop from the bounding set every capability not in caps["bounding"]."""
     keep = _masks(caps)["bounding"]
@@ -103,7 +107,7 @@ def drop_bounding(caps: dict) -> None:
             try:
                 syscalls.prctl(syscalls.PR_CAPBSET_DROP, cap)
             except OSError as e:
-                raise OSError(e.errno, f"drop {_NAMES[cap]} from bounding set: {os.strerror(e.errno)}") from None
+                raise OSError(e.errno, f"drop {_NAMES[cap]} from bounding set: {_strerror(e)}") from None
 
 
 def set_process_caps(caps: dict) -> None:
@@ -113,12 +117,12 @@ def set_process_caps(caps: dict) -> None:
         syscalls.capset(m["effective"], m["permitted"], m["inheritable"])
     except OSError as e:
         raise OSError(e.errno, f"capset effective={names(m['effective'])} permitted={names(m['permitted'])} "
-                               f"inheritable={names(m['inheritable'])}: {os.strerror(e.errno)}") from None
+                               f"inheritable={names(m['inheritable'])}: {_strerror(e)}") from None
     try:
         syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
     except OSError as e:
         if m["ambient"]:
-            raise OSError(e.errno, f"clear ambient capabilities: {os.strerror(e.errno)}") from None
+            raise OSError(e.errno, f"clear ambient capabilities: {_strerror(e)}") from None
         return  # a kernel without ambient capabilities (< 4.3): nothing asked, nothing to do
     for cap in range(last_cap() + 1):
         if m["ambient"] >> cap & 1:
@@ -126,7 +130,7 @@ def set_process_caps(caps: dict) -> None:
                 syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, cap)
             except OSError as e:
                 raise OSError(e.errno, f"raise ambient {_NAMES[cap]} (must be permitted and inheritable): "
-                                       f"{os.strerror(e.errno)}") from None
+                                       f"{_strerror(e)}") from None
 
 
 def apply(caps: dict) -> None:

@@ -88,5 +88,5 @@ def mount_in_dir(cwd, source, target, fstype, flags, data):
         try:
             err = int(p.stderr.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            raise OSError(0, f"mount `{target}`: helper failed: {p.stderr.strip()}")
+            raise OSError(0, f"mount `{target}`: helper failed: {p.stderr.strip()}") from None
         raise OSError(err, f"mount `{target}`: {os.strerror(err)}")

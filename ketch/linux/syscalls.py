@@ -192,7 +192,9 @@ def capget(pid=0):
     data = (_CapData * 2)()
     if _libc.syscall(_SYS_capget, ctypes.byref(hdr), data) != 0:
         _fail("capget")
-    join = lambda f: getattr(data[0], f) | (getattr(data[1], f) << 32)
+
+    def join(f):
+        return getattr(data[0], f) | (getattr(data[1], f) << 32)
     return join("effective"), join("permitted"), join("inheritable")
 
 

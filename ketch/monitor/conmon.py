@@ -326,7 +326,11 @@ async def wait_pid_exit(pid: int) -> None:
         return
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
-    loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+
+    def exited() -> None:
+        if not fut.done():
+            fut.set_result(None)
+    loop.add_reader(fd, exited)
     try:
         await fut
     finally:
@@ -348,7 +352,7 @@ async def connect_attach(bundle: str) -> socket.socket:
         await asyncio.get_running_loop().sock_connect(sock, path)
     except (FileNotFoundError, ConnectionRefusedError) as e:
         sock.close()
-        raise NotFound(f"attach to `{bundle}`: {e.strerror.lower()}") from None
+        raise NotFound(f"attach to `{bundle}`: {(e.strerror or str(e)).lower()}") from None
     finally:
         os.close(fd)
     return sock
@@ -359,7 +363,7 @@ def control(bundle: str, message: str) -> None:
     try:
         fd = os.open(os.path.join(bundle, "ctl"), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
-        raise Unavailable(f"monitor control `{bundle}`: {e.strerror.lower()}") from None
+        raise Unavailable(f"monitor control `{bundle}`: {(e.strerror or str(e)).lower()}") from None
     try:
         os.write(fd, message.encode())
     finally:

@@ -208,14 +208,19 @@ def _refuse_constant(name):
     raise InvalidArgument(f"invalid manifest: {name} is not JSON")
 
 
-def _str(d: dict, key: str, where: str, required: bool = False) -> str | None:
+def _str(d: dict, key: str, where: str) -> str | None:
     v = d.get(key)
     if v is None:
-        if required:
-            raise InvalidArgument(f"invalid {where}: missing {key!r}")
         return None
     if not isinstance(v, str):
         raise InvalidArgument(f"invalid {where}: {key!r} must be a string")
+    return v
+
+
+def _required_str(d: dict, key: str, where: str) -> str:
+    v = _str(d, key, where)
+    if v is None:
+        raise InvalidArgument(f"invalid {where}: missing {key!r}")
     return v
 
 
@@ -237,8 +242,8 @@ def _media_type(v: str, where: str) -> str:
 def parse_descriptor(d: object, where: str = "descriptor") -> Descriptor:
     if not isinstance(d, dict):
         raise InvalidArgument(f"invalid {where}: not an object")
-    mt = _media_type(_str(d, "mediaType", where, required=True), where)
-    dg = _str(d, "digest", where, required=True)
+    mt = _media_type(_required_str(d, "mediaType", where), where)
+    dg = _required_str(d, "digest", where)
     try:
         validate_digest(dg)
     except InvalidArgument as e:

@@ -58,7 +58,7 @@ class Platform:
         return Platform(os_, arch, variant, self.os_version, self.os_features)
 
     def to_json(self) -> dict:
-        d = {"architecture": self.architecture, "os": self.os}
+        d: dict[str, str | list[str]] = {"architecture": self.architecture, "os": self.os}
         if self.variant:
             d["variant"] = self.variant
         if self.os_version:

@@ -132,6 +132,7 @@ def parse(s: str, default_tag: str | None = DEFAULT_TAG) -> Reference:
         raise _bad("contains whitespace", s)
     if _HEX64_RE.fullmatch(s):
         raise _bad("cannot specify 64-byte hexadecimal strings as a repository name", s)
+    digest: str | None
     rest, at, digest = s.partition("@")
     if at:
         if "@" in digest:

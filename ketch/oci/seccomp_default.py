@@ -1,7 +1,7 @@
 """Docker's default seccomp profile, and its resolution into an OCI linux.seccomp object.
 
-``DEFAULT_PROFILE`` is moby's profiles/seccomp/default.json (github.com/moby/profiles/seccomp v0.2.3) as data: the OCI fields
-(defaultAction, defaultErrnoRet, syscalls[names, action, errnoRet, args]) plus Docker's
+``DEFAULT_PROFILE`` is moby's profiles/seccomp/default.json (github.com/moby/profiles/seccomp v0.2.3)
+as data: the OCI fields (defaultAction, defaultErrnoRet, syscalls[names, action, errnoRet, args]) plus Docker's
 three extensions, which are not OCI and must be resolved before a runtime sees them:
 
 - ``archMap``: the native architecture and the sub-architectures it can also run;

@@ -29,11 +29,18 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, NoReturn
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-from ketch.errors import (Conflict, FailedPrecondition, Internal, InvalidArgument, NotFound,
-                          PermissionDenied, Unavailable)
+from ketch.errors import (
+    Conflict,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from ketch.oci import image as oci_image
 from ketch.oci.reference import Reference, parse, parse_repository, validate_digest
 from ketch.registry import auth as _auth
@@ -129,7 +136,8 @@ class BlobReader:
     break). If opened at offset 0 it hashes what it yields and raises FailedPrecondition
     at the end if the digest does not match (unless opened with `verify=False`: the caller hashes
     the bytes itself, e.g. a content Writer whose commit checks the digest, and the same bytes
-    are not hashed twice); if `size` was given, a longer or shorter blob is refused. `size` (total length) is known after open when the server said it.
+    are not hashed twice); if `size` was given, a longer or shorter blob is refused. `size`
+    (total length) is known after open when the server said it.
     Always close it (`async with` or `await reader.close()`).
     """
 
@@ -142,7 +150,7 @@ class BlobReader:
         self.offset = offset
         self.position = offset
         self.size = size
-        self._resp = None
+        self._resp: Any = None     # the open aiohttp response, None between responses
         self._hasher = hashlib.new(digest.partition(":")[0]) if offset == 0 and verify else None
         self._done = False
         self.resumes = 0
@@ -333,24 +341,25 @@ class RegistryClient:
         hostport = urlsplit(url).netloc
         if hostport in self._ssl_contexts:
             return self._ssl_contexts[hostport]
-        ctx = True
+        ctx: object = True
         d = self.tls_dir(hostport) if urlsplit(url).scheme == "https" else None
         if d:
             import ssl
-            ctx = ssl.create_default_context()
+            sctx = ssl.create_default_context()
             for name in sorted(os.listdir(d)):
                 path = os.path.join(d, name)
                 if name.endswith(".crt"):
                     try:
-                        ctx.load_verify_locations(cafile=path)
+                        sctx.load_verify_locations(cafile=path)
                     except (ssl.SSLError, OSError) as e:
                         raise InvalidArgument(f"registry CA `{path}`: {e}") from None
             cert, key = os.path.join(d, "client.cert"), os.path.join(d, "client.key")
             if os.path.exists(cert) and os.path.exists(key):
                 try:
-                    ctx.load_cert_chain(cert, key)
+                    sctx.load_cert_chain(cert, key)
                 except (ssl.SSLError, OSError) as e:
                     raise InvalidArgument(f"registry client certificate `{cert}`: {e}") from None
+            ctx = sctx
         self._ssl_contexts[hostport] = ctx
         return ctx
 
@@ -505,7 +514,7 @@ class RegistryClient:
                 continue
             return resp
 
-    async def _fail(self, resp, what: str, not_found: str | None = None):
+    async def _fail(self, resp, what: str, not_found: str | None = None) -> NoReturn:
         """Raise the error kind for a failed response, with the registry's message."""
         try:
             body = await _read_limited(resp, _MAX_ERROR_BODY, what)

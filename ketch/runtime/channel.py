@@ -1,8 +1,8 @@
 """Typed messages between the runtime and the container's init, one JSON object a line over pipes."""
 
-from ketch import _json as json
 import os
 
+from ketch import _json as json
 from ketch.errors import Internal
 
 

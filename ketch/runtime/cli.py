@@ -4,9 +4,10 @@ Started as `python3 -I -S`; only the standard library's light modules are import
 at start, everything else inside the command that needs it.
 """
 
-from ketch import _json as json
 import os
 import sys
+
+from ketch import _json as json
 
 USAGE = """usage: ketch-runtime [global options] COMMAND [options] ARGS
 
@@ -329,9 +330,9 @@ def _reap_until(pid):
 
 
 def _exec(root, g, opts, pos, log):
+    from ketch.errors import InvalidArgument
     from ketch.runtime import container as ct
     from ketch.runtime import state as st
-    from ketch.errors import InvalidArgument
     cid = _need_id("exec", pos)
     args = pos[1:]
     if opts.get("process"):

@@ -3,9 +3,9 @@
 Only what the runtime must refuse early is checked here; every check names the field.
 """
 
-from ketch import _json as json
 import os
 
+from ketch import _json as json
 from ketch.errors import InvalidArgument, NotFound
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
@@ -56,7 +56,8 @@ def check(cfg, path="config.json"):
         _want(isinstance(user, dict), path, "process.user must be an object")
         for k in ("uid", "gid", "umask"):
             if k in user:
-                _want(isinstance(user[k], int) and user[k] >= 0, path, f"process.user.{k} must be a non-negative integer")
+                _want(isinstance(user[k], int) and user[k] >= 0, path,
+                      f"process.user.{k} must be a non-negative integer")
         for rl in proc.get("rlimits", []) or []:
             _want(isinstance(rl, dict) and isinstance(rl.get("type"), str) and rl["type"].startswith("RLIMIT_"),
                   path, f"process.rlimits: bad entry {rl!r}")

@@ -5,8 +5,8 @@ is made non-dumpable first, so a container cannot open /proc/PID/exe of it while
 is inside the container's namespaces (CVE-2019-5736).
 """
 
-import os
 import _signal as signal
+import os
 import time
 
 from ketch.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
@@ -24,6 +24,7 @@ def _fit_rlimits(rlimits, log):
     """Without CAP_SYS_RESOURCE no limit can rise above our own hard limit: such a request
     (podman asks for nofile 1048576 by default) is lowered to that limit, with a warning."""
     import resource
+
     from ketch.linux import syscalls as sc
     eff, _, _ = sc.capget()
     if eff >> 24 & 1:            # CAP_SYS_RESOURCE: the kernel will honour the request

@@ -1,10 +1,10 @@
 """OCI hooks: each one gets the container state as JSON on stdin."""
 
-from ketch import _json as json
-import os
 import _signal as signal
+import os
 import time
 
+from ketch import _json as json
 from ketch.errors import FailedPrecondition
 
 

@@ -52,11 +52,13 @@ def join_namespaces(nss):
 def preload(cfg):
     """Import now everything used after pivot_root or setns: the host's files are gone then."""
     import resource  # noqa: F401 - a C extension loaded from the host's lib-dynload
+
     from ketch.linux import capabilities  # noqa: F401
     from ketch.runtime import hooks, process  # noqa: F401
     proc = cfg.get("process") or {}
     if proc.get("terminal"):
-        import fcntl, socket, struct, termios  # noqa: F401,E401
+        import fcntl  # noqa: F401,E401
+
         from ketch.runtime import tty  # noqa: F401
     if (cfg.get("linux") or {}).get("seccomp"):
         from ketch.linux import seccomp

@@ -69,7 +69,8 @@ def check_cwd(cwd):
 
 def drop_privileges(proc, seccomp):
     """Apply user, groups, capabilities, no_new_privs and seccomp to the calling process."""
-    from ketch.linux import capabilities, syscalls as sc
+    from ketch.linux import capabilities
+    from ketch.linux import syscalls as sc
     caps = proc.get("capabilities") or {}   # absent means empty sets, as runc
     nnp = bool(proc.get("noNewPrivileges"))
     user = proc.get("user") or {}

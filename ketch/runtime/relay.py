@@ -1,8 +1,8 @@
 """Copy between our own terminal and a container's pty master (for `run`/`exec` without a console socket)."""
 
+import _signal as signal
 import os
 import select
-import _signal as signal
 
 
 def copy_until_exit(master, pid):

@@ -66,8 +66,8 @@ def write(bundle, rootless=False):
 
 
 def features():
-    from ketch.runtime.rootfs import _FLAGS, PROPAGATION
     from ketch.runtime.config import NAMESPACE_TYPES
+    from ketch.runtime.rootfs import _FLAGS, PROPAGATION
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,

@@ -8,9 +8,9 @@ when its cgroup is frozen), a dead or zombie init (or one whose start time diffe
 the pid was reused) is "stopped".
 """
 
-from ketch import _json as json
 import os
 
+from ketch import _json as json
 from ketch.errors import AlreadyExists, InvalidArgument, NotFound
 
 DEFAULT_ROOT = "/run/ketch-runtime"

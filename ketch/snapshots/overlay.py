@@ -359,7 +359,7 @@ class OverlaySnapshotter:
 def _du(path):
     size = inodes = 0
     seen = set()
-    for dirpath, dirnames, filenames, dfd in os.fwalk(path, follow_symlinks=False):
+    for _dirpath, _dirnames, filenames, dfd in os.fwalk(path, follow_symlinks=False):
         st = os.fstat(dfd)
         size += st.st_blocks * 512
         inodes += 1

@@ -92,9 +92,10 @@ class DetachedUnpack:
     processes, as unpack_layer) and holds it until ``commit`` or ``abort``; ``acquire(blocking=False)``
     takes it beforehand without waiting (an event loop polls it rather than parking a worker
     thread on another unpack's lock). It prepares an active snapshot without a parent, labelled
-    with this process as owner, and applies the layer with ``lowers=None``: nothing of the layer's directory depends on the layers below except the
-    directories the tar only implies, which ``commit`` gives the lowers' metadata
-    (fix_implied_dirs) before committing the snapshot on ``parent`` (``sn.commit(..., parent=)``).
+    with this process as owner, and applies the layer with ``lowers=None``: nothing of the layer's
+    directory depends on the layers below except the directories the tar only implies, which
+    ``commit`` gives the lowers' metadata (fix_implied_dirs) before committing the snapshot on
+    ``parent`` (``sn.commit(..., parent=)``).
     Digest and diffID are checked in ``apply``; a mismatch removes the snapshot (InvalidArgument).
     A kill at any moment leaves an active snapshot of a dead owner, removed by ``sn.cleanup()``.
     Deadlock-free: the lock of a ChainID waits only for its parent's commit, and the holder of

@@ -8,9 +8,7 @@ import struct
 import tarfile
 import time
 
-import pytest
-
-from tests.engine.daemon import daemon_fixture, wait_for
+from tests.engine.daemon import daemon_fixture
 
 ketchd = daemon_fixture()
 

@@ -44,7 +44,7 @@ def build_tree(src):
 
 def snapshot(root):
     out = {}
-    for dirpath, dirnames, filenames, dfd in os.fwalk(root, follow_symlinks=False):
+    for dirpath, dirnames, filenames, _dfd in os.fwalk(root, follow_symlinks=False):
         for name in dirnames + filenames:
             rel = os.path.relpath(os.path.join(dirpath, name), root)
             st = os.lstat(os.path.join(dirpath, name))

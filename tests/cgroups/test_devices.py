@@ -93,6 +93,7 @@ def test_invalid_rules():
 
 def test_program_loads_in_the_kernel():
     import os
+
     from ketch.linux import bpf
     for rules in (RULES, [], [{"allow": True, "access": "rwm"}, {"allow": False, "type": "b", "major": 8}]):
         fd = bpf.prog_load_cgroup_device(dv.encode(dv.program(rules)), dv.LICENSE)

@@ -344,7 +344,7 @@ def test_sig_proxy_forwards_signals(k):
     assert p.returncode == 7 and b"got-term" in out
 
 
-# ------------------------------------------------------------------------------ pulls, daemon restarts, restart policies
+# ----------------------------------------------------------------------------- pulls, daemon restarts, restart policies
 
 def test_run_pulls_missing_image_through_the_daemon(k, registry):
     ref = f"{registry.domain}/cli/bb:1"
@@ -411,7 +411,8 @@ def test_events_info_version_df(k):
     since = str(int(time.time()) - 1)
     k("run", "--rm", "--name", "ev", "busybox", "true")
     until = str(int(time.time()) + 1)
-    acts = k("events", "--since", since, "--until", until, "-f", "container=ev", "--format", "{{.Action}}").stdout.split()
+    acts = k("events", "--since", since, "--until", until, "-f", "container=ev",
+             "--format", "{{.Action}}").stdout.split()
     assert acts[0] == "create", acts
     lifecycle = [a for a in acts if a in ("create", "start", "die", "destroy")]
     assert lifecycle == ["create", "start", "die", "destroy"], acts

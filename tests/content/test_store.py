@@ -182,6 +182,7 @@ def test_chain_id():
 
 def test_store_and_unpack_in_one_pass(store, tmp_path):
     import io
+
     from ketch.archive import apply_layer
     from ketch.content import TeeReader
     from tests.archive.helpers import entry, make_tar

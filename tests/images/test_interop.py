@@ -12,7 +12,7 @@ import pytest
 
 from tests import helpers
 
-from .conftest import busybox_layer, build_image
+from .conftest import build_image, busybox_layer
 
 PODMAN_LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
 

@@ -14,7 +14,6 @@ import pytest
 
 from ketch.errors import Unavailable
 from ketch.oci import digest as dg
-
 from tests.cutproxy import CutProxy
 
 from .conftest import push_raw, random_layer
@@ -139,7 +138,7 @@ def test_kill_9_during_pull_then_pull_again_is_clean(registry, ketch, tmp_path):
     whole = time.monotonic() - t0
     rnd = random.Random()
     interrupted = 0
-    for attempt in range(3):
+    for _attempt in range(3):
         p = subprocess.Popen(ketch.cmd("pull", ref), env=ketch.env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         time.sleep(rnd.uniform(0.1, whole * 0.9))
@@ -160,6 +159,7 @@ def test_kill_9_during_pull_then_pull_again_is_clean(registry, ketch, tmp_path):
 
 def _gz_layer(entries):
     import gzip
+
     from tests.archive.helpers import make_tar
     raw = make_tar(entries)
     return gzip.compress(raw, mtime=0), str(dg.from_bytes(raw))
@@ -208,8 +208,9 @@ def test_parallel_unpack_gives_implied_dirs_the_lower_metadata(registry, ketch, 
 
 
 def test_parallel_pull_refuses_hard_link_into_lower_layer(registry, ketch):
-    from tests.archive.helpers import entry
     import tarfile
+
+    from tests.archive.helpers import entry
     l1 = _gz_layer([entry("etc/shadow", data=b"secret", mode=0o600)])
     evil = _gz_layer([entry("tmp/steal", tarfile.LNKTYPE, linkname="etc/shadow")])
     push_raw(registry.domain, "ketch/evil:1", [l1, evil])

@@ -82,7 +82,8 @@ def _push_index(domain, repo_tag):
                 for b in [x for x, _ in layers] + [cfg]:
                     await cl.push_blob(ref, str(dg.from_bytes(b)), len(b), b)
                 d = str(dg.from_bytes(man))
-                await cl.put_manifest(ref.rsplit(":", 1)[0] + "@" + d, man, "application/vnd.oci.image.manifest.v1+json")
+                await cl.put_manifest(ref.rsplit(":", 1)[0] + "@" + d, man,
+                                      "application/vnd.oci.image.manifest.v1+json")
                 out[arch] = d
             await cl.put_manifest(ref, idx, "application/vnd.oci.image.index.v1+json")
     asyncio.run(go())

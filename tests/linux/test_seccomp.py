@@ -8,8 +8,7 @@ import socket
 import pytest
 
 from ketch.errors import InvalidArgument
-from ketch.linux import seccomp
-from ketch.linux import syscalls
+from ketch.linux import seccomp, syscalls
 from tests.linux.childproc import errno_of, killed_by, raw, run_in_child
 
 ARCHES = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"] if os.uname().machine == "x86_64" else []

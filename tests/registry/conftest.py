@@ -87,7 +87,7 @@ def start_registry(tmp_path, auth: dict | None = None, name: str = "registry") -
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 reg.stop()
-                raise RuntimeError("registry did not start: " + open(log).read()[-2000:])
+                raise RuntimeError("registry did not start: " + open(log).read()[-2000:]) from None
             time.sleep(0.05)
     return reg
 

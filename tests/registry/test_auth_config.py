@@ -6,8 +6,14 @@ import json
 import pytest
 
 from ketch.errors import InvalidArgument
-from ketch.registry import Credentials, RegistryClient, is_loopback, load_credentials, remove_credentials, \
-    save_credentials
+from ketch.registry import (
+    Credentials,
+    RegistryClient,
+    is_loopback,
+    load_credentials,
+    remove_credentials,
+    save_credentials,
+)
 from ketch.registry.auth import parse_challenges
 
 

@@ -6,11 +6,10 @@ import asyncio
 
 from ketch.oci.reference import parse
 from ketch.registry import RegistryClient
-
 from tests.cutproxy import CutProxy
 
-from .test_client import push_image
 from .conftest import make_image
+from .test_client import push_image
 
 
 def test_cut_download_resumes_with_range(registry):

@@ -59,7 +59,8 @@ def tls_registry(tmp_path):
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("registry did not start: " + (tmp_path / "registry.log").read_text()[-2000:])
+                log = (tmp_path / "registry.log").read_text()
+                raise RuntimeError("registry did not start: " + log[-2000:]) from None
             time.sleep(0.05)
     yield f"127.0.0.1:{port}", pki
     proc.terminate()

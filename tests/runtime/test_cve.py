@@ -2,7 +2,6 @@
 
 import errno
 import hashlib
-import json
 import os
 import subprocess
 import time
@@ -119,7 +118,8 @@ def test_cve_2024_21626_cwd_cannot_start_outside_root(rt):
     os.set_inheritable(host_dir, True)
     try:
         for fd in range(3, 12):
-            b = rt.bundle(["sh", "-c", "pwd; ls"], lambda c, fd=fd: c["process"].__setitem__("cwd", f"/proc/self/fd/{fd}"))
+            b = rt.bundle(["sh", "-c", "pwd; ls"],
+                          lambda c, fd=fd: c["process"].__setitem__("cwd", f"/proc/self/fd/{fd}"))
             r = subprocess.run(helpers.RUNTIME + ["--root", rt.root, "run", "--bundle", b.path, b.id],
                                capture_output=True, text=True, pass_fds=(host_dir,), timeout=60)
             assert rt.tmp not in r.stdout

@@ -42,7 +42,7 @@ def test_all_six_hooks_get_state_on_stdin(rt):
     r = rt.rt("run", "--bundle", b.path, b.id)
     assert r.returncode == 0, r.stderr
     lines = open(log).read().splitlines()
-    got = [l.split(" ", 2) for l in lines]
+    got = [line.split(" ", 2) for line in lines]
     assert [g[0] for g in got] == ["prestart", "createRuntime", "createContainer", "poststart", "poststop"]
     host_mnt = os.readlink("/proc/self/ns/mnt")
     ns = {g[0]: g[1] for g in got}

@@ -1,14 +1,11 @@
 """What each config setting does, checked from inside a real container."""
 
-import json
 import os
 import subprocess
 import time
 import uuid
 
 from tests import helpers
-
-import pytest
 
 
 def out(r):
@@ -23,7 +20,7 @@ def test_pid_namespace_and_hostname(rt):
     o = out(rt.run(["sh", "-c", "echo pid=$$; hostname; cat /proc/sys/kernel/domainname; ps -o pid,comm"], m))
     assert "pid=1" in o
     assert "boxy\nexample.test" in o
-    pids = [l.split()[0] for l in o.splitlines()[4:] if l.strip()]
+    pids = [ln.split()[0] for ln in o.splitlines()[4:] if ln.strip()]
     assert "1" in pids and all(int(p) < 10 for p in pids)
 
 
@@ -40,8 +37,9 @@ def test_mounts_bind_ro_tmpfs_and_propagation(rt):
     o = out(rt.run(["sh", "-c", "cat /data/f; echo; touch /data/x 2>&1; grep -E ' /(data|scratch) ' /proc/mounts"], m))
     assert "from-host" in o
     assert "Read-only file system" in o
-    assert any(l.split()[1] == "/data" and "ro" in l.split()[3].split(",") for l in o.splitlines() if " /data " in l)
-    assert any(l.split()[1] == "/scratch" and "noexec" in l for l in o.splitlines() if " /scratch " in l)
+    assert any(ln.split()[1] == "/data" and "ro" in ln.split()[3].split(",")
+               for ln in o.splitlines() if " /data " in ln)
+    assert any(ln.split()[1] == "/scratch" and "noexec" in ln for ln in o.splitlines() if " /scratch " in ln)
     assert not os.path.exists(os.path.join(host, "x"))
 
 
@@ -67,7 +65,7 @@ def test_capabilities_all_five_sets(rt):
             "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"], "effective": ["CAP_CHOWN", "CAP_KILL"],
             "permitted": ["CAP_CHOWN", "CAP_KILL"], "inheritable": ["CAP_KILL"], "ambient": ["CAP_KILL"]}
     o = out(rt.run(["grep", "^Cap", "/proc/self/status"], m))
-    caps = dict(l.split(":\t") for l in o.splitlines())
+    caps = dict(ln.split(":\t") for ln in o.splitlines())
     assert int(caps["CapBnd"], 16) == (1 << 0) | (1 << 5) | (1 << 13)
     assert int(caps["CapEff"], 16) == (1 << 0) | (1 << 5)
     assert int(caps["CapInh"], 16) == 1 << 5
@@ -123,7 +121,7 @@ def test_readonly_and_masked_paths_and_readonly_root(rt):
         c["linux"]["maskedPaths"] = ["/proc/kcore", "/proc/scsi", "/sys/firmware"]
     o = rt.run(["sh", "-c", "echo 1 > /proc/sys/kernel/ns_last_pid; echo w=$?; echo k=$(cat /proc/kcore | wc -c); "
                 "echo f=$(ls /sys/firmware | wc -l); touch /x; echo t=$?"], m)
-    vals = dict(l.split("=", 1) for l in o.stdout.split() if "=" in l)
+    vals = dict(ln.split("=", 1) for ln in o.stdout.split() if "=" in ln)
     assert vals["w"] == "1" and "Read-only file system" in o.stderr
     assert vals["k"] == "0"       # /proc/kcore is /dev/null
     assert vals["f"] == "0"       # /sys/firmware is an empty tmpfs
@@ -142,7 +140,7 @@ def test_sysctl_and_devices(rt):
                     "ls -l /dev/kmsg2 /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty; "
                     "ls -l /dev/ptmx /dev/fd"], m))
     assert o.split()[:2] == ["1", msgmax]
-    assert "crw-------" in [l for l in o.splitlines() if "kmsg2" in l][0]
+    assert "crw-------" in [ln for ln in o.splitlines() if "kmsg2" in ln][0]
     assert "1,  11" in o or "1, 11" in o
     assert "/dev/ptmx -> pts/ptmx" in o and "/dev/fd -> /proc/self/fd" in o
     # kernel.msgmax belongs to the container's IPC namespace: the host's value stays
@@ -191,17 +189,17 @@ def test_new_network_namespace_has_only_loopback_and_it_is_up(rt):
     def m(c):
         for k in ("bounding", "effective", "permitted"):
             c["process"]["capabilities"][k].append("CAP_NET_RAW")
-    o = out(rt.run(["sh", "-c", "cat /proc/net/dev; ip -o link show lo; ping -c1 -W2 127.0.0.1 >/dev/null && echo ping-ok"],
-                   m))
-    dev_lines = o.split("\n")[2:o.split("\n").index(next(l for l in o.split("\n") if l.startswith("1: lo")))]
-    assert [l.split(":")[0].strip() for l in dev_lines] == ["lo"]
-    assert "UP" in [l for l in o.splitlines() if "lo:" in l and "<" in l][0]
+    o = out(rt.run(["sh", "-c", "cat /proc/net/dev; ip -o link show lo; "
+                                "ping -c1 -W2 127.0.0.1 >/dev/null && echo ping-ok"], m))
+    dev_lines = o.split("\n")[2:o.split("\n").index(next(ln for ln in o.split("\n") if ln.startswith("1: lo")))]
+    assert [ln.split(":")[0].strip() for ln in dev_lines] == ["lo"]
+    assert "UP" in [ln for ln in o.splitlines() if "lo:" in ln and "<" in ln][0]
     assert "ping-ok" in o
 
 
 def test_cgroup_namespace_and_mount(rt):
     o = out(rt.run(["sh", "-c", "cat /proc/self/cgroup; ls /sys/fs/cgroup"]))
-    assert any(l.endswith(":/") for l in o.splitlines() if "memory" in l)
+    assert any(ln.endswith(":/") for ln in o.splitlines() if "memory" in ln)
     assert "memory" in o.split() and "pids" in o.split()
 
 

@@ -17,9 +17,10 @@ This module stays import-lean (the runtime CLI starts with ``python3 -I -S``): t
 drivers live in v1.py and v2.py and are imported when a manager is made.
 """
 
-from ketch import _json as json
-import os
 import _signal as signal
+import os
+
+from ketch import _json as json
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
 DEFAULT_PARENT = "/ketch"
@@ -73,7 +74,8 @@ def parse_mountinfo(text):
         controllers = []
         if fstype == "cgroup":
             for opt in tail[2].split(","):
-                if opt in ("rw", "ro") or opt.startswith(("release_agent=", "clone_children", "noprefix", "xattr", "cpuset_v2_mode", "favordynmods")):
+                if opt in ("rw", "ro") or opt.startswith(("release_agent=", "clone_children", "noprefix", "xattr",
+                                                          "cpuset_v2_mode", "favordynmods")):
                     continue
                 controllers.append(opt)
         mounts.append({

@@ -12,8 +12,7 @@ import os
 import time
 
 from ketch.errors import FailedPrecondition, InvalidArgument, Unavailable
-from ketch.runtime.cgroups import DEFAULT_ROOT, Manager, cgroup_mounts, own_cgroups, resolve_dir, warn
-from ketch.runtime.cgroups import common, devices
+from ketch.runtime.cgroups import DEFAULT_ROOT, Manager, cgroup_mounts, common, devices, own_cgroups, resolve_dir, warn
 
 KNOWN = ("cpuset", "cpu", "cpuacct", "memory", "devices", "freezer", "blkio", "pids", "hugetlb",
          "net_cls", "net_prio", "perf_event", "rdma", "misc", "name=systemd")
@@ -353,7 +352,8 @@ def set_memory(d, m):
     if m.get("checkBeforeUpdate") and limit > 0:
         usage = common.read_int(d, "memory.usage_in_bytes")
         if usage > limit:
-            raise FailedPrecondition("set memory limit on `%s`: new limit %d is below current usage %d" % (d, limit, usage))
+            raise FailedPrecondition("set memory limit on `%s`: new limit %d is below current usage %d"
+                                     % (d, limit, usage))
     if limit and swap:
         # memsw must stay >= memory: raise swap first when growing, else memory first
         current = common.read_int(d, "memory.limit_in_bytes")
@@ -392,7 +392,8 @@ def _write_limit(d, limit):
         common.write(d, "memory.limit_in_bytes", str(limit))
     except FailedPrecondition as e:   # EBUSY: usage is above the new limit
         usage = common.read_int(d, "memory.usage_in_bytes")
-        raise FailedPrecondition("set memory limit to %d on `%s`: current usage %d is above it" % (limit, d, usage)) from e
+        raise FailedPrecondition("set memory limit to %d on `%s`: current usage %d is above it"
+                                 % (limit, d, usage)) from e
 
 
 def _write_swap(d, swap):

@@ -13,8 +13,7 @@ use it). Devices are an eBPF program (devices.py, ketch/linux/bpf.py).
 import os
 
 from ketch.errors import FailedPrecondition, InvalidArgument, NotFound
-from ketch.runtime.cgroups import DEFAULT_ROOT, Manager, own_cgroups, warn
-from ketch.runtime.cgroups import common, devices
+from ketch.runtime.cgroups import DEFAULT_ROOT, Manager, common, devices, own_cgroups, warn
 
 FREEZE_TIMEOUT = 10.0
 # what v1 shows for "no limit" (PAGE_COUNTER_MAX pages); stats() reports v2 "max" the same way
@@ -289,7 +288,8 @@ def set_memory(d, m):
     if m.get("checkBeforeUpdate") and limit > 0:
         usage = common.read_int(d, "memory.current")
         if usage > limit:
-            raise FailedPrecondition("set memory limit on `%s`: new limit %d is below current usage %d" % (d, limit, usage))
+            raise FailedPrecondition("set memory limit on `%s`: new limit %d is below current usage %d"
+                                     % (d, limit, usage))
     if swap_str:
         if common.exists(d, "memory.swap.max"):
             common.write(d, "memory.swap.max", swap_str)
