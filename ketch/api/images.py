@@ -1,4 +1,17 @@
-"""Image routes: list, inspect, history, tag, remove, pull, push, save, load."""
+"""Image routes: list, inspect, history, tag, remove, prune, pull, import, push, save, load,
+auth (login), search, and Ketch's own system check.
+
+Routes only: the image service does the work and publishes the image events (pull, push,
+tag, untag, delete, load, import, prune), so they reach /events whoever asked.
+
+    POST /images/create?fromImage=R&tag=T     pull (no tag and a name-only R: every tag, as dockerd)
+    POST /images/create?fromSrc=-&repo=...    import the request body (a root file system tarball)
+    POST /images/prune?filters=...            dangling, until, label, label!
+    POST /auth                                check credentials against the registry; nothing is stored
+    GET  /images/search                       no index is configured: Docker's error shape, 501
+    GET  /images/get?names=..&format=F        F: docker-archive (default) or oci-archive (a Ketch extension)
+    POST /ketch/system/check?repair=1         Ketch's own: verify blobs, layers and metadata
+"""
 
 import json
 
@@ -7,11 +20,27 @@ from aiohttp import web
 from ketch.api.request import Routes, boolean, filters_of, jresp
 from ketch.errors import InvalidArgument, KetchError, NotImplementedYet
 
+SEARCH_ERROR = ("search is not available: no index configured (this daemon searches no registry; "
+                "pull images by their full name, e.g. docker.io/library/busybox)")
+
+
+async def _json_body(request) -> dict:
+    raw = await request.read()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError as e:
+        raise InvalidArgument(f"invalid JSON body: {e}") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("invalid JSON body: an object is expected")
+    return body
+
 
 class ImageRoutes(Routes):
     ROUTES = [
-        ("GET", "/images/json", "i_list"), ("POST", "/images/create", "i_pull"),
+        ("GET", "/images/json", "i_list"), ("POST", "/images/create", "i_create"),
+        ("POST", "/images/prune", "i_prune"), ("GET", "/images/search", "i_search"),
         ("GET", "/images/get", "i_save_many"), ("POST", "/images/load", "i_load"),
+        ("POST", "/auth", "i_auth"), ("POST", "/ketch/system/check", "i_check"),
         ("GET", r"/images/{name:.+}/json", "i_inspect"), ("GET", r"/images/{name:.+}/history", "i_history"),
         ("POST", r"/images/{name:.+}/tag", "i_tag"), ("POST", r"/images/{name:.+}/push", "i_push"),
         ("GET", r"/images/{name:.+}/get", "i_save_one"), ("DELETE", r"/images/{name:.+}", "i_remove"),
@@ -32,31 +61,32 @@ class ImageRoutes(Routes):
     async def i_history(self, request):
         return jresp(await self._img("image_history")(request.match_info["name"]))
 
-    def _image_event(self, action: str, actor: str, name: str) -> None:
-        from ketch.events import make_event
-        self.engine.events.publish(make_event("image", action, actor, {"name": name}))
-
     async def i_tag(self, request):
         name = request.match_info["name"]
         repo, tag = request.query.get("repo", ""), request.query.get("tag", "")
+        if not repo:
+            raise InvalidArgument("repository name (repo) is required")
         await self._img("tag_image")(name, repo, tag)
-        try:
-            iid = (await self.images.get_image(name)).id
-        except KetchError:
-            iid = name
-        self._image_event("tag", iid, f"{repo}:{tag or 'latest'}")
         return web.Response(status=201)
 
     async def i_remove(self, request):
         name = request.match_info["name"]
-        out = await self._img("remove_image")(name, force=boolean(request, "force"),
-                                              noprune=boolean(request, "noprune"))
-        for item in out or []:
-            if "Untagged" in item:
-                self._image_event("untag", name, item["Untagged"])
-            elif "Deleted" in item:
-                self._image_event("delete", item["Deleted"], name)
-        return jresp(out)
+        return jresp(await self._img("remove_image")(name, force=boolean(request, "force"),
+                                                     noprune=boolean(request, "noprune")))
+
+    async def i_prune(self, request):
+        return jresp(await self._img("prune_images")(filters=filters_of(request)))
+
+    async def i_search(self, request):
+        raise NotImplementedYet(SEARCH_ERROR)
+
+    async def i_auth(self, request):
+        body = await _json_body(request)
+        return jresp(await self._img("auth")(body.get("username") or "", body.get("password") or "",
+                                             body.get("serveraddress") or ""))
+
+    async def i_check(self, request):
+        return jresp(await self._img("check")(repair=boolean(request, "repair")))
 
     def _auth(self, request):
         import base64
@@ -64,50 +94,62 @@ class ImageRoutes(Routes):
         if not raw:
             return None
         try:
-            return json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+            auth = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         except ValueError:
             raise InvalidArgument("invalid X-Registry-Auth header") from None
+        return auth if isinstance(auth, dict) and auth else None
 
-    async def _progress(self, request, gen, event: tuple[str, str] | None = None):
-        """Stream JSON progress messages; publish `event` (action, name) if no error came."""
+    async def _progress(self, request, gen):
+        """Stream JSON progress messages; a failure after the head is the last message."""
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
-        failed = False
         try:
             async for msg in gen:
-                failed = failed or "error" in msg
                 await resp.write(json.dumps(msg).encode() + b"\r\n")
         except KetchError as e:
-            failed = True
             await resp.write(json.dumps({"errorDetail": {"message": str(e)}, "error": str(e)}).encode() + b"\r\n")
-        if event and not failed:
-            self._image_event(event[0], event[1], event[1])
         await resp.write_eof()
         return resp
 
-    async def i_pull(self, request):
-        if request.query.get("fromSrc"):
-            raise NotImplementedYet("image import is not available yet")
+    async def i_create(self, request):
+        q = request.query
+        if q.get("fromSrc"):
+            return await self._import(request)
         fn = self._img("pull_image")
-        image = request.query.get("fromImage", "")
+        image = q.get("fromImage", "")
         if not image:
-            raise InvalidArgument("fromImage is required")
-        tag = request.query.get("tag", "")
-        gen = fn(image, tag, request.query.get("platform") or None, self._auth(request))
-        ref = f"{image}:{tag}" if tag and "@" not in image and not tag.startswith("sha256:") else image
-        return await self._progress(request, gen, ("pull", ref))
+            raise InvalidArgument("fromImage or fromSrc is required")
+        tag = q.get("tag", "")
+        # dockerd: no tag and a name without tag or digest pulls every tag (`docker pull -a`)
+        all_tags = not tag and "@" not in image and ":" not in image.rsplit("/", 1)[-1]
+        kw = {"all_tags": True} if all_tags else {}
+        return await self._progress(request, fn(image, tag, q.get("platform") or None, self._auth(request), **kw))
+
+    async def _import(self, request):
+        q = request.query
+        if q["fromSrc"] != "-":
+            raise InvalidArgument(f"import from {q['fromSrc']}: only fromSrc=- (the request body) is supported; "
+                                  "this daemon fetches no URLs")
+        fn = self._img("import_image")
+        changes = [c for v in q.getall("changes", []) for c in v.splitlines() if c.strip()]
+        gen = fn(request.content.iter_chunked(1 << 16), repo=q.get("repo", ""), tag=q.get("tag", ""),
+                 message=q.get("message", ""), changes=changes, platform=q.get("platform") or None)
+        return await self._progress(request, gen)
 
     async def i_push(self, request):
         fn = self._img("push_image")
         name, tag = request.match_info["name"], request.query.get("tag", "")
-        return await self._progress(request, fn(name, tag, self._auth(request)),
-                                    ("push", f"{name}:{tag}" if tag else name))
+        return await self._progress(request, fn(name, tag, self._auth(request)))
 
     async def _tar_out(self, request, names):
         fn = self._img("save_images")
+        fmt = request.query.get("format") or "docker-archive"
+        if fmt not in ("docker-archive", "oci-archive"):
+            raise InvalidArgument(f"invalid format {fmt!r}: docker-archive or oci-archive")
+        gen = fn(names, fmt) if fmt != "docker-archive" else fn(names)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
         started = False
-        async for chunk in fn(names):
+        async for chunk in gen:
             if not started:
                 await resp.prepare(request)
                 started = True
@@ -125,6 +167,4 @@ class ImageRoutes(Routes):
 
     async def i_load(self, request):
         fn = self._img("load_images")
-        return await self._progress(request, fn(request.content.iter_chunked(1 << 16), boolean(request, "quiet")),
-                                    ("load", ""))
-
+        return await self._progress(request, fn(request.content.iter_chunked(1 << 16), boolean(request, "quiet")))

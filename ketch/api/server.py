@@ -45,6 +45,10 @@ class Api:
 
     @web.middleware
     async def middleware(self, request, handler):
+        if request.method == "OPTIONS":
+            # any path, as dockerd answers a CORS preflight: no body, no route needed
+            return web.Response(status=204, headers={"Api-Version": API_VERSION, "Ostype": "linux",
+                                                     "Server": f"Ketch/{ketch.__version__} (linux)"})
         v = request.match_info.get("version")
         t0 = time.monotonic()
         try:

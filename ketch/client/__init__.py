@@ -336,7 +336,9 @@ class Client:
         return self.json("DELETE", f"/images/{name}", {"force": force or None, "noprune": noprune or None})
 
     def image_pull(self, image: str, tag: str | None = None, platform: str | None = None, auth: str | None = None):
-        """Iterate the pull's progress messages (an ``error`` message last on failure)."""
+        """Iterate the pull's progress messages (an ``error`` message last on failure). No ``tag``
+        and a name without one pulls every tag of the repository (dockerd's rule). ``auth``: an
+        X-Registry-Auth value (``ketch.client.auth.header``)."""
         return self.json_stream("POST", "/images/create", {"fromImage": image, "tag": tag, "platform": platform},
                                 headers={"X-Registry-Auth": auth} if auth else None)
 
@@ -344,16 +346,45 @@ class Client:
         return self.json_stream("POST", f"/images/{name}/push", {"tag": tag},
                                 headers={"X-Registry-Auth": auth or "e30="})
 
-    def image_save(self, names: list):
-        """The Response streaming a docker-archive tar of ``names``."""
-        return self._save(names)
-
-    def _save(self, names):
-        return self.stream("GET", "/images/get", [("names", n) for n in names])
+    def image_save(self, names: list, format: str | None = None):
+        """The Response streaming a tar of ``names``: docker-archive, or with ``format="oci-archive"``
+        an OCI layout (a Ketch extension of GET /images/get; dockerd ignores it)."""
+        params = [("names", n) for n in names]
+        if format and format != "docker-archive":
+            params.append(("format", format))
+        return self.stream("GET", "/images/get", params)
 
     def image_load(self, data, quiet=False):
+        """Iterate the load's messages; ``data``: bytes, a binary file or an iterable of bytes."""
         return self.json_stream("POST", "/images/load", {"quiet": quiet or None}, raw=data,
                                 headers={"Content-Type": "application/x-tar"})
+
+    def image_import(self, data, repo: str | None = None, tag: str | None = None, message: str | None = None,
+                     changes=(), platform: str | None = None):
+        """POST /images/create?fromSrc=-: iterate the import's messages; the last is {"status": <image ID>}."""
+        params = [("fromSrc", "-"), ("repo", repo), ("tag", tag), ("message", message or None),
+                  ("platform", platform)] + [("changes", c) for c in changes]
+        return self.json_stream("POST", "/images/create", params, raw=data,
+                                headers={"Content-Type": "application/x-tar"})
+
+    def image_prune(self, filters=None) -> dict:
+        """{"ImagesDeleted": [{"Untagged"|"Deleted": ...}], "SpaceReclaimed": bytes}; filters: dangling
+        (["false"]: every unused image), until, label, label!."""
+        return self.json("POST", "/images/prune", {"filters": _filters(filters)})
+
+    def image_search(self, term: str, limit: int | None = None) -> list:
+        return self.json("GET", "/images/search", {"term": term, "limit": limit})
+
+    def auth(self, username: str, password: str, serveraddress: str = "") -> dict:
+        """POST /auth: the daemon checks the credentials against the registry;
+        {"Status": "Login Succeeded", "IdentityToken": ...}. Nothing is stored (see ketch.client.auth)."""
+        return self.json("POST", "/auth", None, {"username": username, "password": password,
+                                                 "serveraddress": serveraddress})
+
+    def system_check(self, repair=False) -> dict:
+        """Ketch's own POST /ketch/system/check: {"Problems": [{"area", "what", "problem"}], "Blobs",
+        "Snapshots", "Images", "Ingests", "Repaired"}."""
+        return self.json("POST", "/ketch/system/check", {"repair": repair or None})
 
 
 class _Waiter:

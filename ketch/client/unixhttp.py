@@ -145,7 +145,8 @@ class Response:
             try:
                 self._left = int(self.headers["content-length"])
             except ValueError:
-                raise ConnectionLost(f"bad Content-Length from the daemon: {self.headers['content-length']!r}") from None
+                value = self.headers["content-length"]
+                raise ConnectionLost(f"bad Content-Length from the daemon: {value!r}") from None
             if self._left < 0:
                 raise ConnectionLost("bad Content-Length from the daemon: negative")
             if self._left == 0:

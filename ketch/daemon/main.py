@@ -193,6 +193,8 @@ async def serve(cfg: dict) -> int:
         images = _NoImages()
     engine = Engine(data_root=data_root, run_root=exec_root, runtime=runtime, conmon_binary=conmon_bin,
                     images=images, cgroup_parent=cfg["cgroup-parent"], init_binary=cfg.get("init-path") or None)
+    if hasattr(images, "events"):  # image events (pull, tag, delete, ...) come from the image service
+        images.events = engine.events
     id_file = os.path.join(data_root, "engine-id")
     if not os.path.exists(id_file):
         with open(id_file, "w") as f:

@@ -1,9 +1,16 @@
 """The async face of ImageService for the daemon (the protocol in ketch/engine/ports.py).
 
-    images = AsyncImageService("/var/lib/ketch")   # or load_image_service("ketch.images.async_service:AsyncImageService", root)
+    images = AsyncImageService("/var/lib/ketch", events=bus)
+    # or load_image_service("ketch.images.async_service:AsyncImageService", root), then images.events = bus
 
 Container roots are mounted at ``<root>/rootfs/<key>/merged``. Blocking work runs in threads.
-Pull/push yield Docker JSON progress messages; save yields tar bytes; load takes bytes chunks.
+Pull/push/import yield Docker JSON progress messages; save yields tar bytes; load and import
+take async iterators of byte chunks.
+
+Image events (pull, push, tag, untag, delete, load, import, prune) are published here, on the
+optional ``events`` publisher (anything with ``publish(event)``: ketch.events.EventBus), so they
+reach ``/events`` whoever asked for the operation; always on the event loop, after the
+blocking work came back from its thread.
 """
 
 from __future__ import annotations
@@ -12,10 +19,12 @@ import asyncio
 import os
 import re
 import tempfile
+import time
 
-from ketch.errors import InvalidArgument, NotFound
+from ketch.errors import InvalidArgument, KetchError, NotFound
 from ketch.images.record import Image
 from ketch.images.service import ImageService, rfc3339
+from ketch.oci import reference
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -30,10 +39,25 @@ def _mounted(path):
 
 
 class AsyncImageService:
-    def __init__(self, data_root, *, insecure=(), docker_config=None):
+    def __init__(self, data_root, *, insecure=(), docker_config=None, events=None):
         self.svc = ImageService(data_root, insecure=insecure, docker_config=docker_config)
         self.mount_root = os.path.join(self.svc.root, "rootfs")
         os.makedirs(self.mount_root, mode=0o711, exist_ok=True)
+        self.events = events
+
+    def _publish(self, action: str, actor_id: str, name: str | None, **attrs) -> None:
+        """An image event in Docker's shape, with the old API's status and id (the docker CLI reads them)."""
+        if self.events is None:
+            return
+        from ketch.events import make_event
+        ev = make_event("image", action, actor_id, {"name": name, **attrs} if name is not None else attrs)
+        ev["status"], ev["id"] = action, actor_id
+        self.events.publish(ev)
+
+    def _tmpdir(self) -> str:
+        d = os.path.join(self.svc.root, "tmp")
+        os.makedirs(d, exist_ok=True)
+        return d
 
     def add_usage_check(self, fn):
         self.svc.add_usage_check(fn)
@@ -114,37 +138,170 @@ class AsyncImageService:
     async def image_history(self, name):
         return await asyncio.to_thread(self.svc.history, name)
 
+    async def _image_id(self, name):
+        try:
+            return (await asyncio.to_thread(self.svc.resolve, name))[0]
+        except KetchError:
+            return None
+
     async def tag_image(self, name, repo, tag):
-        await asyncio.to_thread(self.svc.tag, name, f"{repo}:{tag or 'latest'}")
+        target = f"{repo}:{tag or 'latest'}"
+        await asyncio.to_thread(self.svc.tag, name, target)
+        iid = await self._image_id(target)
+        self._publish("tag", iid or name, reference.parse(target).familiar())
 
     async def remove_image(self, name, force=False, noprune=False):
-        return await asyncio.to_thread(self.svc.remove, name, force, not noprune)
+        iid = await self._image_id(name)
+        out = await asyncio.to_thread(self.svc.remove, name, force, not noprune)
+        self._publish_removed(out, iid)
+        return out
 
-    async def prune_images(self, all_=False):
-        return await asyncio.to_thread(self.svc.prune, all_)
+    def _publish_removed(self, items, iid=None):
+        """untag and delete events for an rmi or prune answer ([{"Untagged": x} | {"Deleted": id}])."""
+        pending = []
+        for item in items or []:
+            if "Untagged" in item:
+                pending.append(item["Untagged"])
+            elif "Deleted" in item:
+                for t in pending:
+                    self._publish("untag", item["Deleted"], t)
+                pending = []
+                self._publish("delete", item["Deleted"], item["Deleted"])
+        for t in pending:  # untagged only (rmi -f of an image in use, one tag of several)
+            self._publish("untag", iid or t, t)
 
-    async def _events(self, coro_fn):
+    async def prune_images(self, all_=False, filters=None):
+        """POST /images/prune. Filters: dangling (true, the default: untagged images only; false:
+        every image no container uses), until (a timestamp or a duration: images created before
+        it), label and label! (key or key=value). Answers {"ImagesDeleted", "SpaceReclaimed"}."""
+        filters = dict(filters or {})
+        for k in filters:
+            if k not in ("dangling", "until", "label", "label!"):
+                raise InvalidArgument(f"invalid filter '{k}'")
+        dangling = _values(filters.get("dangling"))
+        if dangling:
+            v = dangling[-1].lower()
+            if v not in ("true", "false", "1", "0"):
+                raise InvalidArgument(f"invalid filter 'dangling={v}'")
+            all_ = all_ or v in ("false", "0")
+        until = [until_timestamp(u) for u in _values(filters.get("until"))]
+        want, refuse = _values(filters.get("label")), _values(filters.get("label!"))
+
+        def select(iid):
+            if not (until or want or refuse):
+                return True
+            insp = self.svc.inspect(iid)
+            if until and (_created_ts(insp.get("Created")) or 0.0) >= min(until):
+                return False
+            labels = (insp.get("Config") or {}).get("Labels") or {}
+            if want and not all(_label_match(labels, x) for x in want):
+                return False
+            return not any(_label_match(labels, x) for x in refuse)
+        res = await asyncio.to_thread(self.svc.prune, all_, select)
+        self._publish_removed(res["ImagesDeleted"])
+        self._publish("prune", "", None, reclaimed=str(res["SpaceReclaimed"]))
+        return {"ImagesDeleted": res["ImagesDeleted"], "SpaceReclaimed": res["SpaceReclaimed"]}
+
+    async def check(self, repair=False):
+        """`system check`: {"Problems": [{"area", "what", "problem"}], "Blobs", "Snapshots", "Images",
+        "Ingests", "Repaired"}."""
+        def run():
+            problems = self.svc.check(repair=repair)
+            return {"Problems": problems, "Blobs": sum(1 for _ in self.svc.content.list()),
+                    "Snapshots": len(self.svc.snapshots.list()), "Images": len(self.svc.meta.snapshot()["images"]),
+                    "Ingests": len(self.svc.content.ingests()), "Repaired": bool(repair)}
+        return await asyncio.to_thread(run)
+
+    async def auth(self, username, password, server):
+        """POST /auth: check the credentials against the registry. The daemon keeps nothing: the
+        check's own credentials file is a temp file, removed at once; the client stores them."""
+        if not username or not password:
+            raise InvalidArgument("login: username and password are required")
+        domain = registry_domain(server)
+        fd, path = tempfile.mkstemp(prefix="auth-", suffix=".json", dir=self._tmpdir())
+        os.close(fd)
+        try:
+            from ketch.registry import RegistryClient
+            async with RegistryClient(insecure=tuple(self.svc.insecure), docker_config=path) as c:
+                await c.login(domain, username, password, config=path)
+        finally:
+            os.unlink(path)
+        return {"Status": "Login Succeeded", "IdentityToken": ""}
+
+    async def _events(self, coro_fn, on_success=None):
         q = asyncio.Queue()
         task = asyncio.create_task(coro_fn(q.put_nowait))
         task.add_done_callback(lambda t: q.put_nowait(None))
-        while True:
-            ev = await q.get()
-            if ev is None:
-                break
-            yield ev
+        try:
+            while True:
+                ev = await q.get()
+                if ev is None:
+                    break
+                yield ev
+        finally:
+            if not task.done():  # the client went away: stop the work
+                task.cancel()
         exc = task.exception()
         if exc is not None:
             yield {"errorDetail": {"message": str(exc)}, "error": str(exc)}
+        elif on_success is not None:
+            on_success()
 
-    def pull_image(self, ref, tag=None, platform=None, auth=None):
+    def pull_image(self, ref, tag=None, platform=None, auth=None, all_tags=False):
+        """Progress messages of a pull; ``all_tags``: every tag of the repository ``ref``, in turn."""
         if tag and "@" not in ref:
             ref = f"{ref}:{tag}" if not tag.startswith("sha256:") else f"{ref}@{tag}"
-        return self._events(lambda p: self.svc.pull(ref, platform=platform, progress=p, auth=auth))
+        if all_tags:
+            return self._pull_all(ref, platform, auth)
+        r = reference.parse(ref)
+        return self._events(lambda p: self.svc.pull(ref, platform=platform, progress=p, auth=auth),
+                            lambda: self._publish("pull", r.familiar(), r.familiar_name()))
+
+    async def _pull_all(self, ref, platform, auth):
+        try:
+            r = reference.parse(ref)
+            if r.digest or ":" in ref.rsplit("/", 1)[-1]:
+                raise InvalidArgument("tag can't be used with --all-tags/-a")
+            async with self.svc.client(auth) as c:
+                tags = sorted(await c.list_tags(r.repository()))
+        except KetchError as e:
+            yield {"errorDetail": {"message": str(e)}, "error": str(e)}
+            return
+        for t in tags:
+            failed = False
+            async for msg in self.pull_image(str(r.with_tag(t)), platform=platform, auth=auth):
+                failed = failed or "error" in msg
+                yield msg
+            if failed:
+                return
 
     def push_image(self, name, tag=None, auth=None):
         if tag:
             name = f"{name}:{tag}"
-        return self._events(lambda p: self.svc.push(name, progress=p, auth=auth))
+        r = reference.parse(name)
+        return self._events(lambda p: self.svc.push(name, progress=p, auth=auth),
+                            lambda: self._publish("push", r.familiar(), r.familiar_name()))
+
+    async def import_image(self, stream, repo="", tag="", message="", changes=(), platform=None):
+        """POST /images/create?fromSrc=-: a root file system tarball (async byte chunks) becomes a
+        one-layer image, tagged repo[:tag] if a repo is given; yields progress, then {"status": <image ID>}."""
+        ref = None
+        if repo:
+            ref = str(reference.parse(f"{repo}:{tag}" if tag and "@" not in repo else repo))
+        with tempfile.TemporaryFile(dir=self._tmpdir()) as tmp:
+            n = 0
+            async for chunk in stream:
+                tmp.write(chunk)
+                n += len(chunk)
+            yield {"status": "Importing", "progressDetail": {"current": n, "total": n}, "id": "rootfs"}
+            tmp.seek(0)
+            try:
+                iid = await asyncio.to_thread(self.svc.import_rootfs, tmp, ref, tuple(changes), message, platform)
+            except Exception as e:  # noqa: BLE001 - reported in the stream, as Docker does
+                yield {"errorDetail": {"message": str(e)}, "error": str(e)}
+                return
+        self._publish("import", iid, reference.parse(ref).familiar() if ref else iid)
+        yield {"status": iid}
 
     async def save_images(self, names, format="docker-archive"):
         r, w = os.pipe()
@@ -165,19 +322,81 @@ class AsyncImageService:
         await task
 
     async def load_images(self, stream, quiet=False):
-        tmpdir = os.path.join(self.svc.root, "tmp")
-        os.makedirs(tmpdir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=tmpdir) as tmp:
+        with tempfile.TemporaryFile(dir=self._tmpdir()) as tmp:
             async for chunk in stream:
                 tmp.write(chunk)
             tmp.seek(0)
             events = []
             try:
-                await asyncio.to_thread(self.svc.load, tmp, events.append)
+                loaded = await asyncio.to_thread(self.svc.load, tmp, events.append)
             except Exception as e:  # noqa: BLE001 - reported in the stream, as Docker does
                 for ev in events:
                     yield ev
                 yield {"errorDetail": {"message": str(e)}, "error": str(e)}
                 return
-            for ev in events:
-                yield ev
+        for img in loaded:
+            self._publish("load", img["id"], reference.parse(img["tags"][0]).familiar() if img["tags"] else img["id"])
+        for ev in events:
+            yield ev
+
+
+# --- helpers of the /images endpoints ------------------------------------------------------
+
+def registry_domain(server: str) -> str:
+    """A registry address as `docker login` takes it ("https://index.docker.io/v1/", "host:port",
+    "http://host:port/path") -> its domain ("docker.io", "host:port")."""
+    s = (server or "").strip()
+    for pre in ("https://", "http://"):
+        if s.startswith(pre):
+            s = s[len(pre):]
+    s = s.split("/", 1)[0]
+    if s in ("", "index.docker.io", "registry-1.docker.io"):
+        return "docker.io"
+    return s
+
+
+def _values(v) -> list[str]:
+    if not v:
+        return []
+    return [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
+
+
+def _label_match(labels: dict, spec: str) -> bool:
+    k, sep, v = spec.partition("=")
+    return k in labels and (not sep or labels[k] == v)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def until_timestamp(value: str, now: float | None = None) -> float:
+    """Docker's `until`: a Go duration before now ("10m", "1h30m"), a Unix time ("1700000000.5")
+    or an RFC 3339 date or time ("2024-01-02", "2024-01-02T15:04:05Z")."""
+    v = value.strip()
+    now = time.time() if now is None else now
+    if v and _DURATION.fullmatch(v) or (v and _DURATION.sub("", v) == ""):
+        return now - sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(v))
+    try:
+        return float(v)
+    except ValueError:
+        pass
+    ts = _created_ts(v)
+    if ts is None:
+        raise InvalidArgument(f"invalid filter 'until={value}': not a timestamp or a duration")
+    return ts
+
+
+def _created_ts(v) -> float | None:
+    """An RFC 3339 (or date-only) string -> Unix time; None if it is not one."""
+    if not v:
+        return None
+    from datetime import datetime, timezone
+    s = re.sub(r"(\.\d{6})\d+", r"\1", str(v).strip()).replace("Z", "+00:00")
+    try:
+        d = datetime.fromisoformat(s)
+    except ValueError:
+        return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=timezone.utc)
+    return d.timestamp()

@@ -1,5 +1,10 @@
 """Images made here without a registry: ``import`` (a root file system tarball) and the
-local base image (busybox from Debian's busybox-static, no network)."""
+local base image (busybox from Debian's busybox-static, no network).
+
+``base_image_archive`` builds the base image as an OCI archive in memory, with no data root:
+``ketch image base`` makes it on the client and loads it through the daemon, and the image
+is the very one ``make_base_image`` stores in-process (same manifest, same image ID).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,6 @@ from ketch.oci import image as oci
 from ketch.oci import mediatypes as mt
 from ketch.oci import platform as oplatform
 from ketch.oci import reference
-from ketch.snapshots import unpack_layer
 
 _LAYER_TYPE = {None: mt.OCI_LAYER, "gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD}
 
@@ -35,7 +39,7 @@ def parse_changes(changes):
         if not rest:
             raise InvalidArgument(f"change {line!r}: missing value")
 
-        def cmd_form(v):
+        def cmd_form(v, line=line):
             if v.startswith("["):
                 try:
                     x = json.loads(v)
@@ -83,6 +87,23 @@ def parse_changes(changes):
     return cfg
 
 
+def _config(plat, run_config, diff_id, created, created_by, comment) -> bytes:
+    cfg = {"created": created, "architecture": plat.architecture, "os": plat.os,
+           "config": run_config,
+           "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+           "history": [{"created": created, "created_by": created_by, **({"comment": comment} if comment else {})}]}
+    if plat.variant:
+        cfg["variant"] = plat.variant
+    return oci.canonical_json(cfg)
+
+
+def _manifest(cfg_bytes: bytes, layer_type: str, layer_digest: str, layer_size: int) -> bytes:
+    return oci.canonical_json({
+        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": oci.sha256_digest(cfg_bytes), "size": len(cfg_bytes)},
+        "layers": [{"mediaType": layer_type, "digest": layer_digest, "size": layer_size}]})
+
+
 def _single_layer_image(svc, stream, *, ref, run_config, created, created_by, comment, platform):
     """Store ``stream`` as one layer, unpack it, write config and OCI manifest, tag ``ref``."""
     tags = []
@@ -91,6 +112,7 @@ def _single_layer_image(svc, stream, *, ref, run_config, created, created_by, co
         if r.digest:
             raise InvalidArgument(f"import {ref}: cannot tag with a digest reference")
         tags = [str(r)]
+    from ketch.snapshots import unpack_layer
     plat = oplatform.parse(platform) if platform else oplatform.host()
     with svc.meta.content_guard():
         w = svc.content.writer()
@@ -104,18 +126,9 @@ def _single_layer_image(svc, stream, *, ref, run_config, created, created_by, co
             raise
         with svc.content.open(blob) as f:
             chain, res = unpack_layer(svc.snapshots, f, None, None, expected_digest=blob)
-        cfg = {"created": created, "architecture": plat.architecture, "os": plat.os,
-               "config": run_config,
-               "rootfs": {"type": "layers", "diff_ids": [res.diff_id]},
-               "history": [{"created": created, "created_by": created_by, **({"comment": comment} if comment else {})}]}
-        if plat.variant:
-            cfg["variant"] = plat.variant
-        cfg_bytes = oci.canonical_json(cfg)
+        cfg_bytes = _config(plat, run_config, res.diff_id, created, created_by, comment)
         cfg_digest = svc.content.put(cfg_bytes)
-        manifest = oci.canonical_json({
-            "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-            "config": {"mediaType": mt.OCI_CONFIG, "digest": cfg_digest, "size": len(cfg_bytes)},
-            "layers": [{"mediaType": _LAYER_TYPE[res.compression], "digest": blob, "size": size}]})
+        manifest = _manifest(cfg_bytes, _LAYER_TYPE[res.compression], blob, size)
         m_digest = svc.content.put(manifest)
         return svc.register(manifest_digest=m_digest, media_type=mt.OCI_MANIFEST, config_digest=cfg_digest,
                             chains=[chain], layer_sizes=[res.uncompressed_size], tags=tags)
@@ -132,6 +145,13 @@ def import_rootfs(svc, stream, ref=None, changes=(), message="", platform=None):
 def busybox_layer(busybox="/bin/busybox"):
     """A gzip layer: busybox (static) with every applet as a symlink, /etc/passwd, /etc/group,
     the usual directories. Deterministic for a given busybox binary (mtimes are the binary's)."""
+    raw, mtime = busybox_tar(busybox)
+    import gzip
+    return gzip.compress(raw, compresslevel=6, mtime=0), mtime
+
+
+def busybox_tar(busybox="/bin/busybox") -> tuple[bytes, int]:
+    """The uncompressed tar of ``busybox_layer`` and its mtime."""
     if not os.path.isfile(busybox):
         raise InvalidArgument(f"base image: {busybox} not found (install Debian's busybox-static)")
     mtime = int(os.stat(busybox).st_mtime)
@@ -170,14 +190,49 @@ def busybox_layer(busybox="/bin/busybox"):
             ti = tarfile.TarInfo(name)
             ti.type, ti.linkname, ti.mode, ti.mtime = tarfile.SYMTYPE, "/bin/busybox", 0o777, mtime
             tf.addfile(ti)
-    import gzip
-    return gzip.compress(raw.getvalue(), compresslevel=6, mtime=0), mtime
+    return raw.getvalue(), mtime
+
+
+_BASE_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+
+
+def _base_created_by(busybox):
+    return f"ketch image base: {busybox} (busybox-static)"
 
 
 def make_base_image(svc, ref="docker.io/library/busybox:latest", busybox="/bin/busybox"):
     """The local base image, tagged ``ref``, made from the host's static busybox; returns its ID."""
     data, mtime = busybox_layer(busybox)
-    return _single_layer_image(svc, io.BytesIO(data), ref=ref, run_config={
-        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
-        created=_iso(mtime), created_by=f"ketch image base: {busybox} (busybox-static)", comment="",
-        platform=None)
+    return _single_layer_image(svc, io.BytesIO(data), ref=ref, run_config={"Env": list(_BASE_ENV), "Cmd": ["sh"]},
+                               created=_iso(mtime), created_by=_base_created_by(busybox), comment="", platform=None)
+
+
+def base_image_archive(ref="docker.io/library/busybox:latest", busybox="/bin/busybox") -> tuple[bytes, str]:
+    """(an OCI archive of the base image tagged ``ref``, its image ID), made without a data root:
+    the same manifest and config as ``make_base_image`` stores."""
+    import gzip
+    import hashlib
+    r = reference.parse(ref)
+    if r.digest:
+        raise InvalidArgument(f"image base {ref}: cannot tag with a digest reference")
+    raw, mtime = busybox_tar(busybox)
+    diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
+    layer = gzip.compress(raw, compresslevel=6, mtime=0)
+    layer_digest = oci.sha256_digest(layer)
+    cfg = _config(oplatform.host(), {"Env": list(_BASE_ENV), "Cmd": ["sh"]}, diff_id, _iso(mtime),
+                  _base_created_by(busybox), "")
+    man = _manifest(cfg, mt.OCI_LAYER_GZIP, layer_digest, len(layer))
+    index = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [{
+        "mediaType": mt.OCI_MANIFEST, "digest": oci.sha256_digest(man), "size": len(man),
+        "annotations": {"io.containerd.image.name": str(r), "org.opencontainers.image.ref.name": r.tag or "latest"}}]})
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        def add(name, data):
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mode, ti.mtime = len(data), 0o644, mtime
+            tf.addfile(ti, io.BytesIO(data))
+        add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        add("index.json", index.encode())
+        for blob in (layer, cfg, man):
+            add("blobs/sha256/" + oci.sha256_digest(blob)[7:], blob)
+    return out.getvalue(), oci.sha256_digest(cfg)

@@ -45,8 +45,8 @@ async def push(svc, ref_str, progress=None, auth=None):
                 src = reference.parse_repository(mounts_from[0]) if mounts_from else None
                 with svc.content.open(desc.digest) as f:
                     how = await c.push_blob(ref, desc.digest, desc.size, f, mount_from=src)
-                emit({"exists": "Layer already exists", "mounted": f"Mounted from {mounts_from[0] if mounts_from else ''}",
-                      "uploaded": "Pushed"}[how], id=short)
+                mounted = f"Mounted from {mounts_from[0] if mounts_from else ''}"
+                emit({"exists": "Layer already exists", "mounted": mounted, "uploaded": "Pushed"}[how], id=short)
 
         async def manifest_blobs(m):
             await asyncio.gather(*(blob(x) for x in (m.config, *m.layers)))

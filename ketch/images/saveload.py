@@ -110,7 +110,7 @@ def _save_oci(svc, tf, images):
         with svc.content.open(d) as f:
             _add(tf, f"blobs/{d.replace(':', '/')}", fileobj=f, size=info["size"], mode=0o444)
 
-    for iid, rec, tags in images:
+    for _iid, rec, tags in images:
         m = svc.manifest(rec)
         for d in (m.config.digest, *(x.digest for x in m.layers), rec["manifest"]):
             blob(d)
@@ -139,7 +139,7 @@ def _save_docker(svc, tf, images):
             _add(tf, cfg_name, cfg_bytes)
             written.add(cfg_name)
         layers = []
-        for desc, diff_id in zip(m.layers, diff_ids):
+        for desc, diff_id in zip(m.layers, diff_ids, strict=False):
             name = diff_id[7:] + "/layer.tar"
             layers.append(name)
             if name in written:
@@ -310,7 +310,7 @@ def _unpack(svc, layers, diff_ids, what):
     """layers: [(digest, size)] of blobs in the store; returns (chains, sizes, compressions)."""
     parent, chains, sizes, kinds = None, [], [], []
     svc.snapshots.cleanup()
-    for (digest, _size), diff_id in zip(layers, diff_ids):
+    for (digest, _size), diff_id in zip(layers, diff_ids, strict=False):
         with svc.content.open(digest) as f:
             try:
                 chain, res = unpack_layer(svc.snapshots, f, parent, diff_id, expected_digest=digest)
@@ -366,7 +366,7 @@ def _load_docker(svc, a, emit):
             "schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST,
             "config": {"mediaType": mt.DOCKER_CONFIG, "digest": cfg_digest, "size": len(cfg_bytes)},
             "layers": [{"mediaType": _DOCKER_LAYER[k], "digest": d, "size": s}
-                       for (d, s), k in zip(layers, kinds)]}, indent=3).encode()
+                       for (d, s), k in zip(layers, kinds, strict=False)]}, indent=3).encode()
         m_digest = svc.content.put(manifest)
         iid = svc.register(manifest_digest=m_digest, media_type=mt.DOCKER_MANIFEST, config_digest=cfg_digest,
                            chains=chains, layer_sizes=sizes, tags=refs)

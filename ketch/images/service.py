@@ -178,7 +178,7 @@ class ImageService:
                                   f"{len(manifest.layers)} layers")
         parent, sizes = None, []
         self.snapshots.cleanup()
-        for desc, diff_id in zip(manifest.layers, diff_ids):
+        for desc, diff_id in zip(manifest.layers, diff_ids, strict=False):
             short = desc.digest[7:19]
             if progress:
                 progress({"status": "Loading layer", "id": short})
@@ -276,7 +276,7 @@ class ImageService:
             chains = rec.get("chains") or []
             sizes = rec.get("layer_sizes") or [0] * len(chains)
             size[iid] = sum(s or 0 for s in sizes)
-            shared[iid] = sum(s or 0 for c, s in zip(chains, sizes) if count.get(c, 0) > 1)
+            shared[iid] = sum(s or 0 for c, s in zip(chains, sizes, strict=False) if count.get(c, 0) > 1)
         return size, shared
 
     def list(self, all=False, dangling=None, reference_filter=None):
@@ -433,13 +433,16 @@ class ImageService:
             self.gc()
         return out
 
-    def prune(self, all=False):
-        """Remove dangling images (``all``: every image no container uses); then collect garbage."""
+    def prune(self, all=False, select=None):
+        """Remove dangling images (``all``: every image no container uses); then collect garbage.
+
+        ``select(image_id) -> bool``: only images it accepts (the until/label filters of
+        ``POST /images/prune``)."""
         deleted = []
         with self.meta.write() as doc:
             tagged = set(doc["tags"].values())
             for iid in list(doc["images"]):
-                if (all or iid not in tagged) and not self.users(iid):
+                if (all or iid not in tagged) and not self.users(iid) and (select is None or select(iid)):
                     for t in self._tags_of(doc, iid):
                         del doc["tags"][t]
                         deleted.append({"Untagged": reference.parse(t).familiar()})
