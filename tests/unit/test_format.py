@@ -1,0 +1,76 @@
+"""The CLI's output helpers (ketch/cli/format.py): Docker's sizes and times, the --format subset."""
+
+import io
+import json
+
+import pytest
+
+from ketch.cli import format as fmt
+
+
+@pytest.mark.parametrize("n, text", [
+    (0, "0B"), (None, "0B"), (999, "999B"), (1000, "1kB"), (2_140_000, "2.14MB"), (1_234_567_890, "1.23GB"),
+    (5 * 10**18, "5000PB"),
+])
+def test_human_size(n, text):
+    assert fmt.human_size(n) == text
+
+
+@pytest.mark.parametrize("ago, text", [
+    (0, "Less than a second ago"), (5, "5 seconds ago"), (60, "1 minute ago"), (150, "2 minutes ago"),
+    (3600, "60 minutes ago"), (2 * 3600, "2 hours ago"), (3 * 86400, "3 days ago"), (15 * 86400, "2 weeks ago"),
+    (400 * 86400, "13 months ago"), (800 * 86400, "2 years ago"), (-10, "Less than a second ago"),
+])
+def test_since(ago, text):
+    assert fmt.since(1_000_000_000 - ago, now=1_000_000_000) == text
+
+
+ITEM = {"ID": "abc", "Names": ["web"], "Config": {"Cmd": ["sh", "-c", "x"], "Env": None},
+        "State": {"Running": True, "Labels": {"b": "2", "a": "1"}}, "Size": 12}
+
+
+@pytest.mark.parametrize("template, out", [
+    ("{{.ID}}", "abc"),
+    ("{{ .ID }}\\t{{.Size}}\\n", "abc\t12\n"),
+    ("{{.Config.Cmd}}", "[sh -c x]"),
+    ("{{.Config.Env}}|{{.Nope}}|{{.Config.Nope.Deeper}}", "<no value>|<no value>|<no value>"),
+    ("{{.State.Running}}", "true"),
+    ("{{.State.Labels}}", "map[a:1 b:2]"),
+    ("{{json .Names}}", '["web"]'),
+    ("literal {{json .Config.Env}}", "literal null"),
+])
+def test_render(template, out):
+    assert fmt.render(template, ITEM) == out
+
+
+def test_render_json_dot_is_the_whole_object():
+    assert json.loads(fmt.render("{{json .}}", ITEM)) == ITEM
+
+
+def test_header_and_table_alignment():
+    assert fmt.header_of("{{.ID}}\\t{{.CreatedSince}}\\t{{.RepoTags}}\\t{{json .}}") == \
+        "IMAGE ID\tCREATED\tREPO TAGS\tJSON"
+    assert fmt.header_of("{{.Names}}", {"Names": "NAMES!"}) == "NAMES!"
+    assert fmt.table(["A\tBB\tC", "long-cell\tx\tlast  "]) == "A           BB   C\nlong-cell   x    last"
+
+
+def test_print_formatted_table_and_lines():
+    items = [{"ID": "1", "Name": "one"}, {"ID": "22", "Name": "two"}]
+    out = io.StringIO()
+    fmt.print_formatted(items, None, "table {{.ID}}\t{{.Name}}", out, headers={"ID": "CONTAINER ID"})
+    assert out.getvalue() == "CONTAINER ID   NAME\n1              one\n22             two\n"
+    out = io.StringIO()
+    fmt.print_formatted(items, "table", "table {{.Name}}\t{{.ID}}", out)   # bare `table`: the default columns
+    assert out.getvalue() == "NAME   IMAGE ID\none    1\ntwo    22\n"
+    out = io.StringIO()
+    fmt.print_formatted(items, "{{.Name}}", "table {{.ID}}", out)
+    assert out.getvalue() == "one\ntwo\n"
+    out = io.StringIO()
+    fmt.print_formatted(items, "json", "table {{.ID}}", out)
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == items
+
+
+@pytest.mark.parametrize("v", [{"a": [1, {"b": "ü"}], "c": None}, [], {}, "x", 3])
+def test_to_json_matches_json_dumps(v):
+    assert fmt.to_json(v) == json.dumps(v, ensure_ascii=False)
+    assert fmt.to_json(v, indent=4) == json.dumps(v, indent=4, ensure_ascii=False)
