@@ -1,13 +1,10 @@
 """Exec routes: create, start (hijacked stream), resize, inspect."""
 
-import asyncio
-
 from aiohttp import web
 
 from ketch.api.request import Routes, integer, json_body, jresp
+from ketch.api.streams import MULTIPLEXED_STREAM, RAW_STREAM, frame, hijack, serve_session
 from ketch.errors import InvalidArgument, KetchError
-from ketch.api.streams import MULTIPLEXED_STREAM, RAW_STREAM, frame, hijack, parse_detach_keys, pump_attach
-from ketch.monitor import conmon
 
 
 class ExecRoutes(Routes):
@@ -29,43 +26,25 @@ class ExecRoutes(Routes):
     async def exec_start(self, request):
         eid = request.match_info["id"]
         body = await json_body(request, allow_empty=True)
-        e = self.engine.exec_get(eid)
+        if not isinstance(body, dict):
+            raise InvalidArgument("json: cannot unmarshal value into Go value of type container.ExecStartOptions")
         if body.get("Detach"):
             await self.engine.exec_start(eid, detach=True)
             return web.Response(status=200)
+        e = self.engine.exec_inspect(eid)
         if e["Running"] or e["ExitCode"] is not None:
-            await self.engine.exec_start(eid)  # raises Docker's conflict
-        body_e = e["_body"]
-        tty = bool(body_e.get("Tty"))
+            await self.engine.exec_start(eid)  # raises Docker's conflict before the hijack
+        tty = bool(e["ProcessConfig"]["tty"])
+        h = hijack(request, RAW_STREAM if tty or self.api_version(request) < (1, 42) else MULTIPLEXED_STREAM)
+        session = None
         try:
-            keys = parse_detach_keys(body_e.get("DetachKeys"))
-        except ValueError as err:
-            raise InvalidArgument(str(err)) from None
-        ctype = RAW_STREAM if tty or self.api_version(request) < (1, 42) else MULTIPLEXED_STREAM
-        h = hijack(request, ctype)
-        ready: asyncio.Future = asyncio.get_running_loop().create_future()
-        sock_box = {}
-
-        async def attach(edir):
-            sock_box["sock"] = await conmon.connect_attach(edir)
-
-        async def connect():
-            return await ready
-
-        try:
-            done_fut = await self.engine.exec_start(eid, attach=attach)
-            ready.set_result(sock_box["sock"])
+            session = await self.engine.exec_start(eid)
             if body.get("ConsoleSize") and tty:
                 try:
                     self.engine.exec_resize(eid, *body["ConsoleSize"])
                 except KetchError:
                     pass
-
-            async def after_output():
-                await done_fut
-            await pump_attach(h, connect, tty, bool(body_e.get("AttachStdin")),
-                                      bool(body_e.get("AttachStdout", True)), bool(body_e.get("AttachStderr", True)),
-                                      keys if tty else b"", after_output=after_output)
+            await serve_session(h, session)
         except (ConnectionResetError, BrokenPipeError):
             pass
         except KetchError as err:
@@ -74,6 +53,7 @@ class ExecRoutes(Routes):
             except ConnectionResetError:
                 pass
         finally:
+            if session is not None:
+                session.close()
             h.close()
         return web.Response()
-

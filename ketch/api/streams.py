@@ -12,11 +12,9 @@ arrives in `Hijacked.data_received`, a half-close from the client (CloseWrite) a
 """
 
 import asyncio
-import socket
 import struct
 
 from ketch.detachkeys import DetachMatcher, parse_detach_keys  # noqa: F401 - re-exported
-from ketch.monitor import conmon
 
 STDIN, STDOUT, STDERR = 0, 1, 2
 RAW_STREAM = "application/vnd.docker.raw-stream"
@@ -91,65 +89,40 @@ def hijack(request, content_type: str) -> Hijacked:
     return h
 
 
+async def serve_session(h: "Hijacked", session) -> None:
+    """Frame an engine Session (ketch.engine.sessions) onto a hijacked connection: its output out
+    (stdcopy frames unless tty), the client's bytes in, until the output ends, the detach keys are
+    typed or the client goes away."""
+    closed = asyncio.ensure_future(h.closed.wait())
+    connecting = asyncio.ensure_future(session.connection())
+    done, _ = await asyncio.wait({connecting, closed}, return_when=asyncio.FIRST_COMPLETED)
+    if connecting not in done:   # the client left while waiting for the container to start
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        return
+    connecting.result()          # an attach that could not connect raises here
+    detached = asyncio.Event()
 
+    async def pump_in():
+        while True:
+            data = await h.stdin.get()
+            if not data:
+                await session.end_stdin()
+                return
+            if await session.send(data):
+                detached.set()
+                return
 
-async def pump_attach(h, connect, tty, want_in, want_out, want_err, keys: bytes,
-                             after_output=None):
-        """Pump between the hijacked client and a conmon attach socket until output ends."""
-        loop = asyncio.get_running_loop()
-        connect_task = asyncio.ensure_future(connect())
-        closed = asyncio.ensure_future(h.closed.wait())
-        done, _ = await asyncio.wait({connect_task, closed}, return_when=asyncio.FIRST_COMPLETED)
-        if connect_task not in done:
-            connect_task.cancel()
-            return
-        closed.cancel()
-        result = connect_task.result()
-        sock = result[1] if isinstance(result, tuple) else result
-        detached = asyncio.Event()
+    async def pump_out():
+        async for stream, data in session:
+            await h.write(data if session.tty else frame(STDOUT if stream == "stdout" else STDERR, data))
 
-        async def pump_in():
-            matcher = DetachMatcher(keys)
-            while True:
-                data = await h.stdin.get()
-                if not data:
-                    if want_in:
-                        try:
-                            sock.shutdown(socket.SHUT_WR)
-                        except OSError:
-                            pass
-                    return
-                if not want_in:
-                    continue
-                data, hit = matcher.feed(data)
-                for i in range(0, len(data), 8192):
-                    await loop.sock_sendall(sock, data[i:i + 8192])
-                if hit:
-                    detached.set()
-                    return
-
-        async def pump_out():
-            while True:
-                data = await loop.sock_recv(sock, 65536)
-                if not data:
-                    return
-                kind, payload = data[0], data[1:]
-                if kind == conmon.STDOUT_PIPE and want_out:
-                    await h.write(payload if tty else frame(1, payload))
-                elif kind == conmon.STDERR_PIPE and want_err:
-                    await h.write(payload if tty else frame(2, payload))
-
-        tin = asyncio.ensure_future(pump_in())
-        tout = asyncio.ensure_future(pump_out())
-        tdet = asyncio.ensure_future(detached.wait())
-        tclosed = asyncio.ensure_future(h.closed.wait())
-        try:
-            await asyncio.wait({tout, tdet, tclosed}, return_when=asyncio.FIRST_COMPLETED)
-            if tout.done() and tout.exception() is None and after_output is not None:
-                await after_output()
-        finally:
-            for t in (tin, tout, tdet, tclosed):
-                t.cancel()
-            await asyncio.gather(tin, tout, tdet, tclosed, return_exceptions=True)
-            sock.close()
-
+    tasks = [asyncio.ensure_future(t) for t in (pump_in(), pump_out(), detached.wait())]
+    try:
+        await asyncio.wait({tasks[1], tasks[2], closed}, return_when=asyncio.FIRST_COMPLETED)
+        if tasks[1].done() and tasks[1].exception() is not None:
+            raise tasks[1].exception()
+    finally:
+        for t in tasks + [closed]:
+            t.cancel()
+        await asyncio.gather(*tasks, closed, return_exceptions=True)

@@ -191,19 +191,19 @@ async def serve(cfg: dict) -> int:
         log.warning("no image service; image operations are unavailable",
                     extra={"image_service": cfg["image-service"], "error": str(e)})
         images = _NoImages()
-    engine = Engine(data_root=data_root, run_root=exec_root, runtime=runtime, conmon_binary=conmon_bin,
-                    images=images, cgroup_parent=cfg["cgroup-parent"], init_binary=cfg.get("init-path") or None)
-    if hasattr(images, "events"):  # image events (pull, tag, delete, ...) come from the image service
-        images.events = engine.events
     id_file = os.path.join(data_root, "engine-id")
     if not os.path.exists(id_file):
         with open(id_file, "w") as f:
             f.write(os.urandom(16).hex())
     with open(id_file) as f:
         engine_id = f.read().strip()
+    engine = Engine(data_root=data_root, run_root=exec_root, runtime=runtime, conmon_binary=conmon_bin,
+                    images=images, cgroup_parent=cfg["cgroup-parent"], init_binary=cfg.get("init-path") or None,
+                    engine_id=engine_id)
+    if hasattr(images, "events"):  # image events (pull, tag, delete, ...) come from the image service
+        images.events = engine.events
     if hasattr(images, "add_usage_check"):  # rmi refuses images that containers use
-        images.add_usage_check(lambda image_id: [c.name for c in engine.containers.values()
-                                                 if c.data["Image"] == image_id])
+        images.add_usage_check(engine.containers_using)
     await engine.restore()
     api = Api(engine, images, {"id": engine_id})
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False, shutdown_timeout=1)

@@ -1,20 +1,28 @@
 """A container's record: Docker's inspect shape, persisted atomically, plus ketchd's own notes.
 
-States (Docker's): created -> running <-> paused; running -> restarting -> running;
-running/restarting -> exited; any -> removing -> (gone); dead when cleanup failed.
+The record is the inspect JSON (`data`), so inspect is a copy of it; what ketchd keeps beside
+it (the image reference as the user wrote it, the typed mounts, the network request, the
+monitor's pid, the restart back-off) is `Notes`, stored under the "Ketch" key and stripped from
+inspect. Status changes go through the state machine in ketch/engine/state.py. The in-memory
+parts (lock, waiters, tasks) live only in ketchd.
 """
 
+from __future__ import annotations
+
+import asyncio
 import json
 import os
 import secrets
 import time
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import ClassVar
 
-from ketch.errors import Conflict
+from ketch.engine import mounts as mounts_mod
+from ketch.engine.state import Status
+from ketch.network.model import NetworkRequest
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
-
-CAN_START = {"created", "exited", "dead"}
 
 
 def now_rfc3339() -> str:
@@ -67,21 +75,53 @@ def new_id() -> str:
             return cid
 
 
+@dataclass
+class Notes:
+    """ketchd's own notes on a container (not part of Docker's shape)."""
+    image_ref: str = ""                 # the image as the user named it
+    mounts: list[dict] = field(default_factory=list)   # ketch.engine.mounts.Mount, as dicts
+    network: dict = field(default_factory=dict)        # ketch.network.model.NetworkRequest, as a dict
+    stopped_by_user: bool = False       # stop/kill: the restart policy does not apply
+    monitor_pid: int | None = None      # conmon's pid while the container runs
+    rootfs: str | None = None           # where the root filesystem is mounted while it runs
+    started_at: float = 0.0             # time.time() of the last start
+    backoff: float = 0.0                # the last restart delay
+
+    _OLD_KEYS: ClassVar[dict[str, str]] = {"manual_stop": "stopped_by_user", "conmon_pid": "monitor_pid"}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Notes:
+        d = {cls._OLD_KEYS.get(k, k): v for k, v in (d or {}).items()}
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AttachWaiter:
+    """An attach client waiting for the next start: `ready` is set once the monitor runs,
+    `connected` by the client once it has its socket; start waits for `connected` (bounded)."""
+    ready: asyncio.Future
+    connected: asyncio.Future
+
+
 class Container:
-    def __init__(self, directory: str, data: dict):
+    def __init__(self, directory: str, data: dict, notes: Notes | None = None):
         self.dir = directory
         self.data = data
-        self.waiters: list = []          # (condition, future)
-        self.pending_attach: list = []   # futures resolved once the monitor is ready
-        self.watch_task = None
-        self.health_task = None
-        self.restart_task = None
-        self.exit_event = None
-        self.lock = None
+        self.notes = notes if notes is not None else Notes.from_dict(data.pop("Ketch", None))
+        self.data.pop("Ketch", None)
+        self.lock = asyncio.Lock()
+        self.waiters: list[tuple[str, asyncio.Future]] = []   # (condition, future of the exit code)
+        self.attach_waiters: list[AttachWaiter] = []
+        self.watch_task: asyncio.Task | None = None
+        self.health_task: asyncio.Task | None = None
+        self.restart_task: asyncio.Task | None = None
 
     # --- persistence ---------------------------------------------------------------
     @classmethod
-    def load(cls, directory: str) -> "Container":
+    def load(cls, directory: str) -> Container:
         with open(os.path.join(directory, "container.json")) as f:
             return cls(directory, json.load(f))
 
@@ -90,7 +130,7 @@ class Container:
         path = os.path.join(self.dir, "container.json")
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(self.data, f)
+            json.dump({**self.data, "Ketch": self.notes.to_dict()}, f)
             if sync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -110,8 +150,8 @@ class Container:
         return self.data["State"]
 
     @property
-    def status(self) -> str:
-        return self.state["Status"]
+    def status(self) -> Status:
+        return Status(self.state["Status"])
 
     @property
     def config(self) -> dict:
@@ -122,13 +162,21 @@ class Container:
         return self.data["HostConfig"]
 
     @property
-    def k(self) -> dict:
-        """ketchd's own notes (not part of Docker's shape; stripped from inspect)."""
-        return self.data.setdefault("Ketch", {})
+    def mounts(self) -> list[mounts_mod.Mount]:
+        return mounts_mod.from_notes(self.notes.mounts)
+
+    @property
+    def network(self) -> NetworkRequest:
+        return NetworkRequest.from_dict(self.notes.network)
+
+    @property
+    def image_ref(self) -> str:
+        return self.notes.image_ref or self.config.get("Image", "")
 
     @property
     def running(self) -> bool:
-        return self.status in ("running", "paused", "restarting")
+        """Docker's State.Running (running, paused or restarting)."""
+        return self.status.active
 
     @property
     def tty(self) -> bool:
@@ -142,44 +190,44 @@ class Container:
     def log_path(self) -> str:
         return self.data["LogPath"]
 
-    def set_status(self, status: str) -> None:
+    def set_status(self, status: Status) -> None:
+        """Move to `status`, as the state machine allows (ketch.engine.state)."""
+        new = self.status.to(status)
         st = self.state
-        st["Status"] = status
-        st["Running"] = status in ("running", "paused", "restarting")
-        st["Paused"] = status == "paused"
-        st["Restarting"] = status == "restarting"
-        st["Dead"] = status == "dead"
-
-    def check_can_start(self) -> None:
-        if self.status == "removing":
-            raise Conflict("container is marked for removal and cannot be started")
+        st["Status"] = new.value
+        st["Running"] = new.active
+        st["Paused"] = new is Status.PAUSED
+        st["Restarting"] = new is Status.RESTARTING
+        st["Dead"] = new is Status.DEAD
 
     # --- views ---------------------------------------------------------------------
     def inspect(self) -> dict:
-        out = {k: v for k, v in self.data.items() if k != "Ketch"}
+        out = dict(self.data)
         out["State"] = dict(self.state)
         if out["State"].get("Health") is None:
             out["State"].pop("Health", None)
+        out["Mounts"] = [m.to_inspect() for m in self.mounts]
         return out
 
     def status_text(self) -> str:
         st = self.state
+        status = self.status
         now = time.time()
-        if st["Status"] == "created":
+        if status is Status.CREATED:
             return "Created"
-        if st["Status"] == "restarting":
+        if status is Status.RESTARTING:
             return f"Restarting ({st['ExitCode']}) {human_duration(now - parse_rfc3339(st['FinishedAt']))} ago"
-        if st["Status"] in ("running", "paused"):
+        if status.alive:
             text = "Up " + human_duration(now - parse_rfc3339(st["StartedAt"]))
-            if st["Status"] == "paused":
+            if status is Status.PAUSED:
                 text += " (Paused)"
             h = st.get("Health")
-            if h and st["Status"] == "running":
+            if h and status is Status.RUNNING:
                 text += " (health: starting)" if h["Status"] == "starting" else f" ({h['Status']})"
             return text
-        if st["Status"] == "removing":
+        if status is Status.REMOVING:
             return "Removal In Progress"
-        if st["Status"] == "dead":
+        if status is Status.DEAD:
             return "Dead"
         if not st.get("FinishedAt") or st["FinishedAt"].startswith("0001"):
             return "Exited ({}) Less than a second ago".format(st["ExitCode"])
@@ -187,21 +235,29 @@ class Container:
 
     def summary(self) -> dict:
         """An item of GET /containers/json."""
-        cfg = self.config
         args = [self.data["Path"]] + list(self.data["Args"])
         cmd = " ".join(a for a in args if a is not None)
         return {
             "Id": self.id,
             "Names": ["/" + self.name],
-            "Image": self.data["Ketch"].get("image_ref") or cfg.get("Image", ""),
+            "Image": self.image_ref,
             "ImageID": self.data["Image"],
             "Command": cmd,
             "Created": int(parse_rfc3339(self.data["Created"])),
             "Ports": [],
-            "Labels": cfg.get("Labels") or {},
-            "State": self.status,
+            "Labels": self.config.get("Labels") or {},
+            "State": self.status.value,
             "Status": self.status_text(),
             "HostConfig": {"NetworkMode": self.host_config.get("NetworkMode", "none")},
             "NetworkSettings": {"Networks": self.data["NetworkSettings"].get("Networks") or {}},
-            "Mounts": self.data.get("Mounts") or [],
+            "Mounts": [m.to_inspect() for m in self.mounts],
         }
+
+
+def container_event(bus, c: Container, action: str, **extra) -> None:
+    """Publish a container event with Docker's attributes (image, name, labels)."""
+    from ketch.events import make_event
+    attrs = {"image": c.image_ref, "name": c.name}
+    attrs.update(c.config.get("Labels") or {})
+    attrs.update({k: str(v) for k, v in extra.items()})
+    bus.publish(make_event("container", action, c.id, attrs, attrs["image"]))

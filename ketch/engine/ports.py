@@ -1,6 +1,6 @@
-"""What the engine needs from the image half of Ketch.
+"""What the engine needs from the layers below it: images and networks, as protocols.
 
-The engine asks for an image's config by name or ID, and for a container root
+ImageService: the engine asks for an image's config by name or ID, and for a container root
 filesystem made from an image's layers. `ketch.images` implements it over the content
 store and the overlay snapshotter; tests may implement it over a plain directory. The
 image endpoints of the API (list, inspect, pull, ...) call the optional methods when
@@ -10,6 +10,7 @@ the service has them.
 from typing import AsyncIterator, Protocol, runtime_checkable
 
 from ketch.images.record import Image
+from ketch.network.model import Attachment, NetworkRequest
 
 
 
@@ -47,6 +48,37 @@ class ImageEndpoints(Protocol):
     def push_image(self, name: str, tag: str, auth: dict | None) -> AsyncIterator[dict]: ...
     def save_images(self, names: list[str]) -> AsyncIterator[bytes]: ...
     def load_images(self, stream: AsyncIterator[bytes], quiet: bool) -> AsyncIterator[dict]: ...
+
+
+@runtime_checkable
+class NetworkService(Protocol):
+    """A container's network, called by the engine at create, start, exit, remove and restore.
+
+    ketch.network.basic.BasicNetworks implements none/host/container:<x>/loopback; bridges and
+    user networks implement the same calls.
+    """
+
+    def check(self, request: NetworkRequest) -> None:
+        """At create: the mode and options are valid (an unknown network: NotFound)."""
+
+    def settings(self, cid: str, request: NetworkRequest) -> dict:
+        """Docker's NetworkSettings of a container that is not running."""
+
+    async def attach(self, cid: str, request: NetworkRequest, etc_dir: str, join: str | None) -> Attachment:
+        """At start: make the container's network and write hostname/hosts/resolv.conf into `etc_dir`;
+        `join` is the namespace of a container:<x> mode. Returns the namespace to join and the settings."""
+
+    async def detach(self, cid: str, request: NetworkRequest) -> dict:
+        """At exit: release what attach made; return the NetworkSettings of the stopped container."""
+
+    async def remove(self, cid: str, request: NetworkRequest) -> None:
+        """At remove: forget the container (idempotent)."""
+
+    async def restore(self, live: dict[str, NetworkRequest]) -> None:
+        """After a ketchd restart: keep what belongs to the live containers, release the rest."""
+
+    def names(self) -> list[str]:
+        """The network plugins, for /info."""
 
 
 def load_image_service(spec: str, data_root: str, insecure=()):

@@ -80,7 +80,7 @@ def test_spec_defaults_and_options(tmp_path):
                         host_config={"NetworkMode": "none", "Memory": 1 << 26, "NanoCpus": 1_500_000_000,
                                      "PidsLimit": 10, "Ulimits": [{"Name": "nofile", "Soft": 10, "Hard": 20}],
                                      "CapDrop": ["NET_RAW"], "Init": True, "ReadonlyRootfs": True},
-                        image_config={}, rootfs=str(root), container_dir=str(tmp_path),
+                        rootfs=str(root), etc_dir=str(tmp_path),
                         cgroup_parent="/ketch", init_binary="/usr/bin/tini-static")
     p = s["process"]
     assert p["args"] == ["/sbin/docker-init", "--", "sh"] and p["user"] == {"uid": 1000, "gid": 1000,
@@ -99,6 +99,6 @@ def test_spec_defaults_and_options(tmp_path):
     with pytest.raises(InvalidArgument):
         spec.resolve_user(str(root), "nobody-here")
     host = spec.build_spec(cid="b" * 64, config={"Cmd": ["true"]}, host_config={"NetworkMode": "host"},
-                           image_config={}, rootfs=str(root), container_dir=str(tmp_path), cgroup_parent="/k",
+                           rootfs=str(root), etc_dir=str(tmp_path), cgroup_parent="/k",
                            init_binary=None)
     assert {"type": "network"} not in host["linux"]["namespaces"]

@@ -1,0 +1,291 @@
+"""One mount model: every way a container gets a mount, parsed once at create into typed mounts.
+
+    -v / HostConfig.Binds        SRC:DST[:MODE], NAME:DST[:MODE], DST (an anonymous volume)
+    --mount / HostConfig.Mounts  type=bind|volume|tmpfs with their options
+    --tmpfs / HostConfig.Tmpfs   {DST: "opts"}
+    the image's VOLUME           anonymous volumes
+
+`parse` turns a HostConfig (and the image's volumes) into a list of `Mount`, checked with
+Docker's messages, that is stored with the container (its notes) and used by everything after:
+spec generation (`to_oci`), inspect's `Mounts` (`to_inspect`), `docker cp` (`host_paths`) and
+validation. Volumes are a kind of their own; until the volumes layer exists they are refused at
+create with a "not supported yet" error that names the mount (an anonymous volume is never
+silently dropped). (After moby's volume/mounts parser: one parser, typed mount points.)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from ketch.errors import InvalidArgument, NotImplementedYet
+
+BIND, VOLUME, TMPFS = "bind", "volume", "tmpfs"
+PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
+_VOLUME_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+@dataclass
+class Mount:
+    type: str                      # bind | volume | tmpfs
+    target: str                    # absolute path in the container
+    source: str = ""               # bind: host path; volume: name ("" for an anonymous one)
+    read_only: bool = False
+    propagation: str = ""          # bind: as asked ("" is rprivate)
+    recursive: bool = True         # bind: rbind unless bind-nonrecursive
+    create_source: bool = False    # -v makes a missing host directory; --mount refuses it
+    mode: str = ""                 # the -v mode string, shown as inspect's Mode
+    tmpfs_options: list[str] = field(default_factory=list)  # size=, mode=, and --tmpfs's own words
+    nocopy: bool = False           # volume: no copy-up from the image
+    origin: str = "binds"          # binds | mounts | tmpfs | image
+    labels: dict = field(default_factory=dict)
+    driver_options: dict = field(default_factory=dict)
+
+    # --- persistence -----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Mount:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    # --- views -----------------------------------------------------------------------
+    def describe(self) -> str:
+        """How the user wrote it, for error messages."""
+        if self.origin == "image":
+            return f"the image's VOLUME {self.target}"
+        if self.origin == "mounts":
+            return f"--mount type={self.type},target={self.target}"
+        if self.origin == "tmpfs":
+            return f"--tmpfs {self.target}"
+        return f"-v {self.source + ':' if self.source else ''}{self.target}{':' + self.mode if self.mode else ''}"
+
+    def to_inspect(self) -> dict:
+        """One item of inspect's Mounts, in Docker's shape."""
+        if self.type == BIND:
+            return {"Type": BIND, "Source": self.source, "Destination": self.target, "Mode": self.mode,
+                    "RW": not self.read_only, "Propagation": self.propagation or "rprivate"}
+        if self.type == VOLUME:
+            return {"Type": VOLUME, "Name": self.source, "Source": "", "Destination": self.target,
+                    "Driver": "local", "Mode": self.mode or "z", "RW": not self.read_only, "Propagation": ""}
+        return {"Type": TMPFS, "Source": "", "Destination": self.target, "Mode": "", "RW": not self.read_only,
+                "Propagation": ""}
+
+    def to_oci(self) -> dict:
+        """The OCI runtime-spec mount."""
+        if self.type == BIND:
+            opts = ["rbind" if self.recursive else "bind"]
+            if self.read_only:
+                opts.append("ro")
+            elif "rw" in self.mode.split(","):
+                opts.append("rw")
+            if self.propagation:
+                opts.append(self.propagation)
+            return {"destination": self.target, "type": "bind", "source": self.source, "options": opts}
+        if self.type == TMPFS:
+            opts = ["nosuid", "nodev", "noexec"] + list(self.tmpfs_options)
+            if self.read_only and "ro" not in opts:
+                opts.append("ro")
+            return {"destination": self.target, "type": "tmpfs", "source": "tmpfs", "options": opts}
+        raise NotImplementedYet(f"volumes are not supported yet: {self.describe()}")
+
+
+# --- parsers ----------------------------------------------------------------------------
+
+def _absolute_target(target: str, spec: str) -> str:
+    if not target or not target.startswith("/"):
+        raise InvalidArgument(f"invalid volume specification: '{spec}': invalid mount config: "
+                              "mount path must be absolute")
+    if os.path.normpath(target) == "/":
+        raise InvalidArgument(f"invalid volume specification: '{spec}': invalid mount config: "
+                              "destination can't be '/'")
+    return os.path.normpath(target)
+
+
+def parse_bind(spec: str) -> Mount:
+    """One `-v` / HostConfig.Binds entry."""
+    if not isinstance(spec, str) or not spec:
+        raise InvalidArgument(f"invalid volume specification: '{spec}'")
+    parts = spec.split(":")
+    if len(parts) == 1:  # -v /data: an anonymous volume
+        return Mount(VOLUME, _absolute_target(parts[0], spec), origin="binds")
+    if len(parts) > 3:
+        raise InvalidArgument(f"invalid volume specification: '{spec}'")
+    src, dst = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else ""
+    if not src:
+        raise InvalidArgument(f"invalid volume specification: '{spec}'")
+    dst = _absolute_target(dst, spec)
+    kind = BIND if src.startswith("/") else VOLUME
+    if kind == VOLUME and not (set(src) <= _VOLUME_NAME_CHARS and src[0].isalnum()):
+        raise InvalidArgument(f"invalid volume specification: '{spec}': \"{src}\" includes invalid characters "
+                              "for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. "
+                              "If you intended to pass a host directory, use absolute path")
+    m = Mount(kind, dst, os.path.normpath(src) if kind == BIND else src, mode=mode, origin="binds",
+              create_source=kind == BIND)
+    seen_rw = seen_prop = False
+    for word in [w for w in mode.split(",") if w]:
+        if word in ("ro", "rw"):
+            if seen_rw:
+                raise InvalidArgument(f"invalid mode: {mode}")
+            seen_rw = True
+            m.read_only = word == "ro"
+        elif word in ("z", "Z"):
+            pass  # SELinux relabelling: no SELinux on this host, as Docker on such hosts
+        elif word in PROPAGATIONS:
+            if kind != BIND or seen_prop:
+                raise InvalidArgument(f"invalid mode: {mode}")
+            seen_prop = True
+            m.propagation = word
+        elif word == "nocopy" and kind == VOLUME:
+            m.nocopy = True
+        else:
+            raise InvalidArgument(f"invalid mode: {mode}")
+    return m
+
+
+def parse_api_mount(raw: object) -> Mount:
+    """One `--mount` / HostConfig.Mounts entry."""
+    if not isinstance(raw, dict):
+        raise InvalidArgument("json: cannot unmarshal value into Go struct field HostConfig.Mounts "
+                              "of type mount.Mount")
+    kind = raw.get("Type")
+    target = raw.get("Target") or ""
+    where = f"invalid mount config for type \"{kind}\""
+    if kind not in (BIND, VOLUME, TMPFS):
+        if kind in ("npipe", "cluster"):
+            raise NotImplementedYet(f"{where}: mount type \"{kind}\" is not supported on this platform")
+        raise InvalidArgument(f"{where}: mount type unknown")
+    if not isinstance(target, str) or not target.startswith("/"):
+        raise InvalidArgument(f"{where}: invalid mount path: '{target}' mount path must be absolute")
+    if os.path.normpath(target) == "/":
+        raise InvalidArgument(f"{where}: invalid specification: destination can't be '/'")
+    target = os.path.normpath(target)
+    ro = bool(raw.get("ReadOnly"))
+    src = raw.get("Source") or ""
+    if not isinstance(src, str):
+        raise InvalidArgument(f"{where}: Source must be a string")
+    bind_opts, vol_opts, tmpfs_opts = (raw.get("BindOptions"), raw.get("VolumeOptions"), raw.get("TmpfsOptions"))
+    for name, opts, owner in (("BindOptions", bind_opts, BIND), ("VolumeOptions", vol_opts, VOLUME),
+                              ("TmpfsOptions", tmpfs_opts, TMPFS)):
+        if opts is not None and not isinstance(opts, dict):
+            raise InvalidArgument(f"{where}: {name} must be an object")
+        if opts and kind != owner:
+            raise InvalidArgument(f"{where}: {name} must not be specified")
+    if kind == BIND:
+        if not src:
+            raise InvalidArgument(f"{where}: field Source must not be empty")
+        if not src.startswith("/"):
+            raise InvalidArgument(f"{where}: invalid mount path: '{src}' mount path must be absolute")
+        if not os.path.exists(src):
+            raise InvalidArgument(f"{where}: bind source path does not exist: {src}")
+        b = bind_opts or {}
+        prop = b.get("Propagation") or ""
+        if prop and prop not in PROPAGATIONS:
+            raise InvalidArgument(f"{where}: invalid propagation mode: {prop}")
+        return Mount(BIND, target, os.path.normpath(src), read_only=ro, propagation=prop,
+                     recursive=not b.get("NonRecursive"), origin="mounts")
+    if kind == TMPFS:
+        if src:
+            raise InvalidArgument(f"{where}: Source must not be specified")
+        t = tmpfs_opts or {}
+        opts = []
+        size, mode = t.get("SizeBytes"), t.get("Mode")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise InvalidArgument(f"{where}: invalid tmpfs size: {size}")
+            if size:
+                opts.append(f"size={size}")
+        if mode is not None:
+            if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777:
+                raise InvalidArgument(f"{where}: invalid tmpfs mode: {mode}")
+            if mode:
+                opts.append(f"mode={mode:o}")
+        return Mount(TMPFS, target, read_only=ro, tmpfs_options=opts, origin="mounts")
+    v = vol_opts or {}
+    driver = (v.get("DriverConfig") or {}).get("Name") or "local"
+    if driver != "local":
+        raise InvalidArgument(f"{where}: volume driver \"{driver}\" is not available (only local is)")
+    return Mount(VOLUME, target, src, read_only=ro, nocopy=bool(v.get("NoCopy")), origin="mounts",
+                 labels=dict(v.get("Labels") or {}),
+                 driver_options=dict((v.get("DriverConfig") or {}).get("Options") or {}))
+
+
+def parse_tmpfs(target: str, options: object) -> Mount:
+    """One HostConfig.Tmpfs entry (`--tmpfs /run:rw,size=64m`)."""
+    if not isinstance(options, str):
+        raise InvalidArgument("json: cannot unmarshal value into Go struct field HostConfig.Tmpfs "
+                              "of type string")
+    if not target.startswith("/"):
+        raise InvalidArgument(f"invalid tmpfs target: {target}: mount path must be absolute")
+    if os.path.normpath(target) == "/":
+        raise InvalidArgument(f"invalid tmpfs target: {target}: destination can't be '/'")
+    words = [w for w in options.split(",") if w]
+    ro = "ro" in words
+    return Mount(TMPFS, os.path.normpath(target), read_only=ro, origin="tmpfs",
+                 tmpfs_options=[w for w in words if w not in ("ro", "rw")])
+
+
+def parse(host_config: dict, image_volumes: dict | None = None) -> list[Mount]:
+    """Every mount of a container, in the order the runtime mounts them; duplicates refused."""
+    binds = host_config.get("Binds") or []
+    api_mounts = host_config.get("Mounts") or []
+    tmpfs = host_config.get("Tmpfs") or {}
+    if not isinstance(binds, list):
+        raise InvalidArgument("json: cannot unmarshal value into Go struct field HostConfig.Binds of type []string")
+    if not isinstance(api_mounts, list):
+        raise InvalidArgument("json: cannot unmarshal value into Go struct field HostConfig.Mounts "
+                              "of type []mount.Mount")
+    if not isinstance(tmpfs, dict):
+        raise InvalidArgument("json: cannot unmarshal value into Go struct field HostConfig.Tmpfs "
+                              "of type map[string]string")
+    out: list[Mount] = []
+    out += [parse_tmpfs(t, o) for t, o in tmpfs.items()]
+    out += [parse_bind(b) for b in binds]
+    out += [parse_api_mount(m) for m in api_mounts]
+    seen: dict[str, Mount] = {}
+    for m in out:
+        if m.target in seen:
+            raise InvalidArgument(f"Duplicate mount point: {m.target}")
+        seen[m.target] = m
+    for target in sorted(image_volumes or {}):
+        if isinstance(target, str) and target.startswith("/") and os.path.normpath(target) not in seen:
+            out.append(Mount(VOLUME, os.path.normpath(target), origin="image"))
+    return out
+
+
+def from_notes(items: list[dict] | None) -> list[Mount]:
+    return [Mount.from_dict(d) for d in items or []]
+
+
+def refuse_unsupported(mounts: list[Mount]) -> list[str]:
+    """Volumes the user asked for are refused by name; the image's own VOLUMEs are returned as
+    warnings (their data stays in the container's writable layer until volumes exist)."""
+    warnings = []
+    for m in mounts:
+        if m.type != VOLUME:
+            continue
+        if m.origin == "image":
+            warnings.append(f"volumes are not supported yet: {m.describe()} is kept in the container's "
+                            "writable layer")
+            continue
+        kind = "a named volume" if m.source else "an anonymous volume"
+        raise NotImplementedYet(f"volumes are not supported yet: {m.describe()} ({kind})")
+    return warnings
+
+
+def oci_mounts(mounts: list[Mount]) -> list[dict]:
+    """The runtime-spec mounts (image volumes, not yet backed, are left to the writable layer)."""
+    return [m.to_oci() for m in mounts if not (m.type == VOLUME and m.origin == "image")]
+
+
+def host_paths(mounts: list[Mount]) -> dict[str, str]:
+    """Container path -> host path of each bind mount, for `docker cp`."""
+    return {m.target: m.source for m in mounts if m.type == BIND}
+
+
+def prepare_sources(mounts: list[Mount]) -> None:
+    """Make the missing host directories of `-v` binds, as Docker does (at create)."""
+    for m in mounts:
+        if m.type == BIND and m.create_source and not os.path.exists(m.source):
+            os.makedirs(m.source, exist_ok=True)

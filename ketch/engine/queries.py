@@ -1,0 +1,194 @@
+"""Queries: list with Docker's filters, inspect, logs, top and stats samples. Nothing here
+changes a container."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+
+from ketch.engine import logs as logs_mod
+from ketch.engine import stats as stats_mod
+from ketch.engine import state as state_mod
+from ketch.engine.container import Container
+from ketch.engine.ports import ImageService
+from ketch.engine.state import Status
+from ketch.engine.store import ContainerStore
+from ketch.errors import Conflict, InvalidArgument, KetchError
+
+LIST_FILTERS = ("id", "name", "status", "exited", "label", "ancestor", "health", "network", "before", "since",
+                "volume", "publish", "expose", "is-task")
+
+
+class Queries:
+    def __init__(self, store: ContainerStore, images: ImageService, runtime):
+        self.store = store
+        self.images = images
+        self.runtime = runtime
+
+    # --- list --------------------------------------------------------------------------
+    def list(self, all_: bool = False, limit: int = -1, filters: dict | None = None,
+             since: str | None = None, before: str | None = None) -> list[dict]:
+        filters = filters or {}
+        for key in filters:
+            if key not in LIST_FILTERS:
+                raise InvalidArgument(f"invalid filter '{key}'")
+        for v in filters.get("status") or []:
+            if v not in state_mod.ALL:
+                raise InvalidArgument(f"Invalid filter 'status={v}'")
+        cs = sorted(self.store, key=lambda c: c.data["Created"], reverse=True)
+        before = before or (filters.get("before") or [None])[0]
+        since = since or (filters.get("since") or [None])[0]
+        by_status = "status" in filters or "exited" in filters
+        if not all_ and not by_status and limit <= 0 and not (since or before):
+            cs = [c for c in cs if c.status.active]
+        if before:
+            t = self.store.get(before).data["Created"]
+            cs = [c for c in cs if c.data["Created"] < t]
+        if since:
+            t = self.store.get(since).data["Created"]
+            cs = [c for c in cs if c.data["Created"] > t]
+        out = [c.summary() for c in cs if matches(c, filters)]
+        return out[:limit] if limit > 0 else out
+
+    async def with_sizes(self, summaries: list[dict]) -> list[dict]:
+        for item in summaries:
+            item["SizeRw"] = await self.size_rw(item["Id"])
+            item["SizeRootFs"] = item["SizeRw"]
+        return summaries
+
+    async def size_rw(self, cid: str) -> int:
+        try:
+            return await self.images.rootfs_usage(cid)
+        except (KetchError, AttributeError):
+            return 0
+
+    # --- inspect -----------------------------------------------------------------------
+    async def inspect(self, ref: str, size: bool = False) -> dict:
+        c = self.store.get(ref)
+        out = c.inspect()
+        if size:
+            out["SizeRw"] = await self.size_rw(c.id)
+            out["SizeRootFs"] = out["SizeRw"]
+        return out
+
+    # --- logs --------------------------------------------------------------------------
+    def logs(self, ref: str, *, follow: bool, stdout: bool, stderr: bool, since=None, until=None,
+             tail: str | None = None, timestamps: bool = False):
+        """(tty, async iterator of (stream, bytes)) of the container's log."""
+        c = self.store.get(ref)
+        if (c.host_config.get("LogConfig") or {}).get("Type") == "none":
+            raise InvalidArgument('configured logging driver does not support reading')
+        if not stdout and not stderr:
+            raise InvalidArgument("Bad parameters: you must choose at least one stream")
+        n = None
+        if tail not in (None, "", "all"):
+            try:
+                n = int(str(tail))
+            except ValueError:
+                raise InvalidArgument(f"invalid value for \"tail\": \"{tail}\"") from None
+        since_t = logs_mod.parse_time(since)
+        until_t = logs_mod.parse_time(until)
+
+        async def gen():
+            async for e in logs_mod.stream(c.log_path, follow=follow, tail=n, since=since_t, until=until_t,
+                                           running=lambda: c.running and c.id in self.store):
+                if (e.stream == "stdout" and not stdout) or (e.stream == "stderr" and not stderr):
+                    continue
+                yield e.stream, (e.time.encode() + b" " + e.data) if timestamps else e.data
+        return c.tty, gen()
+
+    # --- top / stats -------------------------------------------------------------------
+    async def top(self, ref: str, ps_args: str | None = None) -> dict:
+        c = self.store.get(ref)
+        if not c.status.alive:
+            raise Conflict(f"Container {c.id} is not running")
+        pids = set(await self.runtime.ps(c.id))
+        args = (ps_args or "-ef").split()
+        proc = await asyncio.create_subprocess_exec("ps", *args, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE,
+                                                    env={**os.environ, "COLUMNS": "4096"})  # no 80-column cut
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise InvalidArgument(f"ps: {err.decode().strip()}")
+        lines = out.decode().splitlines()
+        titles = lines[0].split()
+        if "PID" not in titles:
+            raise InvalidArgument("Couldn't find PID field in ps output")
+        pid_index = titles.index("PID")
+        procs = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > pid_index and fields[pid_index].isdigit() and int(fields[pid_index]) in pids:
+                procs.append(fields)
+        return {"Titles": titles, "Processes": procs}
+
+    async def stats_sample(self, c: Container) -> dict:
+        if not c.status.alive or not c.state["Pid"]:
+            s = stats_mod.empty_sample()
+        else:
+            try:
+                s = await asyncio.get_running_loop().run_in_executor(None, stats_mod.sample, c.state["Pid"])
+            except (OSError, ValueError):
+                s = stats_mod.empty_sample()
+        s["name"] = "/" + c.name
+        s["id"] = c.id
+        return s
+
+    async def stats(self, ref: str, *, stream: bool, one_shot: bool):
+        """Docker's stats samples, each with the previous one's cpu figures (precpu_stats).
+        Without stream and one-shot, two samples a second apart (as dockerd) and only the second."""
+        c = self.store.get(ref)
+        prev = None
+        if not stream and not one_shot:
+            prev = await self.stats_sample(c)
+            await asyncio.sleep(1)
+        s = await self.stats_sample(c)
+        while True:
+            s["preread"] = (prev or {}).get("read", "0001-01-01T00:00:00Z")
+            s["precpu_stats"] = (prev or {}).get("cpu_stats") or {"cpu_usage": {"total_usage": 0},
+                                                                  "throttling_data": {}}
+            yield s
+            if not stream:
+                return
+            await asyncio.sleep(1)
+            if c.id not in self.store:
+                return
+            prev, s = s, await self.stats_sample(c)
+
+    def counts(self) -> dict:
+        st = [c.status for c in self.store]
+        running = sum(1 for s in st if s in (Status.RUNNING, Status.RESTARTING))
+        paused = st.count(Status.PAUSED)
+        return {"Containers": len(st), "ContainersRunning": running, "ContainersPaused": paused,
+                "ContainersStopped": len(st) - running - paused}
+
+
+def matches(c: Container, filters: dict) -> bool:
+    for key, values in filters.items():
+        if not values:
+            continue
+        if key == "id" and not any(c.id.startswith(v) for v in values):
+            return False
+        if key == "name" and not any(re.search(v.lstrip("/"), c.name) for v in values):
+            return False
+        if key == "status" and c.status.value not in values:
+            return False
+        if key == "exited" and (c.status is not Status.EXITED or str(c.state["ExitCode"]) not in values):
+            return False
+        if key == "label":
+            labels = c.config.get("Labels") or {}
+            for v in values:
+                k, sep, val = v.partition("=")
+                if k not in labels or (sep and labels[k] != val):
+                    return False
+        if key == "ancestor":
+            img = c.image_ref
+            if not any(v in (img, img.split(":")[0], c.data["Image"]) or c.data["Image"].startswith("sha256:" + v)
+                       for v in values):
+                return False
+        if key == "health" and (c.state.get("Health") or {}).get("Status", "none") not in values:
+            return False
+        if key == "network" and c.host_config.get("NetworkMode") not in values:
+            return False
+    return True

@@ -1,0 +1,169 @@
+"""System: version, info, disk usage, container prune, and the event stream with its history.
+
+What /version, /info, /system/df, /containers/prune and /events answer, computed here so that
+the API only shapes requests and answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import socket
+import time
+
+import ketch
+from ketch.engine import logs as logs_mod
+from ketch.engine.ports import ImageService, NetworkService
+from ketch.engine.queries import Queries
+from ketch.engine.state import Status
+from ketch.errors import InvalidArgument, KetchError, NotFound
+from ketch.events import EventBus, check_filters, matches
+
+API_VERSION = "1.43"
+MIN_API_VERSION = "1.24"
+
+
+class System:
+    def __init__(self, *, queries: Queries, lifecycle, images: ImageService, networks: NetworkService,
+                 events: EventBus, data_root: str, runtime_binary: str, engine_id: str = ""):
+        self.queries = queries
+        self.lifecycle = lifecycle
+        self.images = images
+        self.networks = networks
+        self.events = events
+        self.data_root = data_root
+        self.runtime_binary = runtime_binary
+        self.engine_id = engine_id
+
+    def version(self) -> dict:
+        u = os.uname()
+        arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(u.machine, u.machine)
+        v = ketch.__version__
+        go = "python" + platform.python_version()
+        return {
+            "Platform": {"Name": "Ketch Engine"},
+            "Components": [{"Name": "Engine", "Version": v, "Details": {
+                "ApiVersion": API_VERSION, "Arch": arch, "BuildTime": "", "Experimental": "false",
+                "GitCommit": "", "GoVersion": go, "KernelVersion": u.release, "MinAPIVersion": MIN_API_VERSION,
+                "Os": "linux"}},
+                {"Name": "runtime", "Version": self.runtime_binary, "Details": {}}],
+            "Version": v, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "GitCommit": "",
+            "GoVersion": go, "Os": "linux", "Arch": arch, "KernelVersion": u.release, "BuildTime": "",
+            "Experimental": False}
+
+    async def info(self) -> dict:
+        u = os.uname()
+        counts = self.queries.counts()
+        n_images = 0
+        if hasattr(self.images, "list_images"):
+            try:
+                n_images = len(await self.images.list_images())
+            except KetchError:
+                pass
+        os_name = "Linux"
+        try:
+            with open("/etc/os-release") as f:
+                for line in f:
+                    if line.startswith("PRETTY_NAME="):
+                        os_name = line.split("=", 1)[1].strip().strip('"')
+        except OSError:
+            pass
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        v2 = not os.path.isdir("/sys/fs/cgroup/memory")
+        rt = os.path.basename(self.runtime_binary)
+        return {
+            "ID": self.engine_id, **counts, "Images": n_images, "Driver": "overlay2",
+            "DriverStatus": [["Backing Filesystem", "extfs"]], "Plugins": {
+                "Volume": ["local"], "Network": self.networks.names(), "Authorization": None,
+                "Log": ["json-file", "k8s-file", "none"]},
+            "MemoryLimit": True, "SwapLimit": os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
+            "KernelMemory": False, "KernelMemoryTCP": False, "CpuCfsPeriod": True, "CpuCfsQuota": True,
+            "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True,
+            "BridgeNfIptables": False, "BridgeNfIp6tables": False, "Debug": False, "NFd": len(os.listdir("/proc/self/fd")),
+            "OomKillDisable": True, "NGoroutines": len(asyncio.all_tasks()), "SystemTime": time.strftime(
+                "%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
+            "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs", "CgroupVersion": "2" if v2 else "1",
+            "NEventsListener": len(self.events.subscribers), "KernelVersion": u.release,
+            "OperatingSystem": os_name, "OSVersion": "", "OSType": "linux",
+            "Architecture": u.machine, "IndexServerAddress": "https://index.docker.io/v1/",
+            "RegistryConfig": {"AllowNondistributableArtifactsCIDRs": [], "AllowNondistributableArtifactsHostnames": [],
+                               "InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {}, "Mirrors": []},
+            "NCPU": os.cpu_count(), "MemTotal": mem, "GenericResources": None,
+            "DockerRootDir": self.data_root, "HttpProxy": "", "HttpsProxy": "", "NoProxy": "",
+            "Name": socket.gethostname(), "Labels": [], "ExperimentalBuild": False,
+            "ServerVersion": ketch.__version__,
+            "Runtimes": {rt: {"path": self.runtime_binary}}, "DefaultRuntime": rt,
+            "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
+                      "Error": "", "RemoteManagers": None},
+            "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "docker-init",
+            "ContainerdCommit": {"ID": ""}, "RuncCommit": {"ID": ""}, "InitCommit": {"ID": ""},
+            "SecurityOptions": ["name=seccomp,profile=builtin"], "Warnings": []}
+
+
+    async def df(self) -> dict:
+        containers = await self.queries.with_sizes(self.queries.list(all_=True))
+        images: list[dict] = []
+        layers = 0
+        if hasattr(self.images, "list_images"):
+            images = await self.images.list_images()
+            for im in images:
+                im["Containers"] = sum(1 for c in containers if c["ImageID"] == im["Id"])
+            layers = sum(im.get("Size", 0) for im in images)
+        return {"LayersSize": layers, "Images": images, "Containers": containers, "Volumes": [], "BuildCache": []}
+
+    async def prune_containers(self, filters: dict) -> dict:
+        """Remove stopped containers (filters: label, until); report what went and the space freed."""
+        for key in filters:
+            if key not in ("label", "label!", "until"):
+                raise InvalidArgument(f"invalid filter '{key}'")
+        deleted, reclaimed = [], 0
+        until = logs_mod.parse_time((filters.get("until") or [None])[0])
+        keep = {k: v for k, v in filters.items() if k == "label"}
+        for s in self.queries.list(all_=True, filters=keep):
+            if s["State"] not in (Status.CREATED, Status.EXITED, Status.DEAD):
+                continue
+            if until is not None and s["Created"] * 10**9 > until:
+                continue
+            size = await self.queries.size_rw(s["Id"])
+            try:
+                await self.lifecycle.remove(s["Id"])
+            except (NotFound, KetchError):
+                continue
+            deleted.append(s["Id"])
+            reclaimed += size
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    def event_stream(self, filters: dict, since: int | None, until: int | None) -> EventStream:
+        """Events from the history (since) and then live ones, until `until` (nanoseconds).
+        Bad filters are refused here, before the stream starts; it listens from this call on."""
+        return EventStream(self.events, check_filters(filters), since, until)
+
+
+class EventStream:
+    def __init__(self, bus: EventBus, filters: dict, since: int | None, until: int | None):
+        self.bus, self.filters, self.since, self.until = bus, filters, since, until
+        self.queue = bus.subscribe()
+
+    async def __aiter__(self):
+        if self.since is not None:
+            for ev in self.bus.since(self.since):
+                if self.until is not None and ev["timeNano"] > self.until:
+                    return
+                if matches(ev, self.filters):
+                    yield ev
+            while not self.queue.empty():  # already sent from the history
+                self.queue.get_nowait()
+        while True:
+            timeout = None if self.until is None else (self.until - time.time_ns()) / 1e9
+            if timeout is not None and timeout <= 0:
+                return
+            try:
+                ev = await asyncio.wait_for(self.queue.get(), timeout)
+            except asyncio.TimeoutError:
+                return
+            if matches(ev, self.filters):
+                yield ev
+
+    def close(self) -> None:
+        self.bus.unsubscribe(self.queue)

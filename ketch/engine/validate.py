@@ -1,0 +1,198 @@
+"""Validation: a Docker create body in, a checked and typed CreateRequest out, or a 400.
+
+`validate_create` is the one public entry: JSON types as Go's decoder words its errors, then
+every field whose bad value would otherwise fail at start (restart policy, namespace modes,
+devices, log options, capabilities, security options, rlimits, resources, mounts, stop signal).
+It reads no engine state: references to other containers (`--network container:x`) are
+returned in `joins` for creation to resolve, and the network mode is checked by the network
+service.
+"""
+
+from __future__ import annotations
+
+import signal as signal_mod
+from dataclasses import dataclass, field
+
+from ketch.engine import hostconfig
+from ketch.engine import logs as logs_mod
+from ketch.engine import mounts as mounts_mod
+from ketch.engine.restart import RestartPolicy
+from ketch.errors import InvalidArgument
+from ketch.network.model import NetworkRequest
+
+SIGNALS = {s.name[3:]: int(s) for s in signal_mod.Signals if s.name.startswith("SIG") and not s.name.startswith("SIG_")}
+LOG_DRIVERS = ("json-file", "k8s-file", "local", "none")
+LOG_OPTS = ("max-size", "max-file", "compress", "labels", "env", "tag", "mode")
+_GO_TYPES = {list: "[]string", dict: "map[string]string", str: "string", bool: "bool", int: "int64"}
+_JSON_KINDS = {str: "string", int: "number", float: "number", bool: "bool", list: "array", dict: "object"}
+
+
+@dataclass
+class CreateRequest:
+    """A create body, checked. `body` is the Config part as sent; `host_config` is normalized."""
+    image: str
+    body: dict
+    host_config: dict
+    restart: RestartPolicy
+    mounts: list[mounts_mod.Mount]
+    network: NetworkRequest
+    joins: dict[str, str] = field(default_factory=dict)   # namespace -> container ref (container:<x>)
+
+
+def parse_signal(value: object, default: int = signal_mod.SIGKILL) -> int:
+    if value in (None, ""):
+        return default
+    v = str(value).upper()
+    if v.isdigit():
+        n = int(v)
+        if n <= 0 or n > 64:
+            raise InvalidArgument(f"Invalid signal: {value}")
+        return n
+    v = v[3:] if v.startswith("SIG") else v
+    if v not in SIGNALS:
+        raise InvalidArgument(f"Invalid signal: {value}")
+    return SIGNALS[v]
+
+
+def type_check(body: dict, name: str, kind: type, where: str = "ContainerConfigWrapper") -> None:
+    """Refuse a field of the wrong JSON type, in the words of Go's decoder."""
+    v = body.get(name)
+    if v is None:
+        return
+    ok = {list: isinstance(v, list), dict: isinstance(v, dict), str: isinstance(v, str),
+          bool: isinstance(v, bool), int: isinstance(v, int) and not isinstance(v, bool)}[kind]
+    if kind is list and ok:
+        ok = all(isinstance(x, str) for x in v)
+    if not ok:
+        got = _JSON_KINDS.get(type(v), "value")
+        raise InvalidArgument(f"json: cannot unmarshal {got} into Go struct field {where}.{name} "
+                              f"of type {_GO_TYPES[kind]}")
+
+
+def _check_types(body: object) -> dict:
+    if not isinstance(body, dict):
+        raise InvalidArgument("json: cannot unmarshal value into Go value of type container.CreateRequest")
+    type_check(body, "Env", list)
+    for f in ("Hostname", "Domainname", "User", "WorkingDir", "Image", "StopSignal", "MacAddress"):
+        type_check(body, f, str)
+    for f in ("Tty", "OpenStdin", "StdinOnce", "AttachStdin", "AttachStdout", "AttachStderr", "NetworkDisabled"):
+        type_check(body, f, bool)
+    type_check(body, "Labels", dict)
+    type_check(body, "StopTimeout", int)
+    for f in ("Cmd", "Entrypoint"):
+        if body.get(f) is not None and not isinstance(body[f], str):
+            type_check(body, f, list)
+    hc = body.get("HostConfig")
+    if hc is not None and not isinstance(hc, dict):
+        raise InvalidArgument("json: cannot unmarshal value into Go struct field "
+                              "ContainerConfigWrapper.HostConfig of type container.HostConfig")
+    hc = dict(hc or {})
+    where = "ContainerConfigWrapper.HostConfig"
+    for f in ("Memory", "MemorySwap", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod", "PidsLimit",
+              "MemoryReservation", "ShmSize", "BlkioWeight", "OomScoreAdj"):
+        type_check(hc, f, int, where)
+    for f in ("Binds", "CapAdd", "CapDrop", "SecurityOpt", "ExtraHosts", "Dns", "DnsSearch", "DnsOptions"):
+        type_check(hc, f, list, where)
+    for f in ("Privileged", "ReadonlyRootfs", "AutoRemove", "Init"):
+        type_check(hc, f, bool, where)
+    return hc
+
+
+def _namespace_modes(hc: dict) -> dict[str, str]:
+    joins = {}
+    mode = hc.get("NetworkMode") or "default"
+    if mode.startswith("container:"):
+        joins["network"] = mode.split(":", 1)[1]
+    for key, ns, allowed in (("PidMode", "pid", ("", "host")), ("IpcMode", "ipc", ("", "private", "shareable", "host")),
+                             ("UTSMode", "uts", ("", "host"))):
+        mode = hc.get(key) or ""
+        if mode.startswith("container:") and key != "UTSMode":
+            joins[ns] = mode.split(":", 1)[1]
+        elif mode not in allowed:
+            raise InvalidArgument(f"invalid {key.replace('Mode', '').upper()} mode: {mode}")
+    for ns, ref in joins.items():
+        if not ref:
+            raise InvalidArgument(f"invalid {ns} mode: container: needs a container name or ID")
+    return joins
+
+
+def _log_config(hc: dict) -> dict:
+    lc = hc.get("LogConfig") or {}
+    if not isinstance(lc, dict):
+        raise InvalidArgument("json: cannot unmarshal value into Go struct field HostConfig.LogConfig "
+                              "of type container.LogConfig")
+    ltype = lc.get("Type") or "json-file"
+    if ltype not in LOG_DRIVERS:
+        raise InvalidArgument(f"logger: no log driver named '{ltype}' is registered")
+    cfg = dict(lc.get("Config") or {})
+    for k in cfg:
+        if k not in LOG_OPTS:
+            raise InvalidArgument(f"unknown log opt '{k}' for {ltype} log driver")
+    if "max-size" in cfg:
+        logs_mod.parse_size(cfg["max-size"])
+    if "max-file" in cfg:
+        if not str(cfg["max-file"]).isdigit() or int(cfg["max-file"]) < 1:
+            raise InvalidArgument("max-file cannot be less than 1")
+        if "max-size" not in cfg and int(cfg["max-file"]) > 1:
+            raise InvalidArgument("max-file cannot be used without max-size")
+    return {"Type": ltype, "Config": cfg}
+
+
+def validate_create(body: object, *, init_available: bool = True) -> CreateRequest:
+    """Check a POST /containers/create body; raise InvalidArgument with Docker's message."""
+    hc = _check_types(body)
+    assert isinstance(body, dict)
+    image = body.get("Image") or ""
+    if not image:
+        raise InvalidArgument("Config cannot be empty in order to create a container")
+    restart = RestartPolicy.parse(hc.get("RestartPolicy"))
+    if hc.get("AutoRemove") and restart.restarts:
+        raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
+    hc["RestartPolicy"] = restart.to_api()
+    hc["NetworkMode"] = hc.get("NetworkMode") or "default"
+    joins = _namespace_modes(hc)
+    for d in hc.get("Devices") or []:
+        hostconfig.device(d)
+    hc["LogConfig"] = _log_config(hc)
+    if hc.get("Init") and not init_available:
+        raise InvalidArgument("--init: no init binary (tini) found on the host")
+    hostconfig.effective_caps(hc)
+    hostconfig.security_opts(hc)
+    hostconfig.rlimits(hc)
+    hostconfig.resources(hc)
+    mounts = mounts_mod.parse(hc)
+    if body.get("StopSignal"):
+        parse_signal(body["StopSignal"])
+    network = NetworkRequest(mode=hc["NetworkMode"], hostname=body.get("Hostname") or "",
+                             domainname=body.get("Domainname") or "",
+                             extra_hosts=list(hc.get("ExtraHosts") or []), dns=list(hc.get("Dns") or []),
+                             dns_search=list(hc.get("DnsSearch") or []),
+                             dns_options=list(hc.get("DnsOptions") or []), mac_address=body.get("MacAddress") or "")
+    return CreateRequest(image=image, body=body, host_config=hc, restart=restart, mounts=mounts, network=network,
+                         joins=joins)
+
+
+UPDATE_FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod",
+                 "CpusetCpus", "CpusetMems", "PidsLimit", "BlkioWeight")
+
+
+def validate_update(body: object, host_config: dict) -> dict:
+    """Check a POST /containers/{id}/update body; return the new HostConfig."""
+    if not isinstance(body, dict):
+        raise InvalidArgument("json: cannot unmarshal value into Go value of type container.UpdateConfig")
+    for f in ("Memory", "MemorySwap", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod", "PidsLimit",
+              "MemoryReservation", "BlkioWeight"):
+        type_check(body, f, int, "UpdateConfig")
+    hc = dict(host_config)
+    for k, v in body.items():
+        if k == "RestartPolicy":
+            if v and v.get("Name") is not None:
+                policy = RestartPolicy.parse(v)
+                if host_config.get("AutoRemove") and policy.restarts:
+                    raise InvalidArgument("Restart policy cannot be updated because AutoRemove is enabled "
+                                          "for the container")
+                hc["RestartPolicy"] = policy.to_api()
+        elif k in UPDATE_FIELDS and v not in (None, 0, ""):
+            hc[k] = v
+    hostconfig.resources(hc)
+    return hc
