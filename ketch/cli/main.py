@@ -3,12 +3,16 @@
 Each command lives in a module named in COMMANDS; only the module of the command being run
 is imported (the launcher starts ``python3 -I -S``: keep start-up lean). A module provides
 ``register(subparsers, name, help)``: it adds the parser for ``name`` and sets
-``func(args, ctx) -> exit status`` with ``set_defaults``. To add commands (e.g. the container
-commands through the daemon client), add a module and its names to COMMANDS.
+``func(args, ctx) -> exit status`` with ``set_defaults``. To add commands, add a module and
+its names to COMMANDS.
 
-Global options: ``--data-root`` (env KETCH_DATA_ROOT, default /var/lib/ketch) and
-``--insecure-registry`` (repeatable; also "insecure-registries" in /etc/ketch/daemon.json).
-Errors print ``Error: <message>`` on stderr and exit 1; usage errors exit 2.
+Every command goes through ketchd's API (``ctx.client``, a ketch.client.Client): the daemon
+is ``-H/--host`` (env KETCH_HOST, default unix:///run/ketch/ketch.sock), the same one for
+containers and images. ``--data-root`` and ``--insecure-registry`` are still accepted for
+old scripts and ignored: the daemon owns its data root and its registry settings.
+Errors print ``Error response from daemon: <message>`` (the daemon refused) or ``Error:
+<message>`` on stderr and exit 1; a daemon that cannot be reached is one line too; usage
+errors exit 2.
 """
 
 import os
@@ -26,6 +30,7 @@ COMMANDS = {
     "save": ("ketch.cli.images", "Save images to a tar archive (docker-archive or oci-archive)"),
     "load": ("ketch.cli.images", "Load images from a tar archive"),
     "import": ("ketch.cli.images", "Import a root file system tarball as an image"),
+    "search": ("ketch.cli.images", "Search a registry index for images (ketchd has none configured)"),
     "login": ("ketch.cli.registry", "Log in to a registry"),
     "logout": ("ketch.cli.registry", "Log out from a registry"),
     "system": ("ketch.cli.sysinfo", "Manage Ketch (check, df, info, events)"),
@@ -56,32 +61,20 @@ COMMANDS = {
     "version": ("ketch.cli.sysinfo", "Show the Ketch version information"),
 }
 
-DEFAULT_DATA_ROOT = "/var/lib/ketch"
-DAEMON_JSON = "/etc/ketch/daemon.json"
-
-
 class Context:
-    """What commands share: options and a lazily made ImageService."""
+    """What commands share: the options and a lazily made daemon client."""
 
     def __init__(self, args):
-        self.data_root = args.data_root or os.environ.get("KETCH_DATA_ROOT") or DEFAULT_DATA_ROOT
-        self.insecure = list(args.insecure_registry or [])
+        self.host = getattr(args, "host", None)
         self.debug = args.debug
-        self._images = None
-        try:
-            with open(os.environ.get("KETCH_DAEMON_JSON", DAEMON_JSON), encoding="utf-8") as f:
-                from ketch import _json
-                cfg = _json.load(f)
-            self.insecure += [r for r in cfg.get("insecure-registries", []) if isinstance(r, str)]
-        except (OSError, ValueError, AttributeError):
-            pass
+        self._client = None
 
     @property
-    def images(self):
-        if self._images is None:
-            from ketch.images.service import ImageService
-            self._images = ImageService(self.data_root, insecure=self.insecure)
-        return self._images
+    def client(self):
+        if self._client is None:
+            from ketch.client import Client
+            self._client = Client(self.host)
+        return self._client
 
 
 def _command_of(argv):
@@ -139,9 +132,9 @@ def build_parser(only=None):
     """The parser; with ``only`` (a known command) just that command's, the others left out
     (each placeholder parser costs a few gettext look-ups; `ketch --help` builds them all)."""
     p = _parser_class()(prog="ketch", description="Ketch: a container engine")
-    p.add_argument("--data-root", help=f"root of Ketch's state (default $KETCH_DATA_ROOT or {DEFAULT_DATA_ROOT})")
+    p.add_argument("--data-root", help="ignored (kept for old scripts): the daemon owns its data root")
     p.add_argument("--insecure-registry", action="append", metavar="HOST[:PORT]",
-                   help="a registry reached over plain http (repeatable)")
+                   help="ignored (kept for old scripts): the daemon's insecure-registries apply")
     p.add_argument("-H", "--host", help="the ketchd socket (default $KETCH_HOST or unix:///run/ketch/ketch.sock)")
     p.add_argument("-D", "--debug", action="store_true", help="print tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -154,6 +147,17 @@ def build_parser(only=None):
         elif only is None:
             sub.add_parser(name, help=help_, add_help=False)
     return p
+
+
+def describe(e) -> str:
+    """One line for an error: the daemon's refusals as the docker CLI prints them; a daemon that
+    that is not there as the client says it (the same as the container commands print them)."""
+    from ketch.client import DaemonNotRunning
+    if isinstance(e, DaemonNotRunning):
+        return str(e)
+    if getattr(e, "status", None):
+        return f"Error response from daemon: {e}"
+    return f"Error: {e}"
 
 
 def main(argv=None):
@@ -175,7 +179,7 @@ def main(argv=None):
         if ctx.debug:
             import traceback
             traceback.print_exc()
-        print(f"Error: {e}", file=sys.stderr)
+        print(describe(e), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("Error: interrupted", file=sys.stderr)

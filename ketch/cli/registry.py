@@ -1,4 +1,6 @@
-"""ketch login / logout (credentials in the Docker config file, as docker and podman keep them)."""
+"""ketch login / logout, as the docker CLI does them: the daemon checks the credentials against
+the registry (POST /auth) and the client keeps them in its Docker config file
+(ketch.client.auth: $DOCKER_CONFIG/config.json or ~/.docker/config.json); logout only edits that file."""
 
 import sys
 
@@ -12,13 +14,14 @@ def _login_args(p):
 
 
 def cmd_login(args, ctx):
-    import asyncio
+    from ketch.client import auth
     from ketch.errors import InvalidArgument
-    from ketch.registry import RegistryClient
     user, password = args.username, args.password
     if args.password_stdin:
         if password:
             raise InvalidArgument("--password and --password-stdin are mutually exclusive")
+        if not user:
+            raise InvalidArgument("must provide --username with --password-stdin")
         password = sys.stdin.read().rstrip("\r\n")
     if not user:
         if not sys.stdin.isatty():
@@ -31,25 +34,12 @@ def cmd_login(args, ctx):
         password = getpass.getpass("Password: ")
     if not user or not password:
         raise InvalidArgument("login: username and password must not be empty")
-    domain = _domain(args.server)
-
-    async def go():
-        async with RegistryClient(insecure=ctx.insecure) as c:
-            return await c.login(domain, user, password)
-    asyncio.run(go())
-    print("Login Succeeded")
+    domain = auth.domain_of(args.server)
+    server = auth.DOCKER_HUB_KEY if domain == "docker.io" else domain
+    res = ctx.client.auth(user, password, server)
+    auth.save(domain, user, password, (res or {}).get("IdentityToken") or "")
+    print((res or {}).get("Status") or "Login Succeeded")
     return 0
-
-
-def _domain(server):
-    s = server
-    for pre in ("https://", "http://"):
-        if s.startswith(pre):
-            s = s[len(pre):]
-    s = s.split("/", 1)[0]
-    if s in ("index.docker.io", "registry-1.docker.io"):
-        s = "docker.io"
-    return s
 
 
 def _logout_args(p):
@@ -58,9 +48,9 @@ def _logout_args(p):
 
 
 def cmd_logout(args, ctx):
-    from ketch.registry import logout
-    domain = _domain(args.server)
-    if logout(domain):
+    from ketch.client import auth
+    domain = auth.domain_of(args.server)
+    if auth.remove(domain):
         print(f"Removing login credentials for {domain}")
     else:
         print(f"Not logged in to {domain}")

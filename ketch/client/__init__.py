@@ -12,7 +12,8 @@ and every command pays for what it imports.
 
 Errors are ``ketch.errors`` kinds chosen by the HTTP status (404 NotFound, 409 Conflict,
 400 InvalidArgument, ...), carrying the daemon's message and ``.status``; a daemon that is
-not there raises ``DaemonNotRunning`` (an ``Unavailable``). Streams (logs, events, stats,
+not there raises ``DaemonNotRunning`` (an ``Unavailable``), one this user may not open
+``DaemonPermissionDenied`` (a ``PermissionDenied``). Streams (logs, events, stats,
 pull progress) are iterators; attach and exec start hijack the connection and return a
 ``Hijacked`` duplex socket (``ketch.client.streams``).
 """
@@ -36,6 +37,10 @@ API_VERSION = "1.43"
 
 class DaemonNotRunning(errors.Unavailable):
     pass
+
+
+class DaemonPermissionDenied(errors.PermissionDenied):
+    """The socket is there but this user may not connect to it (not root, not in its group)."""
 
 
 _KINDS = {400: errors.InvalidArgument, 403: errors.PermissionDenied, 404: errors.NotFound,
@@ -117,8 +122,9 @@ class Client:
         try:
             s = connect(self.path, timeout)
         except PermissionError:
-            raise errors.PermissionDenied(f"permission denied while trying to connect to the Ketch daemon "
-                                          f"socket at unix://{self.path}") from None
+            raise DaemonPermissionDenied(f"permission denied while trying to connect to the Ketch daemon "
+                                         f"socket at unix://{self.path} (run as root or as a member of "
+                                         f"the socket's group)") from None
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise self._unavailable(e) from None
         try:
