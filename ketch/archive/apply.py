@@ -23,6 +23,7 @@ import posixpath
 import stat
 import tarfile
 from dataclasses import dataclass
+from typing import IO, Iterable, Sequence, cast
 
 from ketch.archive import compression as cz
 from ketch.errors import InvalidArgument
@@ -50,7 +51,7 @@ class ApplyResult:
     implied_dirs: tuple = ()
 
 
-def clean_name(name):
+def clean_name(name: str) -> str:
     """The entry's path relative to the root ('' for the root itself), or InvalidArgument."""
     if "\x00" in name:
         raise InvalidArgument(f"layer entry {name!r}: name contains a NUL byte")
@@ -63,7 +64,7 @@ def clean_name(name):
     return p
 
 
-def apply_layer(stream, root, lowers=()):
+def apply_layer(stream: cz.ByteReader, root: str, lowers: Sequence[str] | None = ()) -> ApplyResult:
     """Unpack the layer read from ``stream`` into ``root``; return an ApplyResult.
 
     ``stream`` is any object with ``read(n)`` (a download in progress is fine): it is read
@@ -92,7 +93,8 @@ def apply_layer(stream, root, lowers=()):
             lower_fds.append(os.open(lower, _DIR_PATH | os.O_CLOEXEC))
         applier = _Applier(rootfd)
         try:
-            with tarfile.open(fileobj=tar_stream, mode="r|", errorlevel=2) as tf:
+            # a stream ("r|"): tarfile only calls read() on it
+            with tarfile.open(fileobj=cast(IO[bytes], tar_stream), mode="r|", errorlevel=2) as tf:
                 for ti in tf:
                     applier.entry(tf, ti)
             tar_stream.drain()
@@ -115,7 +117,7 @@ def apply_layer(stream, root, lowers=()):
     return ApplyResult(raw.digest(), tar_stream.digest(), raw.size, tar_stream.size, kind, implied)
 
 
-def fix_implied_dirs(root, implied_dirs, lowers):
+def fix_implied_dirs(root: str, implied_dirs: Iterable[str], lowers: Sequence[str] | None) -> None:
     """Give each implied directory of a layer applied with ``lowers=None`` the owner, mode and
     mtime of the same directory in the nearest of ``lowers`` (top first) that has it, as
     apply_layer does when it knows the lowers. ``root`` must hold the whole applied layer:

@@ -1,6 +1,7 @@
 """Compression detected by magic bytes, and readers/writers that hash what passes through."""
 
 import hashlib
+from typing import IO, Protocol, cast
 
 from ketch.errors import InvalidArgument
 
@@ -8,12 +9,23 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _UNSUPPORTED = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
 
+
+class ByteReader(Protocol):
+    """What the archive code reads from: a file, a response, a decompressor, a HashingReader."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class ByteWriter(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
 UNCOMPRESSED = None
 GZIP = "gzip"
 ZSTD = "zstd"
 
 
-def detect(head):
+def detect(head: bytes) -> str | None:
     """'gzip', 'zstd' or None (plain tar) from the first bytes of a stream."""
     if head.startswith(GZIP_MAGIC):
         return GZIP
@@ -31,13 +43,13 @@ class HashingReader:
     ``peek(n)`` looks at the first bytes without losing them for later reads.
     """
 
-    def __init__(self, raw, algorithm="sha256"):
+    def __init__(self, raw: ByteReader, algorithm: str = "sha256"):
         self._raw = raw
         self._buf = b""
         self.hash = hashlib.new(algorithm)
         self.size = 0
 
-    def peek(self, n):
+    def peek(self, n: int) -> bytes:
         while len(self._buf) < n:
             chunk = self._raw.read(n - len(self._buf))
             if not chunk:
@@ -45,7 +57,7 @@ class HashingReader:
             self._buf += chunk
         return self._buf[:n]
 
-    def read(self, n=-1):
+    def read(self, n: int = -1) -> bytes:
         if self._buf:
             if n is None or n < 0 or n >= len(self._buf):
                 data, self._buf = self._buf, b""
@@ -60,58 +72,58 @@ class HashingReader:
             self.size += len(data)
         return data
 
-    def readinto(self, b):
+    def readinto(self, b: bytearray | memoryview) -> int:
         data = self.read(len(b))
         b[:len(data)] = data
         return len(data)
 
-    def readable(self):
+    def readable(self) -> bool:
         return True
 
-    def drain(self):
+    def drain(self) -> None:
         while self.read(1 << 20):
             pass
 
-    def digest(self):
+    def digest(self) -> str:
         return f"{self.hash.name}:{self.hash.hexdigest()}"
 
 
 class HashingWriter:
     """Write to ``raw``, hashing (sha256) and counting every byte."""
 
-    def __init__(self, raw, algorithm="sha256"):
+    def __init__(self, raw: ByteWriter | None, algorithm: str = "sha256"):
         self._raw = raw
         self.hash = hashlib.new(algorithm)
         self.size = 0
 
-    def write(self, data):
+    def write(self, data: bytes) -> int:
         self.hash.update(data)
         self.size += len(data)
         if self._raw is not None:
             self._raw.write(data)
         return len(data)
 
-    def flush(self):
+    def flush(self) -> None:
         if self._raw is not None and hasattr(self._raw, "flush"):
             self._raw.flush()
 
-    def writable(self):
+    def writable(self) -> bool:
         return True
 
-    def digest(self):
+    def digest(self) -> str:
         return f"{self.hash.name}:{self.hash.hexdigest()}"
 
 
-def decompressing_reader(src, kind):
+def decompressing_reader(src: ByteReader, kind: str | None) -> ByteReader:
     """A file object yielding the decompressed bytes of ``src`` (a reader)."""
     if kind is None:
         return src
     if kind == GZIP:
         import gzip
-        return gzip.GzipFile(fileobj=src, mode="rb")
+        return gzip.GzipFile(fileobj=cast(IO[bytes], src), mode="rb")    # only read() is used
     if kind == ZSTD:
         import zstandard
-        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+        return zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], src), read_across_frames=True)
     raise InvalidArgument(f"layer: unknown compression {kind!r}")
 
 
@@ -134,7 +146,7 @@ class _Compressor:
     def write(self, data):
         return self._w.write(data)
 
-    def writable(self):
+    def writable(self) -> bool:
         return True
 
     def flush(self):
@@ -148,6 +160,6 @@ class _Compressor:
             self._w.flush(zstandard.FLUSH_FRAME)
 
 
-def compressing_writer(dst, kind, level=None):
+def compressing_writer(dst: ByteWriter, kind: str | None, level: int | None = None) -> _Compressor:
     """A writer compressing into ``dst``; call ``.close()`` to finish the stream (dst stays open)."""
     return _Compressor(dst, kind, level)

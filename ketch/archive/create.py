@@ -11,6 +11,7 @@ import os
 import stat
 import tarfile
 from dataclasses import dataclass
+from typing import IO, cast
 
 from ketch.archive import compression as cz
 from ketch.archive.apply import OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX
@@ -27,7 +28,8 @@ class LayerInfo:
     compression: str | None
 
 
-def create_layer(dirpath, out, *, compression="gzip", overlay_upper=False, level=None):
+def create_layer(dirpath: str, out: cz.ByteWriter, *, compression: str | None = "gzip", overlay_upper: bool = False,
+                 level: int | None = None) -> LayerInfo:
     """Write ``dirpath``'s tree as a layer to ``out`` (a writable binary stream); LayerInfo.
 
     ``compression`` is "gzip", "zstd" or None. ``dirpath`` itself is not an entry.
@@ -35,7 +37,8 @@ def create_layer(dirpath, out, *, compression="gzip", overlay_upper=False, level
     blob = cz.HashingWriter(out)
     comp = cz.compressing_writer(blob, compression, level)
     tarw = cz.HashingWriter(comp)
-    with tarfile.open(fileobj=tarw, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+    # a stream ("w|"): tarfile only calls write() on it
+    with tarfile.open(fileobj=cast(IO[bytes], tarw), mode="w|", format=tarfile.PAX_FORMAT) as tf:
         _walk(tf, dirpath, overlay_upper)
     comp.close()
     blob.flush()

@@ -15,12 +15,16 @@ survives the kill and is resumed: ``writer(ref=...)`` re-hashes what is there an
 ``offset``, so a download can continue with an HTTP Range request.
 """
 
+from __future__ import annotations
+
+import builtins
 import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
+from typing import BinaryIO, Iterator
 
 from ketch.errors import InvalidArgument, NotFound, Unavailable
 from ketch.oci import digest as dg
@@ -30,7 +34,7 @@ _CHUNK = 1 << 20
 
 
 class ContentStore:
-    def __init__(self, root):
+    def __init__(self, root: str):
         self.root = os.path.abspath(root)
         self._blobs = os.path.join(self.root, "blobs")
         self._ingest = os.path.join(self.root, "ingest")
@@ -45,15 +49,15 @@ class ContentStore:
 
     # --- reading -----------------------------------------------------------------------
 
-    def path(self, digest):
+    def path(self, digest: str) -> str:
         """The blob's file name (whether or not it exists); the digest is validated first."""
         d = dg.parse(digest)
         return os.path.join(self._blobs, d.algorithm, d.hex)
 
-    def has(self, digest):
+    def has(self, digest: str) -> bool:
         return os.path.isfile(self.path(digest))
 
-    def info(self, digest):
+    def info(self, digest: str) -> dict:
         """{'digest', 'size', 'created'} or NotFound."""
         p = self.path(digest)
         try:
@@ -62,18 +66,18 @@ class ContentStore:
             raise NotFound(f"content {digest}: not found") from None
         return {"digest": dg.parse(digest), "size": st.st_size, "created": st.st_mtime}
 
-    def open(self, digest):
+    def open(self, digest: str) -> BinaryIO:
         """A binary file object on the blob (seekable, so a reader can serve Range requests)."""
         try:
             return open(self.path(digest), "rb")
         except FileNotFoundError:
             raise NotFound(f"content {digest}: not found") from None
 
-    def read(self, digest):
+    def read(self, digest: str) -> bytes:
         with self.open(digest) as f:
             return f.read()
 
-    def list(self):
+    def list(self) -> Iterator[dg.Digest]:
         """Every committed blob's digest (no particular order)."""
         for alg in sorted(dg.ALGORITHMS):
             d = os.path.join(self._blobs, alg)
@@ -88,11 +92,12 @@ class ContentStore:
 
     # --- writing -----------------------------------------------------------------------
 
-    def writer(self, expected_digest=None, expected_size=None, ref=None):
+    def writer(self, expected_digest: str | None = None, expected_size: int | None = None,
+               ref: str | None = None) -> Writer:
         """Open (or resume, when ``ref`` names an existing ingest) a write; see Writer."""
         return Writer(self, ref, expected_digest, expected_size)
 
-    def put(self, data, expected_digest=None):
+    def put(self, data: bytes, expected_digest: str | None = None) -> dg.Digest:
         """Store ``data`` and return its digest (idempotent)."""
         d = dg.parse(expected_digest) if expected_digest else dg.from_bytes(data)
         if self.has(d):
@@ -107,7 +112,7 @@ class ContentStore:
             w.abort()
             raise
 
-    def delete(self, digest):
+    def delete(self, digest: str) -> None:
         try:
             os.unlink(self.path(digest))
         except FileNotFoundError:
@@ -115,7 +120,7 @@ class ContentStore:
 
     # --- ingests -----------------------------------------------------------------------
 
-    def ingests(self):
+    def ingests(self) -> builtins.list[dict]:
         """[{'ref', 'offset', 'updated'}] for every in-progress or abandoned write."""
         out = []
         for h in os.listdir(self._ingest):
@@ -129,14 +134,14 @@ class ContentStore:
             out.append({"ref": ref, "offset": st.st_size, "updated": st.st_mtime})
         return out
 
-    def abort(self, ref):
+    def abort(self, ref: str) -> None:
         """Drop the ingest for ``ref`` (NotFound if there is none)."""
         d = self._ingest_dir(ref)
         if not os.path.isdir(d):
             raise NotFound(f"ingest {ref!r}: not found")
         shutil.rmtree(d, ignore_errors=True)
 
-    def prune_ingests(self, older_than=24 * 3600):
+    def prune_ingests(self, older_than: float = 24 * 3600) -> builtins.list[str]:
         """Remove ingests untouched for ``older_than`` seconds that nobody holds; returns refs."""
         removed = []
         now = time.time()
@@ -170,7 +175,7 @@ class ContentStore:
 
     # --- checking ----------------------------------------------------------------------
 
-    def verify(self, remove=False):
+    def verify(self, remove: bool = False) -> builtins.list[dict]:
         """Recompute every blob's digest; return [{'digest', 'problem'}] for the bad ones.
 
         With ``remove=True`` bad blobs are deleted (a later pull fetches them again).
@@ -214,7 +219,8 @@ class Writer:
     exception with a named ``ref`` keeps the partial data for a later resume.
     """
 
-    def __init__(self, store, ref, expected_digest, expected_size):
+    def __init__(self, store: ContentStore, ref: str | None, expected_digest: str | None,
+                 expected_size: int | None):
         self.store = store
         self.expected_digest = dg.parse(expected_digest) if expected_digest else None
         self.expected_size = expected_size
@@ -228,7 +234,7 @@ class Writer:
             f.write(ref)
         self._data = os.path.join(self._dir, "data")
         self.data_path = self._data
-        self._fd = os.open(self._data, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self._fd: int | None = os.open(self._data, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -247,20 +253,26 @@ class Writer:
             self.truncate(0)
         self._done = False
 
-    def truncate(self, size=0):
+    @property
+    def _live_fd(self) -> int:
+        if self._fd is None:
+            raise InvalidArgument(f"ingest {self.ref!r}: closed")
+        return self._fd
+
+    def truncate(self, size: int = 0) -> None:
         """Restart from ``size`` (only 0 is supported: the hash cannot rewind)."""
         if size != 0:
             raise InvalidArgument("ingest truncate: only truncating to 0 is supported")
-        os.ftruncate(self._fd, 0)
+        os.ftruncate(self._live_fd, 0)
         self._hash = hashlib.new(self._hash.name)
         self.offset = 0
 
-    def write(self, data):
+    def write(self, data: bytes) -> int:
         if self._done:
             raise InvalidArgument(f"ingest {self.ref!r}: write after commit or abort")
         mv = memoryview(data)
         while mv:
-            n = os.write(self._fd, mv)
+            n = os.write(self._live_fd, mv)
             mv = mv[n:]
         self._hash.update(data)
         self.offset += len(data)
@@ -269,11 +281,11 @@ class Writer:
                 f"ingest {self.ref!r}: {self.offset} bytes exceed the expected size {self.expected_size}")
         return len(data)
 
-    def digest(self):
+    def digest(self) -> dg.Digest:
         """Digest of the bytes written so far."""
         return dg.from_hasher(self._hash.copy())
 
-    def commit(self, expected_digest=None, expected_size=None):
+    def commit(self, expected_digest: str | None = None, expected_size: int | None = None) -> dg.Digest:
         """Verify size and digest, then publish the blob; returns its digest.
 
         On a mismatch the ingest is discarded (the bytes are known bad) and
@@ -297,8 +309,8 @@ class Writer:
             raise
         target = self.store.path(got)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.fsync(self._fd)
-        os.fchmod(self._fd, 0o444)
+        os.fsync(self._live_fd)
+        os.fchmod(self._live_fd, 0o444)
         os.replace(self._data, target)
         _fsync_dir(os.path.dirname(target))
         self._close()
@@ -306,7 +318,7 @@ class Writer:
         self._done = True
         return got
 
-    def abort(self):
+    def abort(self) -> None:
         """Discard the ingest and its bytes."""
         if self._done:
             return
@@ -314,7 +326,7 @@ class Writer:
         shutil.rmtree(self._dir, ignore_errors=True)
         self._done = True
 
-    def close(self):
+    def close(self) -> None:
         """Release the ref but keep the partial bytes for a later resume."""
         self._close()
         self._done = True
@@ -324,10 +336,10 @@ class Writer:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self):
+    def __enter__(self) -> Writer:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if self._done:
             return
         if exc_type is not None and self.resumable:
@@ -372,15 +384,15 @@ class TeeReader:
     is stored and unpacked in one pass; commit the writer afterwards with the digest.
     """
 
-    def __init__(self, src, writer):
+    def __init__(self, src: BinaryIO, writer: Writer):
         self._src = src
         self._writer = writer
 
-    def read(self, n=-1):
+    def read(self, n: int = -1) -> bytes:
         data = self._src.read(n)
         if data:
             self._writer.write(data)
         return data
 
-    def readable(self):
+    def readable(self) -> bool:
         return True

@@ -1,7 +1,10 @@
 """A mount to perform (containerd's mount.Mount) and doing it, page-size limit included."""
 
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from ketch.linux import fs as lfs
 from ketch.linux import syscalls as sc
@@ -20,11 +23,11 @@ class Mount:
     source: str
     options: tuple = field(default_factory=tuple)
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return {"type": self.type, "source": self.source, "options": list(self.options)}
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: dict) -> Mount:
         return cls(d["type"], d["source"], tuple(d.get("options", ())))
 
 
@@ -38,7 +41,7 @@ def _split(options):
     return flags, data
 
 
-def mount(m, target):
+def mount(m: Mount, target: str) -> None:
     """Mount ``m`` on ``target``.
 
     Overlay option strings longer than the one page the kernel copies are shortened by
@@ -62,12 +65,12 @@ def mount(m, target):
     lfs.mount_in_dir(base, m.source, target, m.type, flags, rel_opts)
 
 
-def mount_all(mounts, target):
+def mount_all(mounts: Iterable[Mount], target: str) -> None:
     for m in mounts:
         mount(m, target)
 
 
-def unmount(target, detach=False):
+def unmount(target: str, detach: bool = False) -> None:
     sc.umount2(target, sc.MNT_DETACH if detach else 0)
 
 

@@ -33,6 +33,7 @@ during an unpack leaves an active snapshot labelled with its (now dead) owner pr
 or a directory no metadata names: ``check`` reports both, ``cleanup`` removes both.
 """
 
+import builtins
 import contextlib
 import fcntl
 import json
@@ -54,7 +55,7 @@ COMMITTED = "committed"
 OWNER_LABEL = "ketch.owner"
 
 
-def owner_label():
+def owner_label() -> str:
     """The OWNER_LABEL value naming this process (pid reuse is caught by its start time)."""
     return f"{os.getpid()}:{_start_time(os.getpid())}"
 
@@ -77,7 +78,7 @@ def _owner_alive(value):
 
 
 class OverlaySnapshotter:
-    def __init__(self, root):
+    def __init__(self, root: str):
         self.root = os.path.abspath(root)
         self._snapshots = os.path.join(self.root, "snapshots")
         os.makedirs(self._snapshots, mode=0o700, exist_ok=True)
@@ -139,11 +140,11 @@ class OverlaySnapshotter:
 
     # --- the interface -----------------------------------------------------------------
 
-    def prepare(self, key, parent=None, labels=None):
+    def prepare(self, key: str, parent: str | None = None, labels: dict | None = None) -> builtins.list[Mount]:
         """Create an active (writable) snapshot ``key`` on top of committed ``parent``; mounts."""
         return self._create(ACTIVE, key, parent, labels)
 
-    def view(self, key, parent=None, labels=None):
+    def view(self, key: str, parent: str | None = None, labels: dict | None = None) -> builtins.list[Mount]:
         """Create a read-only snapshot ``key`` of committed ``parent``; its mounts."""
         return self._create(VIEW, key, parent, labels)
 
@@ -170,7 +171,7 @@ class OverlaySnapshotter:
                                       "created": time.time(), "labels": dict(labels or {})}
             return self._mounts(meta, key)
 
-    def commit(self, name, key, labels=None, parent=None):
+    def commit(self, name: str, key: str, labels: dict | None = None, parent: str | None = None) -> None:
         """Make active snapshot ``key`` the committed snapshot ``name`` (key disappears).
 
         AlreadyExists if ``name`` exists (another unpack of the same layer won the race).
@@ -218,7 +219,7 @@ class OverlaySnapshotter:
         if prec is None or prec["kind"] != COMMITTED:
             raise FailedPrecondition(f"commit {key} on {parent}: parent is missing or not committed")
 
-    def mounts(self, key):
+    def mounts(self, key: str) -> builtins.list[Mount]:
         """The mounts that give ``key``'s root (active or view)."""
         with self._locked() as meta:
             self._get(meta, key)
@@ -243,7 +244,7 @@ class OverlaySnapshotter:
             return [Mount("bind", chain[0], ("rbind", "ro"))]
         return [Mount("overlay", "overlay", ("lowerdir=" + ":".join(chain),))]
 
-    def upper_dir(self, key):
+    def upper_dir(self, key: str) -> str:
         """The directory an active snapshot's writes go to (where a layer is applied)."""
         with self._locked() as meta:
             rec = self._get(meta, key)
@@ -251,13 +252,13 @@ class OverlaySnapshotter:
                 raise FailedPrecondition(f"upper dir of {key}: snapshot is {rec['kind']}")
             return self._fs(rec["id"])
 
-    def lower_dirs(self, key):
+    def lower_dirs(self, key: str) -> builtins.list[str]:
         """The committed layer dirs under ``key``, top first."""
         with self._locked() as meta:
             self._get(meta, key)
             return [self._fs(i) for i in self._chain(meta, key)]
 
-    def layer_dirs(self, name):
+    def layer_dirs(self, name: str) -> builtins.list[str]:
         """Committed ``name``'s own dir and its ancestors', top first: the lower dirs of a
         snapshot prepared (or committed) on top of ``name``."""
         with self._locked() as meta:
@@ -266,7 +267,7 @@ class OverlaySnapshotter:
                 raise FailedPrecondition(f"layer dirs of {name}: snapshot is {rec['kind']}, not committed")
             return [self._fs(rec["id"])] + [self._fs(i) for i in self._chain(meta, name)]
 
-    def stat(self, key):
+    def stat(self, key: str) -> dict:
         """{'name', 'kind', 'parent', 'created', 'labels'}."""
         with self._locked() as meta:
             return self._info(key, self._get(meta, key))
@@ -276,11 +277,11 @@ class OverlaySnapshotter:
         return {"name": key, "kind": rec["kind"], "parent": rec["parent"],
                 "created": rec["created"], "labels": dict(rec["labels"])}
 
-    def list(self):
+    def list(self) -> builtins.list[dict]:
         with self._locked() as meta:
             return [self._info(k, r) for k, r in sorted(meta["snapshots"].items())]
 
-    def remove(self, key):
+    def remove(self, key: str) -> None:
         """Remove ``key``; FailedPrecondition if other snapshots are built on it.
 
         The caller unmounts first (an active snapshot still mounted would keep its upper busy).
@@ -295,23 +296,23 @@ class OverlaySnapshotter:
         # metadata first: a crash here leaves an orphan dir that cleanup() removes
         shutil.rmtree(self._dir(rec["id"]), ignore_errors=True)
 
-    def usage(self, key):
+    def usage(self, key: str) -> dict:
         """{'size': bytes on disk, 'inodes': count} of ``key``'s own dir (hard links once)."""
         with self._locked() as meta:
             rec = self._get(meta, key)
         return _du(self._fs(rec["id"]))
 
-    def mount(self, key, target):
+    def mount(self, key: str, target: str) -> None:
         """Mount ``key``'s root on ``target`` (handles lower dir lists beyond a page)."""
         mnt.mount_all(self.mounts(key), target)
 
     @staticmethod
-    def unmount(target, detach=False):
+    def unmount(target: str, detach: bool = False) -> None:
         mnt.unmount(target, detach)
 
     # --- consistency -----------------------------------------------------------------
 
-    def check(self):
+    def check(self) -> builtins.list[dict]:
         """[{'key', 'path', 'problem'}] for incomplete or damaged state; changes nothing."""
         problems = []
         with self._locked() as meta:
@@ -338,7 +339,7 @@ class OverlaySnapshotter:
                                      "problem": "orphan directory (no snapshot names it)"})
         return problems
 
-    def cleanup(self):
+    def cleanup(self) -> builtins.list[str]:
         """Remove half-done unpacks of dead processes and orphan dirs; returns their paths."""
         removed = []
         with self._locked(write=True) as meta:

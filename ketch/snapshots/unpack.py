@@ -4,15 +4,23 @@
 the parent is committed (a parallel pull) and commits it on the parent later.
 """
 
+from __future__ import annotations
+
 import fcntl
 import os
+from typing import TYPE_CHECKING
 
 from ketch.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ketch.oci import digest as dg
-from ketch.snapshots.overlay import OWNER_LABEL, owner_label
+from ketch.snapshots.overlay import OWNER_LABEL, OverlaySnapshotter, owner_label
+
+if TYPE_CHECKING:
+    from ketch.archive.apply import ApplyResult
+    from ketch.archive.compression import ByteReader
 
 
-def unpack_layer(sn, stream, parent=None, diff_id=None, expected_digest=None):
+def unpack_layer(sn: OverlaySnapshotter, stream: ByteReader, parent: str | None = None, diff_id: str | None = None,
+                 expected_digest: str | None = None) -> tuple[str, ApplyResult | None]:
     """Apply the layer read from ``stream`` on top of committed snapshot ``parent``.
 
     ``parent`` is the ChainID of the layers below (None for the bottom layer). When
@@ -102,22 +110,22 @@ class DetachedUnpack:
     the parent's lock never waits for its child.
     """
 
-    def __init__(self, sn, parent, diff_id):
+    def __init__(self, sn: OverlaySnapshotter, parent: str | None, diff_id: str):
         self.sn = sn
         self.parent = parent
         self.diff_id = dg.parse(diff_id)
         self.chain = dg.chain_id([parent, diff_id]) if parent else self.diff_id
-        self.result = None
-        self._key = None
-        self._fd = None
+        self.result: ApplyResult | None = None
+        self._key: str | None = None
+        self._fd: int | None = None
 
-    def acquire(self, blocking=True):
+    def acquire(self, blocking: bool = True) -> bool:
         """Take the ChainID's unpack lock; False if not ``blocking`` and another unpack holds it."""
         if self._fd is None:
             self._fd = _lock(self.sn, self.chain, blocking)
         return self._fd is not None
 
-    def apply(self, stream, expected_digest=None):
+    def apply(self, stream: ByteReader, expected_digest: str | None = None) -> ApplyResult | None:
         from ketch.archive import apply_layer
         if self._fd is None and _exists(self.sn, self.chain):
             return None
@@ -141,12 +149,14 @@ class DetachedUnpack:
         self.result = res
         return res
 
-    def commit(self):
+    def commit(self) -> str:
         """Commit the applied layer on ``parent`` (which must be committed now); its ChainID."""
         from ketch.archive import fix_implied_dirs
         if self._key is None:
             return self.chain  # apply() found it committed
         try:
+            if self.result is None:
+                raise FailedPrecondition(f"commit layer {self.chain}: the layer was not applied")
             if self.parent is not None:
                 try:
                     lowers = self.sn.layer_dirs(self.parent)
@@ -166,7 +176,7 @@ class DetachedUnpack:
             self.close()
         return self.chain
 
-    def abort(self):
+    def abort(self) -> None:
         """Remove the half-made snapshot (if any) and release the lock."""
         try:
             if self._key is not None:
@@ -178,7 +188,7 @@ class DetachedUnpack:
         finally:
             self.close()
 
-    def close(self):
+    def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
