@@ -101,6 +101,9 @@ def test_run_options_map_to_the_container(ketchd):
     assert lines[:2] == ["from-host", "ro"] and lines[2].split()[1] == "1024"
     r = ketchd.docker("run", "--rm", "--mount", "type=volume,src=named,dst=/v", "busybox", "true", check=False)
     assert r.returncode == 125 and "not supported yet" in r.stderr
+    # an anonymous volume is refused by name, never silently dropped
+    r = ketchd.docker("run", "--rm", "-v", "/data", "busybox", "true", check=False)
+    assert r.returncode == 125 and "-v /data (an anonymous volume)" in r.stderr
     assert ketchd.docker("inspect", "-f", "{{.Config.StopSignal}}",
                          ketchd.docker("create", "ketchtest/app").stdout.strip()).stdout.strip() == "SIGUSR1"
 

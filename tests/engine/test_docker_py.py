@@ -36,6 +36,9 @@ def test_run_logs_remove(client):
     with pytest.raises(docker.errors.NotFound) as e:
         client.containers.get("nosuch")
     assert "No such container: nosuch" in str(e.value)
+    with pytest.raises(docker.errors.APIError, match="an anonymous volume") as e:
+        client.containers.run("busybox", "true", volumes=["/data"], remove=True)
+    assert e.value.status_code == 501
 
 
 def test_detached_exec_stats_attach(client):
