@@ -108,6 +108,11 @@ class ImageRoutes(Routes):
                 await resp.write(json.dumps(msg).encode() + b"\r\n")
         except KetchError as e:
             await resp.write(json.dumps({"errorDetail": {"message": str(e)}, "error": str(e)}).encode() + b"\r\n")
+        finally:
+            # a client that hung up ends the work now (a pull is cancelled), not when the GC gets to it
+            aclose = getattr(gen, "aclose", None)
+            if aclose is not None:
+                await aclose()
         await resp.write_eof()
         return resp
 

@@ -1,7 +1,8 @@
-"""The image commands of the `ketch` CLI, end to end (direct mode, a fresh data root per test)."""
+"""The image commands of the `ketch` CLI, end to end through a private ketchd per test (its own data root)."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -12,7 +13,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.images.conftest import build_image, htpasswd_line, push_raw, random_layer, second_ketch, start_registry, tar_layer
+from tests.images.conftest import (
+    build_image,
+    htpasswd_line,
+    push_raw,
+    random_layer,
+    second_ketch,
+    start_registry,
+    tar_layer,
+)
 
 
 def test_push_pull_round_trip(registry, ketch, tmp_path):
@@ -71,12 +80,13 @@ def test_basic_auth_login_logout(tmp_path, ketch):
         r = ketch("login", "-u", "alice", "--password-stdin", reg.domain, input="s3cret\n")
         assert "Login Succeeded" in r.stdout
         cfg = json.load(open(os.path.join(ketch.env["DOCKER_CONFIG"], "config.json")))
-        assert reg.domain in cfg["auths"]
-        ketch("push", ref)
-        k2 = type(ketch)(ketch.root + "-2", ketch.env["DOCKER_CONFIG"])
+        assert base64.b64decode(cfg["auths"][reg.domain]["auth"]) == b"alice:s3cret"   # kept by the client
+        assert os.listdir(ketch.daemon.daemon_docker_config) == []                      # the daemon keeps nothing
+        ketch("push", ref)                                  # the credentials go in X-Registry-Auth
+        k2 = second_ketch(tmp_path, "k2", docker_config=ketch.env["DOCKER_CONFIG"])
         k2("pull", ref)
         assert "Removing login credentials" in ketch("logout", reg.domain).stdout
-        k3 = type(ketch)(ketch.root + "-3", ketch.env["DOCKER_CONFIG"])
+        k3 = second_ketch(tmp_path, "k3", docker_config=ketch.env["DOCKER_CONFIG"])
         r = k3("pull", ref, check=False)
         assert r.returncode == 1 and "authentication required" in r.stderr
     finally:
@@ -98,7 +108,10 @@ def test_bad_references_and_missing_images(ketch, args, needle):
         ketch("image", "base")
     r = ketch(*args, check=False)
     assert r.returncode == 1, r
-    assert r.stderr.startswith("Error: ") and needle.lower() in r.stderr.lower(), r.stderr
+    # a reference the CLI parses is refused before any request; the daemon's refusals say whose they are
+    local = needle in ("repository name must be lowercase", "invalid reference format")
+    assert r.stderr.startswith("Error: " if local else "Error response from daemon: "), r.stderr
+    assert needle.lower() in r.stderr.lower() and len(r.stderr.splitlines()) == 1, r.stderr
 
 
 def test_usage_error_exit_code(ketch):

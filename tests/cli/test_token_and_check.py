@@ -9,7 +9,7 @@ import os
 import shutil
 import threading
 
-from tests.images.conftest import push_raw, random_layer, start_registry
+from tests.images.conftest import push_raw, random_layer, second_ketch, start_registry
 from tests.registry.conftest import free_port
 from tests.registry.test_auth import TokenServer
 
@@ -33,7 +33,7 @@ def test_bearer_token_registry_login_push_pull(tmp_path, ketch):
         assert "Login Succeeded" in ketch("login", "-u", "alice", "-p", "s3cret", reg.domain).stdout
         ketch("push", ref)
         ketch("logout", reg.domain)
-        k2 = type(ketch)(ketch.root + "-anon", ketch.env["DOCKER_CONFIG"])
+        k2 = second_ketch(tmp_path, "anon", docker_config=ketch.env["DOCKER_CONFIG"])
         k2("pull", ref)                                     # anonymous pull through a `token`
         assert k2("images", "-q").stdout.strip() == ketch("images", "-q").stdout.strip()
         assert {r["user"] for r in ts.requests} == {None, "alice"}

@@ -1,22 +1,32 @@
-"""Fixtures for image tests: a fresh data root, the real docker-registry (tests/registry's
-fixture, imported), the `ketch` CLI run as a subprocess, and images made of random layers."""
+"""Fixtures for image tests: a private ketchd per test (its own data root and socket, the real
+image service), the real docker-registry (tests/registry's fixture, imported), the `ketch` CLI
+run as a subprocess against that daemon, and images made of random layers.
+
+The CLI reaches the store only through the daemon; ``ketch.service()`` opens the daemon's data
+root directly, for the tests' own assertions and damage. Each daemon has its own empty Docker
+config, so credentials can only come from the CLI's (X-Registry-Auth).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 import pytest
 
 from tests.registry.conftest import htpasswd_line, start_registry  # noqa: F401  (shared fixture code)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+IMAGE_SERVICE = "ketch.images.async_service:AsyncImageService"
 
 
 def _mounts_under(path):
@@ -36,16 +46,63 @@ def registry(tmp_path):
     reg.stop()
 
 
-class Ketch:
-    """Runs `python -m ketch.cli.main --data-root <root> ...` with a private Docker config."""
+@contextlib.contextmanager
+def _env(**kv):
+    old = {k: os.environ.get(k) for k in kv}
+    os.environ.update(kv)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
-    def __init__(self, root, docker_config):
-        self.root = root
+
+def start_daemon(name="ketchd"):
+    """A private ketchd (short socket path under /tmp), with its own empty Docker config."""
+    from tests.engine.daemon import KetchDaemon
+    if os.geteuid() != 0:
+        pytest.skip("ketchd needs root")
+    d = KetchDaemon(tempfile.mkdtemp(prefix=f"kd-{name[:8]}-", dir="/tmp"), IMAGE_SERVICE)
+    d.daemon_docker_config = os.path.join(d.base, "daemon-docker-config")
+    os.makedirs(d.daemon_docker_config, exist_ok=True)
+    restart_daemon(d)
+    return d
+
+
+def restart_daemon(d):
+    with _env(DOCKER_CONFIG=d.daemon_docker_config):
+        d.start()
+
+
+def stop_daemon(d):
+    """Stop it (its containers removed), and return the mounts it left under its data root (unmounted)."""
+    if d.proc is not None:
+        for c in d.json("GET", "/containers/json?all=1")[1] or []:
+            d.request("DELETE", f"/containers/{c['Id']}?force=1")
+    left = _mounts_under(d.data_root)
+    for mp in reversed(left):
+        subprocess.run(["umount", "-l", mp], check=False)
+    d.cleanup()
+    shutil.rmtree(d.base, ignore_errors=True)
+    return left
+
+
+class Ketch:
+    """Runs `python -m ketch.cli.main -H <its ketchd> ...` with a private Docker config."""
+
+    def __init__(self, daemon, docker_config):
+        self.daemon = daemon
+        self.root = daemon.data_root
+        self.host = daemon.host
         self.env = dict(os.environ, DOCKER_CONFIG=docker_config, KETCH_DAEMON_JSON="/nonexistent",
                         PYTHONPATH=REPO)
+        self.env.pop("KETCH_HOST", None)
 
     def cmd(self, *args):
-        return [sys.executable, "-m", "ketch.cli.main", "--data-root", self.root, *args]
+        return [sys.executable, "-m", "ketch.cli.main", "-H", self.host, *args]
 
     def __call__(self, *args, check=True, input=None, timeout=180):
         r = subprocess.run(self.cmd(*args), capture_output=True, text=input is None or isinstance(input, str),
@@ -54,28 +111,48 @@ class Ketch:
             raise AssertionError(f"ketch {' '.join(args)} failed ({r.returncode}): {r.stderr}{r.stdout}")
         return r
 
+    def docker(self, *args, check=True, input=None, timeout=120):
+        """The real docker CLI on the same daemon, with the same Docker config."""
+        from tests.engine.daemon import DOCKER
+        if not DOCKER:
+            pytest.skip("the docker CLI is not installed")
+        env = dict(self.env, DOCKER_HOST=self.host)
+        r = subprocess.run([DOCKER, *args], capture_output=True, text=True, input=input, env=env, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed ({r.returncode}): {r.stderr}{r.stdout}")
+        return r
+
     def service(self):
+        """The daemon's store, opened directly (assertions and damage only: the CLI never does this)."""
         from ketch.images import ImageService
-        return ImageService(self.root, docker_config=os.path.join(self.env["DOCKER_CONFIG"], "config.json"))
+        return ImageService(self.root)
+
+
+_SPAWNED: list = []
 
 
 @pytest.fixture
 def ketch(tmp_path):
-    root = str(tmp_path / "data")
     cfg = tmp_path / "docker-config"
     cfg.mkdir()
-    k = Ketch(root, str(cfg))
+    d = start_daemon(tmp_path.name)
+    k = Ketch(d, str(cfg))
     yield k
-    left = _mounts_under(root)
-    for mp in reversed(left):
-        subprocess.run(["umount", "-l", mp], check=False)
+    left = stop_daemon(d)
+    while _SPAWNED:
+        left += stop_daemon(_SPAWNED.pop())
     assert not left, f"mounts left behind: {left}"
 
 
-def second_ketch(tmp_path, name):
-    cfg = tmp_path / f"docker-config-{name}"
-    cfg.mkdir(exist_ok=True)
-    return Ketch(str(tmp_path / name), str(cfg))
+def second_ketch(tmp_path, name, docker_config=None):
+    """Another `ketch` with a daemon (and store) of its own; stopped with the test's `ketch` fixture."""
+    if docker_config is None:
+        cfg = tmp_path / f"docker-config-{name}"
+        cfg.mkdir(exist_ok=True)
+        docker_config = str(cfg)
+    d = start_daemon(name)
+    _SPAWNED.append(d)
+    return Ketch(d, docker_config)
 
 
 # --------------------------------------------------------------------------- images from random layers

@@ -12,7 +12,7 @@ import pytest
 
 from tests import helpers
 
-from .conftest import build_image, busybox_layer
+from .conftest import build_image, busybox_layer, second_ketch
 
 PODMAN_LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
 
@@ -139,7 +139,7 @@ def test_ketch_save_loads_in_podman_and_podman_save_loads_in_ketch(ketch, podman
     podman("tag", "docker.io/library/busybox:latest", "localhost/from-podman:7")
     back = str(tmp_path / "p.tar")
     podman("save", "--format", fmt, "-o", back, "localhost/from-podman:7")
-    k2 = type(ketch)(ketch.root + "-2", ketch.env["DOCKER_CONFIG"])
+    k2 = second_ketch(tmp_path, "k2")
     r = k2("load", "-i", back)
     assert "Loaded image: localhost/from-podman:7" in r.stdout, r.stdout
     svc = k2.service()

@@ -129,7 +129,9 @@ def test_interrupted_pull_is_resumed_by_the_next_pull(registry, ketch):
 
 
 def test_kill_9_during_pull_then_pull_again_is_clean(registry, ketch, tmp_path):
-    from .conftest import second_ketch
+    """ketchd does the pull for the CLI: kill -9 it at random moments of a pull (a CLI that goes
+    away is covered too: it cancels the daemon's pull), restart it, pull again: the store is clean."""
+    from .conftest import restart_daemon, second_ketch
     layers = [random_layer(f"k{i}", 6_000_000) for i in range(4)]
     push_raw(registry.domain, "ketch/kill:1", layers)
     ref = f"{registry.domain}/ketch/kill:1"
@@ -138,13 +140,19 @@ def test_kill_9_during_pull_then_pull_again_is_clean(registry, ketch, tmp_path):
     whole = time.monotonic() - t0
     rnd = random.Random()
     interrupted = 0
-    for _attempt in range(3):
+    for attempt in range(4):
         p = subprocess.Popen(ketch.cmd("pull", ref), env=ketch.env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         time.sleep(rnd.uniform(0.1, whole * 0.9))
         if p.poll() is None:
             interrupted += 1
-            p.send_signal(signal.SIGKILL)
+            if attempt % 2:
+                p.send_signal(signal.SIGKILL)     # the CLI goes away: the daemon cancels its pull
+                p.wait()
+            else:
+                ketch.daemon.kill9()              # the daemon dies mid-pull
+                p.wait()
+                restart_daemon(ketch.daemon)
         p.wait()
     assert interrupted >= 1
     ketch("pull", ref)
