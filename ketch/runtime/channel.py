@@ -1,5 +1,7 @@
 """Typed messages between the runtime and the container's init, one JSON object a line over pipes."""
 
+from __future__ import annotations
+
 import os
 
 from ketch import _json as json
@@ -7,18 +9,18 @@ from ketch.errors import Internal
 
 
 class Channel:
-    def __init__(self, rfd, wfd):
+    def __init__(self, rfd: int, wfd: int):
         self.rfd, self.wfd = rfd, wfd
         self._buf = b""
 
-    def send(self, msgtype, **fields):
+    def send(self, msgtype: str, **fields: object) -> None:
         fields["type"] = msgtype
         data = json.dumps(fields).encode() + b"\n"
         while data:
             n = os.write(self.wfd, data)
             data = data[n:]
 
-    def recv(self):
+    def recv(self) -> dict | None:
         """The next message, or None at end of stream (the peer died)."""
         while b"\n" not in self._buf:
             chunk = os.read(self.rfd, 65536)
@@ -28,7 +30,7 @@ class Channel:
         line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
 
-    def expect(self, kind):
+    def expect(self, kind: str) -> dict:
         msg = self.recv()
         if msg is None:
             raise Internal(f"container init exited before `{kind}`")
@@ -38,7 +40,7 @@ class Channel:
             raise Internal(f"unexpected message `{msg['type']}` from init, wanted `{kind}`")
         return msg
 
-    def close(self):
+    def close(self) -> None:
         for fd in (self.rfd, self.wfd):
             try:
                 os.close(fd)
@@ -57,7 +59,7 @@ class _ChildError(Exception):
         return cls(str(self))
 
 
-def pair():
+def pair() -> tuple[Channel, Channel]:
     """Two channels: (parent side, child side)."""
     a_r, b_w = os.pipe()
     b_r, a_w = os.pipe()

@@ -3,6 +3,8 @@
 Only what the runtime must refuse early is checked here; every check names the field.
 """
 
+from __future__ import annotations
+
 import os
 
 from ketch import _json as json
@@ -11,7 +13,7 @@ from ketch.errors import InvalidArgument, NotFound
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 
 
-def load(bundle):
+def load(bundle: str) -> tuple[str, dict]:
     """Read and check `bundle`/config.json; returns (absolute bundle path, config dict)."""
     bundle = os.path.abspath(bundle)
     if not os.path.isdir(bundle):
@@ -35,7 +37,7 @@ def _want(cond, path, msg):
         raise InvalidArgument(f"config `{path}`: {msg}")
 
 
-def check(cfg, path="config.json"):
+def check(cfg: dict, path: str = "config.json") -> None:
     _want(isinstance(cfg, dict), path, "top level must be an object")
     _want(isinstance(cfg.get("ociVersion"), str), path, "ociVersion must be a string")
     root = cfg.get("root")
@@ -91,6 +93,6 @@ def check(cfg, path="config.json"):
                   f"hooks.{kind}: hook path must be absolute: {h!r}")
 
 
-def namespaces(cfg):
+def namespaces(cfg: dict) -> dict[str, str | None]:
     """{type: path-or-None} of the namespaces the container gets."""
     return {ns["type"]: ns.get("path") or None for ns in cfg.get("linux", {}).get("namespaces", []) or []}

@@ -7,12 +7,20 @@ blocks on the exec fifo until `start` opens it; then it drops privileges and exe
 Every step reports failure to the runtime over the channel, which cleans up.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 
 from ketch.linux import syscalls as sc
 from ketch.runtime import config as cfgmod
 from ketch.runtime import rootfs as rfs
+
+TYPE_CHECKING = False       # typing itself costs the runtime's start-up ~5 ms: hints only
+if TYPE_CHECKING:
+    from typing import Mapping
+
+    from ketch.runtime.channel import Channel
 
 
 def _fail(ch, exc):
@@ -27,7 +35,7 @@ def _fail(ch, exc):
     os._exit(1)
 
 
-def join_namespaces(nss):
+def join_namespaces(nss: Mapping[str, str | None]) -> None:
     """setns into every namespace given by path: all opened first (joining the mount namespace
     changes what /proc shows), the user namespace first and the mount namespace last."""
     rank = {"user": 0, "mount": 9}
@@ -36,20 +44,20 @@ def join_namespaces(nss):
     try:
         for t in order:
             try:
-                fds.append((t, os.open(nss[t], os.O_RDONLY | os.O_CLOEXEC)))
+                fds.append((t, os.open(nss[t] or "", os.O_RDONLY | os.O_CLOEXEC)))
             except OSError as e:
-                raise OSError(e.errno, f"open namespace `{nss[t]}` ({t}): {os.strerror(e.errno)}") from None
+                raise OSError(e.errno, f"open namespace `{nss[t]}` ({t}): {e.strerror}") from None
         for t, fd in fds:
             try:
                 sc.setns(fd, sc.NAMESPACE_FLAGS[t])
             except OSError as e:
-                raise OSError(e.errno, f"setns `{nss[t]}` ({t}): {os.strerror(e.errno)}") from None
+                raise OSError(e.errno, f"setns `{nss[t]}` ({t}): {e.strerror}") from None
     finally:
         for _, fd in fds:
             os.close(fd)
 
 
-def preload(cfg):
+def preload(cfg: dict) -> None:
     """Import now everything used after pivot_root or setns: the host's files are gone then."""
     import resource  # noqa: F401 - a C extension loaded from the host's lib-dynload
 
@@ -65,7 +73,7 @@ def preload(cfg):
         seccomp._library()
 
 
-def joiner(ch, cfg, opts):
+def joiner(ch: Channel, cfg: dict, opts: dict) -> None:
     """C1: namespaces, then fork the init. Runs in the runtime's pid namespace."""
     try:
         nss = cfgmod.namespaces(cfg)
@@ -97,7 +105,7 @@ def joiner(ch, cfg, opts):
     os._exit(0)
 
 
-def close_inherited(opts, ch):
+def close_inherited(opts: dict, ch: Channel) -> None:
     """Close every fd we did not open on purpose, so no host file reaches the container
     (CVE-2024-21626); stdio and the --preserve-fds range stay."""
     keep = {ch.rfd, ch.wfd, opts["fifo_fd"]}
@@ -110,7 +118,7 @@ def close_inherited(opts, ch):
             first = fd + 1
 
 
-def container_init(ch, cfg, opts):
+def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
     """C2: PID 1 of the container until it execs the user's process."""
     close_inherited(opts, ch)
     linux = cfg.get("linux", {}) or {}
@@ -118,7 +126,7 @@ def container_init(ch, cfg, opts):
     proc = cfg.get("process") or {}
     userns = "user" in nss
     rootfs = opts["rootfs"]
-    joined = []
+    joined: list[bool] = []
 
     def in_cgroup():
         """Wait until the runtime has moved us into the container's cgroup (it does so while we

@@ -6,6 +6,8 @@ cannot wait (no NNP: loading needs CAP_SYS_ADMIN), bounding set, user and groups
 keep-caps, capability sets, ambient set, seccomp last when NNP is set, then exec.
 """
 
+from __future__ import annotations
+
 import os
 
 from ketch.errors import InvalidArgument, NotFound, PermissionDenied
@@ -13,7 +15,7 @@ from ketch.errors import InvalidArgument, NotFound, PermissionDenied
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def env_dict(env):
+def env_dict(env: list[str] | None) -> dict[str, str]:
     out = {}
     for e in env or []:
         k, sep, v = e.partition("=")
@@ -22,7 +24,7 @@ def env_dict(env):
     return out
 
 
-def lookup(arg0, env):
+def lookup(arg0: str, env: dict[str, str]) -> str:
     """Resolve arg0 like execvp does, inside the (already pivoted) root."""
     if "/" in arg0:
         if not os.path.exists(arg0):
@@ -37,7 +39,7 @@ def lookup(arg0, env):
     raise NotFound(f'exec: "{arg0}": executable file not found in $PATH')
 
 
-def set_rlimits(rlimits):
+def set_rlimits(rlimits: list[dict] | None) -> None:
     if not rlimits:
         return
     import resource
@@ -54,7 +56,7 @@ def set_rlimits(rlimits):
             raise PermissionDenied(f"rlimit `{name}` {soft}:{hard}: {e} (current hard limit {cur[1]})") from None
 
 
-def check_cwd(cwd):
+def check_cwd(cwd: str) -> None:
     """Enter cwd and make sure it lies inside the container root (CVE-2024-21626)."""
     try:
         os.chdir(cwd)
@@ -67,7 +69,7 @@ def check_cwd(cwd):
         raise PermissionDenied(f"cwd `{cwd}`: resolves outside the container root")
 
 
-def drop_privileges(proc, seccomp):
+def drop_privileges(proc: dict, seccomp: dict | None) -> None:
     """Apply user, groups, capabilities, no_new_privs and seccomp to the calling process."""
     from ketch.linux import capabilities
     from ketch.linux import syscalls as sc
@@ -99,7 +101,7 @@ def drop_privileges(proc, seccomp):
         sec.load_filter(seccomp)
 
 
-def exec_process(proc, seccomp, *, preserve_fds=0):
+def exec_process(proc: dict, seccomp: dict | None, *, preserve_fds: int = 0) -> None:
     """Become the container's process. Never returns."""
     from ketch.linux import syscalls as sc
     env = env_dict(proc.get("env"))

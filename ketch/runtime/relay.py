@@ -1,11 +1,13 @@
 """Copy between our own terminal and a container's pty master (for `run`/`exec` without a console socket)."""
 
+from __future__ import annotations
+
 import _signal as signal
 import os
 import select
 
 
-def copy_until_exit(master, pid):
+def copy_until_exit(master: int, pid: int) -> None:
     import termios
     import tty as ttymod
     stdin_tty = os.isatty(0)

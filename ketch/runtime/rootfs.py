@@ -5,6 +5,8 @@ Every destination is resolved inside the root (symlinks included) before it is u
 so a hostile image cannot point a mount at the host (CVE-2018-15664 family).
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import stat
@@ -37,9 +39,9 @@ PROPAGATION = {
 _IGNORED = {"tmpcopyup", "defaults"}
 
 
-def parse_options(options):
+def parse_options(options: list[str] | None) -> tuple[int, list[int], str]:
     """Split OCI mount options into (flags, propagation flags list, data string)."""
-    flags, prop, data = 0, [], []
+    flags, prop, data = 0, [], []   # type: tuple[int, list[int], list[str]]
     for o in options or []:
         if o in _FLAGS:
             clear, f = _FLAGS[o]
@@ -55,12 +57,12 @@ def parse_options(options):
     return flags, prop, ",".join(data)
 
 
-def secure_join(root, unsafe, follow_final=True):
+def secure_join(root: str, unsafe: str, follow_final: bool = True) -> str:
     """Resolve `unsafe` as if `root` were /, following symlinks without leaving root (an absolute
     target restarts at root, `..` stops there), as chroot would. With follow_final=False a
     symlink in the last component is left as it is (for lstat-like uses)."""
     parts = [p for p in unsafe.split("/") if p not in ("", ".")]
-    resolved = []
+    resolved: list[str] = []
     hops = 0
     while parts:
         part = parts.pop(0)
@@ -117,7 +119,8 @@ def _locked_flags(path):
     return out
 
 
-def mount_one(rootfs, m, *, userns=False, cgroup_paths=None, cgroupns=False):
+def mount_one(rootfs: str, m: dict, *, userns: bool = False, cgroup_paths: dict | None = None,
+              cgroupns: bool = False) -> None:
     mtype = m.get("type") or ""
     options = m.get("options") or []
     flags, prop, data = parse_options(options)
@@ -217,10 +220,10 @@ DEFAULT_DEVICES = [
 _DEVTYPE = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
 
 
-def create_devices(rootfs, devices, *, userns=False):
+def create_devices(rootfs: str, devices: list[dict] | None, *, userns: bool = False) -> None:
     """Default devices, then linux.devices; in a user namespace devices are bind mounts of the host's."""
     wanted = {d["path"]: d for d in devices or []}
-    todo = [{"path": p, "type": t, "major": ma, "minor": mi, "fileMode": mode, "uid": 0, "gid": 0}
+    todo: list[dict] = [{"path": p, "type": t, "major": ma, "minor": mi, "fileMode": mode, "uid": 0, "gid": 0}
             for p, t, ma, mi, mode in DEFAULT_DEVICES if p not in wanted]
     todo += list(wanted.values())
     old = os.umask(0)
@@ -247,7 +250,7 @@ def create_devices(rootfs, devices, *, userns=False):
         os.umask(old)
 
 
-def default_symlinks(rootfs):
+def default_symlinks(rootfs: str) -> None:
     links = [("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
              ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr")]
     if os.path.exists("/proc/kcore"):
@@ -265,7 +268,7 @@ def default_symlinks(rootfs):
         os.symlink("pts/ptmx", ptmx)
 
 
-def pivot(rootfs):
+def pivot(rootfs: str) -> None:
     """pivot_root into rootfs without a put_old directory (runc's trick: pivot onto '.')."""
     oldroot = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     newroot = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
@@ -282,7 +285,7 @@ def pivot(rootfs):
         os.close(newroot)
 
 
-def move_root(rootfs):
+def move_root(rootfs: str) -> None:
     """--no-pivot: move the root mount over / and chroot (for ramfs roots)."""
     os.chdir(rootfs)
     sc.mount(rootfs, "/", None, sc.MS_MOVE, None)
@@ -290,7 +293,7 @@ def move_root(rootfs):
     os.chdir("/")
 
 
-def mask_paths(paths):
+def mask_paths(paths: list[str] | None) -> None:
     for p in paths or []:
         try:
             st = os.stat(p)
@@ -302,7 +305,7 @@ def mask_paths(paths):
             sc.mount("/dev/null", p, None, sc.MS_BIND, None)
 
 
-def readonly_paths(paths):
+def readonly_paths(paths: list[str] | None) -> None:
     for p in paths or []:
         try:
             sc.mount(p, p, None, sc.MS_BIND | sc.MS_REC, None)
@@ -312,12 +315,12 @@ def readonly_paths(paths):
         sc.mount(None, p, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_REC | flags, None)
 
 
-def remount_root_readonly():
+def remount_root_readonly() -> None:
     flags = _locked_flags("/") | sc.MS_RDONLY
     sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | flags, None)
 
 
-def apply_sysctl(sysctl):
+def apply_sysctl(sysctl: dict[str, str] | None) -> None:
     for key, value in (sysctl or {}).items():
         if "/" in key or ".." in key or not key:
             raise InvalidArgument(f"sysctl `{key}`: invalid name")

@@ -1,5 +1,7 @@
 """`spec` (a default config.json, as `runc spec` writes) and `features` (runtime-spec features.md)."""
 
+from __future__ import annotations
+
 import json
 import os
 
@@ -9,8 +11,8 @@ from ketch.errors import AlreadyExists
 DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 
 
-def default_config(rootless=False):
-    cfg = {
+def default_config(rootless: bool = False) -> dict:
+    cfg: dict = {
         "ociVersion": OCI_VERSION,
         "process": {
             "terminal": True,
@@ -56,7 +58,7 @@ def default_config(rootless=False):
     return cfg
 
 
-def write(bundle, rootless=False):
+def write(bundle: str, rootless: bool = False) -> None:
     path = os.path.join(bundle, "config.json")
     if os.path.exists(path):
         raise AlreadyExists(f"spec: `{path}` already exists")
@@ -65,7 +67,7 @@ def write(bundle, rootless=False):
         f.write("\n")
 
 
-def features():
+def features() -> dict:
     from ketch.runtime.config import NAMESPACE_TYPES
     from ketch.runtime.rootfs import _FLAGS, PROPAGATION
     return {
