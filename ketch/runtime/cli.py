@@ -4,6 +4,8 @@ Started as `python3 -I -S`; only the standard library's light modules are import
 at start, everything else inside the command that needs it.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 
@@ -67,9 +69,9 @@ class UsageError(Exception):
     pass
 
 
-def parse(argv):
+def parse(argv: list[str]) -> tuple[dict, str | None, dict, list[str]]:
     """Split argv into (global options, command, command options, positional args)."""
-    g = {}
+    g: dict = {}
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
         i = _take(argv, i, GLOBAL, g)
@@ -79,8 +81,9 @@ def parse(argv):
     i += 1
     if cmd not in COMMANDS:
         raise UsageError(f"unknown command `{cmd}`")
-    spec = COMMANDS[cmd] or {}
-    opts, pos = {}, []
+    spec: dict = COMMANDS[cmd] or {}
+    opts: dict = {}
+    pos: list[str] = []
     while i < len(argv):
         a = argv[i]
         if a == "--":
@@ -125,10 +128,10 @@ def _take(argv, i, spec, out):
 
 
 class Logger:
-    def __init__(self, path=None, fmt="text"):
+    def __init__(self, path: str | None = None, fmt: str | None = "text"):
         self.path, self.fmt = path, fmt or "text"
 
-    def __call__(self, level, msg):
+    def __call__(self, level: str, msg: str) -> None:
         if not self.path:
             # without --log, stderr; with it, warnings stay out of stderr, which is often the
             # container's own (a caller such as conmon hands us the container's stdio)
@@ -148,7 +151,7 @@ class Logger:
             pass
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     if argv is None:
         # as a program: skip the interpreter's teardown, which only costs time here
         code = _main(sys.argv[1:])
