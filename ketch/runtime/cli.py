@@ -38,7 +38,7 @@ _CREATE = {
     "--preserve-fds": ("preserve_fds", True), "--detach": ("detach", False), "-d": ("detach", False),
     "--no-subreaper": ("no_subreaper", False), "--keep": ("keep", False),
 }
-COMMANDS: dict[str, dict] = {
+COMMANDS: dict[str, dict | None] = {
     "create": _CREATE, "run": _CREATE, "start": {}, "state": {},
     "kill": {"--all": ("all", False), "-a": ("all", False)},
     "delete": {"--force": ("force", False), "-f": ("force", False)},
