@@ -5,7 +5,7 @@ import json
 
 from aiohttp import web
 
-from ketch.api.request import Routes, boolean, filters_of, integer, json_body, jresp
+from ketch.api.request import Routes, boolean, filters_of, integer, jresp, json_body
 from ketch.api.streams import MULTIPLEXED_STREAM, RAW_STREAM, frame, hijack, serve_session
 from ketch.errors import InvalidArgument, KetchError, NotImplementedYet
 

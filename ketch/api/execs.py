@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from ketch.api.request import Routes, integer, json_body, jresp
+from ketch.api.request import Routes, integer, jresp, json_body
 from ketch.api.streams import MULTIPLEXED_STREAM, RAW_STREAM, frame, hijack, serve_session
 from ketch.errors import InvalidArgument, KetchError
 

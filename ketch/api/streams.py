@@ -120,8 +120,10 @@ async def serve_session(h: "Hijacked", session) -> None:
     tasks = [asyncio.ensure_future(t) for t in (pump_in(), pump_out(), detached.wait())]
     try:
         await asyncio.wait({tasks[1], tasks[2], closed}, return_when=asyncio.FIRST_COMPLETED)
-        if tasks[1].done() and tasks[1].exception() is not None:
-            raise tasks[1].exception()
+        if tasks[1].done():
+            exc = tasks[1].exception()
+            if exc is not None:
+                raise exc
     finally:
         for t in tasks + [closed]:
             t.cancel()

@@ -132,17 +132,18 @@ def extract_tar(fileobj, rootfs: str, path: str, extra: dict[str, str],
                     src = tar.extractfile(m)
                     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
                     with os.fdopen(fd, "wb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)
+                        # extractfile() returns a file for a regular member (m.isfile())
+                        shutil.copyfileobj(src, out, 1 << 20)  # type: ignore[arg-type]
                 elif m.issym():
                     if os.path.lexists(target):
                         os.unlink(target)
                     os.symlink(m.linkname, target)  # read later in-root, so any target is harmless
                 elif m.islnk():
-                    src = host_path(rootfs, os.path.join(base, os.path.normpath(m.linkname.lstrip("/"))),
-                                    extra, follow_final=False)
+                    link_src = host_path(rootfs, os.path.join(base, os.path.normpath(m.linkname.lstrip("/"))),
+                                         extra, follow_final=False)
                     if os.path.lexists(target):
                         os.unlink(target)
-                    os.link(src, target, follow_symlinks=False)
+                    os.link(link_src, target, follow_symlinks=False)
                 elif m.isfifo():
                     if os.path.lexists(target):
                         os.unlink(target)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Any
 
 from ketch.engine import spec as spec_mod
 from ketch.engine.container import ZERO_TIME, Container, Notes, container_event, new_id, now_rfc3339
@@ -19,7 +20,7 @@ from ketch.engine.store import ContainerStore
 from ketch.engine.validate import CreateRequest
 from ketch.errors import InvalidArgument
 
-HOST_DEFAULTS = {
+HOST_DEFAULTS: dict[str, Any] = {
     "Binds": None, "ContainerIDFile": "", "PortBindings": {}, "VolumeDriver": "", "VolumesFrom": None,
     "CapAdd": None, "CapDrop": None, "CgroupnsMode": "host", "Dns": [], "DnsOptions": [], "DnsSearch": [],
     "ExtraHosts": None, "GroupAdd": None, "IpcMode": "private", "Cgroup": "", "Links": None, "OomScoreAdj": 0,
@@ -83,7 +84,7 @@ class Creator:
             if v not in (None, 0, []):
                 hcheck[k] = v
         shares_host_uts = hc.get("NetworkMode") == "host" or hc.get("UTSMode") == "host"
-        config = {
+        config: dict[str, Any] = {
             "Hostname": body.get("Hostname") or (os.uname().nodename if shares_host_uts else cid[:12]),
             "Domainname": body.get("Domainname") or "",
             "User": body.get("User") or img.get("User") or "",

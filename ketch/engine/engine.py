@@ -29,7 +29,7 @@ from ketch.engine.files import ContainerFiles
 from ketch.engine.health import Health
 from ketch.engine.lifecycle import Lifecycle, MonitorConfig
 from ketch.engine.ports import ImageService, NetworkService
-from ketch.engine.queries import Queries
+from ketch.engine.queries import Queries, Summaries
 from ketch.engine.sessions import Session
 from ketch.engine.store import ContainerStore
 from ketch.engine.system import System
@@ -37,6 +37,9 @@ from ketch.engine.tasks import Tasks
 from ketch.engine.validate import validate_create
 from ketch.events import EventBus
 from ketch.network.basic import BasicNetworks
+
+# inside Engine the name `list` is a method, not the builtin: annotations there use these
+Names = list[str]
 
 
 class Engine:
@@ -117,7 +120,7 @@ class Engine:
 
     # --- queries ---------------------------------------------------------------------
     async def list(self, all_: bool = False, limit: int = -1, filters: dict | None = None, since: str | None = None,
-                   before: str | None = None, size: bool = False) -> list[dict]:
+                   before: str | None = None, size: bool = False) -> Summaries:
         out = self.queries.list(all_=all_, limit=limit, filters=filters, since=since, before=before)
         return await self.queries.with_sizes(out) if size else out
 
@@ -133,7 +136,7 @@ class Engine:
     def stats(self, ref: str, *, stream: bool = True, one_shot: bool = False):
         return self.queries.stats(ref, stream=stream, one_shot=one_shot)
 
-    def containers_using(self, image_id: str) -> list[str]:
+    def containers_using(self, image_id: str) -> Names:
         return [c.name for c in self.store if c.data["Image"] == image_id]
 
     # --- exec ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ conmon's own ``--log-size-max`` is not used: it truncates in place.
 import asyncio
 import os
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -29,7 +30,7 @@ class Entry:
     data: bytes
 
 
-def convert_timestamp(ts: str) -> tuple[str, float]:
+def convert_timestamp(ts: str) -> tuple[str, int]:
     """conmon's "2026-01-02T03:04:05.123456789+01:00" to ("...Z" in UTC, unix nanoseconds)."""
     base, frac, offset = ts[:19], "", ts[19:]
     if offset.startswith("."):
@@ -136,7 +137,7 @@ def parse_time(value: str | None) -> int | None:
 
 
 async def stream(log_path: str, *, follow: bool, tail: int | None, since: int | None,
-                 until: int | None, running) -> "asyncio.AsyncIterator[Entry]":
+                 until: int | None, running) -> AsyncIterator[Entry]:
     """Yield entries; with follow, keep going until `running()` is false and all is read.
 
     The live file is opened before anything is read and followed from the very byte where

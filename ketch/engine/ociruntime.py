@@ -29,7 +29,8 @@ class OciRuntime:
             proc.kill()
             await proc.wait()
             raise
-        return proc.returncode, out, err
+        # communicate() has waited for the process, so returncode is set
+        return proc.returncode, out, err  # type: ignore[return-value]
 
     async def _check(self, what: str, cid: str, *args: str) -> bytes:
         rc, out, err = await self._run(*args)
@@ -91,7 +92,8 @@ class OciRuntime:
                 proc.kill()
                 await proc.wait()
                 raise
-            return proc.returncode, out
+            # communicate() has waited for the process, so returncode is set
+            return proc.returncode, out  # type: ignore[return-value]
         finally:
             os.unlink(f.name)
 

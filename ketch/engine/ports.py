@@ -13,8 +13,6 @@ from ketch.images.record import Image
 from ketch.network.model import Attachment, NetworkRequest
 
 
-
-
 @runtime_checkable
 class ImageService(Protocol):
     async def get_image(self, name_or_id: str) -> Image:

@@ -8,8 +8,8 @@ import os
 import re
 
 from ketch.engine import logs as logs_mod
-from ketch.engine import stats as stats_mod
 from ketch.engine import state as state_mod
+from ketch.engine import stats as stats_mod
 from ketch.engine.container import Container
 from ketch.engine.ports import ImageService
 from ketch.engine.state import Status
@@ -18,6 +18,10 @@ from ketch.errors import Conflict, InvalidArgument, KetchError
 
 LIST_FILTERS = ("id", "name", "status", "exited", "label", "ancestor", "health", "network", "before", "since",
                 "volume", "publish", "expose", "is-task")
+
+# container summaries as `docker ps` shows them; an alias because inside Queries the name
+# `list` is the method below, not the builtin
+Summaries = list[dict]
 
 
 class Queries:
@@ -28,7 +32,7 @@ class Queries:
 
     # --- list --------------------------------------------------------------------------
     def list(self, all_: bool = False, limit: int = -1, filters: dict | None = None,
-             since: str | None = None, before: str | None = None) -> list[dict]:
+             since: str | None = None, before: str | None = None) -> Summaries:
         filters = filters or {}
         for key in filters:
             if key not in LIST_FILTERS:
@@ -51,7 +55,7 @@ class Queries:
         out = [c.summary() for c in cs if matches(c, filters)]
         return out[:limit] if limit > 0 else out
 
-    async def with_sizes(self, summaries: list[dict]) -> list[dict]:
+    async def with_sizes(self, summaries: Summaries) -> Summaries:
         for item in summaries:
             item["SizeRw"] = await self.size_rw(item["Id"])
             item["SizeRootFs"] = item["SizeRw"]

@@ -6,10 +6,10 @@ usual devices, no new privileges when asked, own pid/ipc/uts/mount/network names
 """
 
 import os
+from typing import Any
 
 from ketch.engine import mounts as mounts_mod
-from ketch.engine.hostconfig import (effective_caps, device, host_caps, resources, rlimits,
-                                    security_opts)
+from ketch.engine.hostconfig import device, effective_caps, host_caps, resources, rlimits, security_opts
 from ketch.errors import InvalidArgument
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -203,7 +203,7 @@ def build_spec(*, cid: str, config: dict, host_config: dict, rootfs: str, etc_di
         if hc.get("ConsoleSize") and any(hc["ConsoleSize"]):
             process["consoleSize"] = {"height": int(hc["ConsoleSize"][0]), "width": int(hc["ConsoleSize"][1])}
     shm = int(hc.get("ShmSize") or 64 * 1024 * 1024)
-    mounts = [
+    oci_mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
          "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
@@ -217,21 +217,22 @@ def build_spec(*, cid: str, config: dict, host_config: dict, rootfs: str, etc_di
          "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm}"]},
     ]
     if hc.get("Privileged"):  # as Docker: /sys and the cgroup tree writable
-        for m in mounts:
+        for m in oci_mounts:
             if m["destination"] in ("/sys", "/sys/fs/cgroup"):
                 m["options"] = [o for o in m["options"] if o != "ro"] + ["rw"]
     if host_network is None:
         host_network = hc.get("NetworkMode") == "host"
     if host_network:
-        mounts = [m for m in mounts if m["destination"] != "/sys"] + [
-            {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}]
+        oci_mounts = [m for m in oci_mounts if m["destination"] != "/sys"] + [
+            {"destination": "/sys", "type": "bind", "source": "/sys",
+             "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}]
     for name in ("resolv.conf", "hostname", "hosts"):
-        mounts.append({"destination": f"/etc/{name}", "type": "bind",
-                       "source": os.path.join(etc_dir, name), "options": ["rbind", "rprivate"]})
+        oci_mounts.append({"destination": f"/etc/{name}", "type": "bind",
+                           "source": os.path.join(etc_dir, name), "options": ["rbind", "rprivate"]})
     if hc.get("Init"):
-        mounts.append({"destination": "/sbin/docker-init", "type": "bind", "source": init_binary,
-                       "options": ["bind", "ro", "nosuid", "nodev"]})
-    mounts += mounts_mod.oci_mounts(user_mounts)
+        oci_mounts.append({"destination": "/sbin/docker-init", "type": "bind", "source": init_binary,
+                           "options": ["bind", "ro", "nosuid", "nodev"]})
+    oci_mounts += mounts_mod.oci_mounts(user_mounts)
     # --pid/--ipc/--uts/--network: "host" shares the host's namespace (none listed),
     # "container:<x>" joins another container's (a path from the engine), else a new one
     ns_paths = ns_paths or {}
@@ -271,7 +272,7 @@ def build_spec(*, cid: str, config: dict, host_config: dict, rootfs: str, etc_di
         "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": rootfs, "readonly": bool(hc.get("ReadonlyRootfs"))},
-        "mounts": mounts,
+        "mounts": oci_mounts,
         "linux": linux,
     }
     if hc.get("UTSMode") != "host":  # a hostname needs a UTS namespace of its own

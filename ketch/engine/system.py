@@ -80,7 +80,8 @@ class System:
             "MemoryLimit": True, "SwapLimit": os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
             "KernelMemory": False, "KernelMemoryTCP": False, "CpuCfsPeriod": True, "CpuCfsQuota": True,
             "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True,
-            "BridgeNfIptables": False, "BridgeNfIp6tables": False, "Debug": False, "NFd": len(os.listdir("/proc/self/fd")),
+            "BridgeNfIptables": False, "BridgeNfIp6tables": False, "Debug": False,
+            "NFd": len(os.listdir("/proc/self/fd")),
             "OomKillDisable": True, "NGoroutines": len(asyncio.all_tasks()), "SystemTime": time.strftime(
                 "%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
             "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs", "CgroupVersion": "2" if v2 else "1",

@@ -11,8 +11,8 @@ import os
 import shutil
 import subprocess
 
-from ketch.images.record import Image
 from ketch.errors import NotFound
+from ketch.images.record import Image
 
 BUSYBOX = "/bin/busybox"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -67,5 +67,6 @@ def test_insecure_registries_key_is_accepted_and_reaches_the_image_service(tmp_p
     got = load_config(parse_args(["--config-file", str(cfg)]))
     assert got["insecure-registries"] == ["reg.test:5000"]
     from ketch.engine.ports import load_image_service
-    svc = load_image_service("ketch.images.async_service:AsyncImageService", str(tmp_path / "data"), insecure=["reg.test:5000"])
+    svc = load_image_service("ketch.images.async_service:AsyncImageService", str(tmp_path / "data"),
+                             insecure=["reg.test:5000"])
     assert "reg.test:5000" in svc.svc.insecure

@@ -48,7 +48,8 @@ def test_detached_lifecycle_logs_exec_inspect(ketchd):
     assert ketchd.docker("ps", "-q", "--filter", "label=k=v").stdout.split() == [cid[:12]]
     assert ketchd.docker("ps", "-q", "--filter", "label=k=other").stdout.strip() == ""
     assert ketchd.docker("exec", "lc", "cat", "/etc/hostname").stdout.strip() == cid[:12]
-    assert ketchd.docker("exec", "-e", "FOO=bar", "-w", "/tmp", "lc", "sh", "-c", "echo $FOO $(pwd)").stdout == "bar /tmp\n"
+    assert ketchd.docker("exec", "-e", "FOO=bar", "-w", "/tmp", "lc", "sh", "-c",
+                         "echo $FOO $(pwd)").stdout == "bar /tmp\n"
     assert ketchd.docker("exec", "-u", "app", "lc", "id", "-u").stdout.strip() == "1000"
     assert ketchd.docker("exec", "lc", "sh", "-c", "exit 9", check=False).returncode == 9
     assert ketchd.docker("exec", "-i", "lc", "cat", input="through stdin\n").stdout == "through stdin\n"
@@ -152,12 +153,15 @@ def test_namespace_modes_devices_groups(ketchd):
     import socket as socket_mod
     assert int(ketchd.docker("run", "--rm", "--pid", "host", "busybox", "sh", "-c",
                              "ls -d /proc/[0-9]* | wc -l").stdout) > 10
-    assert ketchd.docker("run", "--rm", "busybox", "sh", "-c", "ls -d /proc/[0-9]* | wc -l").stdout.strip() in ("2", "3")
-    assert ketchd.docker("run", "--rm", "--uts", "host", "busybox", "hostname").stdout.strip() == socket_mod.gethostname()
+    assert ketchd.docker("run", "--rm", "busybox", "sh", "-c",
+                         "ls -d /proc/[0-9]* | wc -l").stdout.strip() in ("2", "3")
+    assert ketchd.docker("run", "--rm", "--uts", "host", "busybox",
+                         "hostname").stdout.strip() == socket_mod.gethostname()
     assert ketchd.docker("run", "--rm", "--network", "host", "busybox", "hostname").stdout.strip() == \
         socket_mod.gethostname()
     host_ipc = os.readlink("/proc/self/ns/ipc")
-    assert ketchd.docker("run", "--rm", "--ipc", "host", "busybox", "readlink", "/proc/self/ns/ipc").stdout.strip() == host_ipc
+    assert ketchd.docker("run", "--rm", "--ipc", "host", "busybox", "readlink",
+                         "/proc/self/ns/ipc").stdout.strip() == host_ipc
     ketchd.docker("run", "-d", "--name", "nsowner", "busybox", "sleep", "60")
     own = ketchd.docker("exec", "nsowner", "readlink", "/proc/self/ns/net").stdout.strip()
     r = ketchd.docker("run", "--rm", "--network", "container:nsowner", "--pid", "container:nsowner", "busybox",
@@ -228,7 +232,8 @@ def test_restart_always_and_stop(ketchd):
     ketchd.docker("stop", "-t", "1", "ra")
     n = ketchd.docker("inspect", "-f", "{{.RestartCount}}", "ra").stdout
     time.sleep(1)
-    assert ketchd.docker("inspect", "-f", "{{.State.Status}} {{.RestartCount}}", "ra").stdout.split() == ["exited", n.strip()]
+    assert ketchd.docker("inspect", "-f", "{{.State.Status}} {{.RestartCount}}",
+                         "ra").stdout.split() == ["exited", n.strip()]
     ketchd.docker("rm", "ra")
 
 
@@ -250,7 +255,8 @@ def test_oom_killed(ketchd):
     r = ketchd.docker("run", "--name", "oom", "-m", "16m", "--memory-swap", "16m", "busybox", "sh", "-c",
                       "x=aaaaaaaa; while true; do x=$x$x; done", check=False, timeout=60)
     assert r.returncode == 137
-    assert ketchd.docker("inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}}", "oom").stdout.split() == ["true", "137"]
+    assert ketchd.docker("inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}}",
+                         "oom").stdout.split() == ["true", "137"]
     ketchd.docker("rm", "oom")
 
 

@@ -71,7 +71,6 @@ def test_sigterm_leaves_containers_running_and_exit_is_seen_after(ketchd):
 
 
 def test_exec_running_across_a_restart_reports_its_exit_code(ketchd):
-    import json
     ketchd.docker("run", "-d", "--name", "ex", "busybox", "sleep", "60")
     _, ex = ketchd.json("POST", "/containers/ex/exec", {"Cmd": ["sh", "-c", "sleep 1.5; exit 6"]}, expect=201)
     assert ketchd.request("POST", f"/exec/{ex['Id']}/start", {"Detach": True})[0] == 200

@@ -13,7 +13,6 @@ from ketch.errors import Internal, InvalidArgument, NotFound, NotImplementedYet
 from ketch.network.basic import BasicNetworks
 from ketch.network.model import NetworkRequest
 
-
 # --- state machine -----------------------------------------------------------------------
 
 def test_transitions_written_once_and_enforced():
