@@ -115,7 +115,7 @@ class Creator:
             hc["MaskedPaths"] = list(spec_mod.MASKED_PATHS)
             hc["ReadonlyPaths"] = list(spec_mod.READONLY_PATHS)
         # the image's VOLUMEs join the user's mounts (a user mount on the same path wins)
-        mounts = parse_mounts(req.host_config, img.get("Volumes")) if img.get("Volumes") else list(req.mounts)
+        mounts = parse_mounts(req.host_config, img.get("Volumes"), user_volumes=body.get("Volumes"))
         warnings += refuse_unsupported([m for m in mounts if m.origin == "image"])
         network = req.network
         network.hostname = config["Hostname"]

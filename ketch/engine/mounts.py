@@ -226,8 +226,14 @@ def parse_tmpfs(target: str, options: object) -> Mount:
                  tmpfs_options=[w for w in words if w not in ("ro", "rw")])
 
 
-def parse(host_config: dict, image_volumes: dict | None = None) -> list[Mount]:
-    """Every mount of a container, in the order the runtime mounts them; duplicates refused."""
+def parse(host_config: dict, image_volumes: dict | None = None, user_volumes: object = None) -> list[Mount]:
+    """Every mount of a container, in the order the runtime mounts them; duplicates refused.
+
+    `user_volumes` is the create body's Config.Volumes: the docker CLI sends `-v /data` there,
+    not in Binds (an anonymous volume); `image_volumes` is the image config's VOLUME set."""
+    if user_volumes is not None and not isinstance(user_volumes, dict):
+        raise InvalidArgument("json: cannot unmarshal value into Go struct field ContainerConfigWrapper.Volumes "
+                              "of type map[string]struct {}")
     binds = host_config.get("Binds") or []
     api_mounts = host_config.get("Mounts") or []
     tmpfs = host_config.get("Tmpfs") or {}
@@ -248,6 +254,11 @@ def parse(host_config: dict, image_volumes: dict | None = None) -> list[Mount]:
         if m.target in seen:
             raise InvalidArgument(f"Duplicate mount point: {m.target}")
         seen[m.target] = m
+    for target in sorted(user_volumes or {}):
+        path = os.path.normpath(_absolute_target(target, target))
+        if path not in seen:
+            seen[path] = Mount(VOLUME, path, origin="binds")
+            out.append(seen[path])
     for target in sorted(image_volumes or {}):
         if isinstance(target, str) and target.startswith("/") and os.path.normpath(target) not in seen:
             out.append(Mount(VOLUME, os.path.normpath(target), origin="image"))

@@ -160,7 +160,7 @@ def validate_create(body: object, *, init_available: bool = True) -> CreateReque
     hostconfig.security_opts(hc)
     hostconfig.rlimits(hc)
     hostconfig.resources(hc)
-    mounts = mounts_mod.parse(hc)
+    mounts = mounts_mod.parse(hc, user_volumes=body.get("Volumes"))
     if body.get("StopSignal"):
         parse_signal(body["StopSignal"])
     network = NetworkRequest(mode=hc["NetworkMode"], hostname=body.get("Hostname") or "",

@@ -214,3 +214,13 @@ def test_basic_networks(tmp_path):
     assert not any(line.startswith("nameserver 127.") for line in resolv)
     host = asyncio.run(_attach(tmp_path, NetworkRequest(mode="host", hostname="h")))
     assert host.host and "host" in host.settings["Networks"]
+
+
+def test_config_volumes_are_anonymous_volumes_the_user_asked_for():
+    # the docker CLI sends `-v /data` as Config.Volumes, not as a bind
+    with pytest.raises(NotImplementedYet, match=r"-v /data \(an anonymous volume\)"):
+        mounts.refuse_unsupported(validate_create({"Image": "b", "Volumes": {"/data": {}}}).mounts)
+    req = validate_create({"Image": "b", "Volumes": {"/data": {}}, "HostConfig": {"Binds": ["/srv:/data"]}})
+    assert [(m.type, m.target) for m in req.mounts] == [("bind", "/data")]
+    with pytest.raises(InvalidArgument, match="Volumes"):
+        validate_create({"Image": "b", "Volumes": ["/data"]})
