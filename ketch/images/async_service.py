@@ -187,9 +187,7 @@ class AsyncImageService:
         until = [until_timestamp(u) for u in _values(filters.get("until"))]
         want, refuse = _values(filters.get("label")), _values(filters.get("label!"))
 
-        def select(iid):
-            if not (until or want or refuse):
-                return True
+        def chosen(iid):
             insp = self.svc.inspect(iid)
             if until and (_created_ts(insp.get("Created")) or 0.0) >= min(until):
                 return False
@@ -197,7 +195,14 @@ class AsyncImageService:
             if want and not all(_label_match(labels, x) for x in want):
                 return False
             return not any(_label_match(labels, x) for x in refuse)
-        res = await asyncio.to_thread(self.svc.prune, all_, select)
+
+        def prune():
+            select = None
+            if until or want or refuse:  # chosen before: prune holds the metadata lock inspect takes
+                ok = {s["Id"] for s in self.svc.list(True) if chosen(s["Id"])}
+                select = ok.__contains__
+            return self.svc.prune(all_, select)
+        res = await asyncio.to_thread(prune)
         self._publish_removed(res["ImagesDeleted"])
         self._publish("prune", "", None, reclaimed=str(res["SpaceReclaimed"]))
         return {"ImagesDeleted": res["ImagesDeleted"], "SpaceReclaimed": res["SpaceReclaimed"]}
