@@ -12,8 +12,8 @@ import time
 from aiohttp import web
 
 import ketch
-from ketch.api.errors import status_for
 from ketch.api.containers import ContainerRoutes
+from ketch.api.errors import status_for
 from ketch.api.execs import ExecRoutes
 from ketch.api.images import ImageRoutes
 from ketch.api.request import API_VERSION, MIN_API_VERSION, _vtuple, jresp

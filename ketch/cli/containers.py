@@ -12,6 +12,11 @@
 Exit codes (docker's): run/create 125 when the engine fails, 126 when the command cannot be
 run, 127 when it is not found, else the container's; bad flag values 125; other commands 1.
 The daemon: --host/-H, $KETCH_HOST, else unix:///run/ketch/ketch.sock.
+
+Kept as one module because the container commands share one set of helpers (the name and
+ID resolution, the exit-code mapping, the attach and stream plumbing, the table columns) and
+only the running command's code is imported; split per command it would import more, not less,
+on every `ketch` call.
 """
 
 import os

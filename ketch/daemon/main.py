@@ -86,7 +86,7 @@ def load_config(args) -> dict:
             with open(args.config_file) as f:
                 file_cfg = json.load(f)
         except ValueError as e:
-            raise SystemExit(f"ketchd: {args.config_file}: invalid JSON: {e}")
+            raise SystemExit(f"ketchd: {args.config_file}: invalid JSON: {e}") from None
         if not isinstance(file_cfg, dict):
             raise SystemExit(f"ketchd: {args.config_file}: a JSON object is expected")
         unknown = set(file_cfg) - set(DEFAULTS)
@@ -99,7 +99,7 @@ def load_config(args) -> dict:
             cfg[key] = v
     if "exec-root" in cfg and args.hosts is None and cfg["hosts"] == DEFAULTS["hosts"] and \
             cfg["exec-root"] != DEFAULTS["exec-root"]:
-        cfg["hosts"] = [f"unix://{os.path.join(cfg['exec-root'], 'ketch.sock')}"]
+        cfg["hosts"] = [f"unix://{os.path.join(str(cfg['exec-root']), 'ketch.sock')}"]
     return cfg
 
 

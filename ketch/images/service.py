@@ -11,7 +11,7 @@ On disk (``root`` = the data root)::
     <root>/snapshots/    ketch.snapshots.OverlaySnapshotter: one committed dir per ChainID
     <root>/images/       metadata.json (tags -> image IDs -> manifests), lock, gc.lock
 
-Two processes (the ``ketch`` CLI in direct mode and ``ketchd``) may share a root: every
+Several processes (ketchd and tools run on its data root) may share a root: every
 metadata change is a read-modify-write under flock with an atomic replace, and garbage
 collection holds an exclusive lock that every content-adding operation holds shared.
 
@@ -19,6 +19,10 @@ An image's ID is the digest of its config (as Docker). A container's root is an 
 snapshot whose parent is the image's top ChainID and which carries the label
 ``ketch.image=<ID>``: that label is the built-in in-use record; the engine may add its own
 checks with ``add_usage_check``. See docs/images.md.
+
+Kept as one module because every operation here is a transaction over the same three
+stores under the same metadata and GC locks; the long pieces that stand alone already live
+beside it (pull.py, push.py, saveload.py, base.py, metadata.py).
 """
 
 from __future__ import annotations

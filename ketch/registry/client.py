@@ -17,6 +17,10 @@ that breaks half way resumes with `Range: bytes=<pos>-`.
 http is used only for localhost, 127.0.0.0/8, ::1 and the domains given as insecure, unless a
 certs.d directory configures TLS for them; everything else is https, verified against the
 system's CAs plus those in certs.d (/etc/ketch/certs.d, /etc/docker/certs.d, or $KETCH_CERTS_D).
+
+Kept as one module because auth challenges, retries, resume and verification all wrap the
+same request loop and share its session and token cache; the pieces that stand alone (the
+auth parsers and credentials) are in ketch/registry/auth.py.
 """
 
 from __future__ import annotations
