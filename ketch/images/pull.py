@@ -175,7 +175,8 @@ async def _thread(ex, fn, *args):
         try:
             await asyncio.shield(fut)
         except asyncio.CancelledError:
-            cancelled = cancelled or not fut.done()
+            # even when the thread ended at that very moment: a cancellation is never swallowed
+            cancelled = True
         except BaseException:  # noqa: BLE001 - fut.result() below raises it
             pass
     if cancelled:
