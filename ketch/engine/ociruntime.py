@@ -6,6 +6,7 @@ import os
 import subprocess
 
 from ketch.errors import Conflict, Internal, NotFound
+from ketch.monitor import conmon
 
 
 class OciRuntime:
@@ -99,19 +100,8 @@ class OciRuntime:
 
 
 def _message(err: bytes) -> str:
-    lines = []
-    for line in err.decode(errors="replace").strip().splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                line = json.loads(line).get("msg", line)
-            except ValueError:
-                pass
-        if line.startswith("time=") and "msg=" in line:
-            line = line.split("msg=", 1)[1].strip('"')
-        if line:
-            lines.append(line)
-    return "; ".join(lines)
+    """The runtime's stderr, readable (runc's JSON and logfmt lines become their `msg`)."""
+    return conmon.runtime_message(err.decode(errors="replace"))
 
 
 class InProcessKetchRuntime(OciRuntime):

@@ -183,7 +183,7 @@ async def launch_container(*, conmon: str, runtime: str, runtime_args: list[str]
         raise Internal(f"create container `{cid}`: conmon exited without a word (see {stderr_path})")
     pid = int(msg.get("data", -1))
     if pid <= 0:
-        raise RuntimeFailed(_clean_runtime_message(msg.get("message") or "runtime create failed"))
+        raise RuntimeFailed(runtime_message(msg.get("message") or "runtime create failed"))
     return pid
 
 
@@ -246,7 +246,7 @@ async def launch_exec(*, conmon: str, runtime: str, runtime_args: list[str], cid
             raise Internal(f"exec in `{cid}`: conmon exited without a word (see {stderr_path})")
         pid = int(msg.get("data", -1))
         if pid <= 0:
-            raise RuntimeFailed(_clean_runtime_message(msg.get("message") or "runtime exec failed"))
+            raise RuntimeFailed(runtime_message(msg.get("message") or "runtime exec failed"))
         session = ExecSession(reader, paths, cid)
         session.pid = pid
         reader = None
@@ -264,7 +264,7 @@ async def launch_exec(*, conmon: str, runtime: str, runtime_args: list[str], cid
 _LOGFMT_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
 
 
-def _clean_runtime_message(text: str) -> str:
+def runtime_message(text: str) -> str:
     """Keep the runtime's message readable: runc's JSON log lines become their `msg`."""
     out = []
     for line in text.strip().splitlines():

@@ -106,9 +106,9 @@ def test_conmon_pid_checks_the_process_is_the_containers_conmon(tmp_path):
 def test_runtime_messages_are_cleaned():
     runc_json = json.dumps({"level": "error", "msg": 'exec: "nope": executable file not found in $PATH'})
     logfmt = 'time="2024-01-01T00:00:00Z" level=error msg="container_linux.go: \\"quoted\\" path"'
-    assert conmon._clean_runtime_message(f"{runc_json}\n\n{logfmt}\nplain line\n") == \
+    assert conmon.runtime_message(f"{runc_json}\n\n{logfmt}\nplain line\n") == \
         'exec: "nope": executable file not found in $PATH; container_linux.go: "quoted" path; plain line'
-    assert conmon._clean_runtime_message("{not json") == "{not json"
+    assert conmon.runtime_message("{not json") == "{not json"
 
 
 def test_sync_pipe_messages():
