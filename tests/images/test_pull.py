@@ -140,10 +140,16 @@ def test_kill_9_during_pull_then_pull_again_is_clean(registry, ketch, tmp_path):
     whole = time.monotonic() - t0
     rnd = random.Random()
     interrupted = 0
+    svc = ketch.service()
     for attempt in range(4):
+        if svc.list():                            # an attempt that finished: pull it all again
+            ketch("rmi", ref)
         p = subprocess.Popen(ketch.cmd("pull", ref), env=ketch.env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(0.1, whole * 0.9))
+        deadline = time.monotonic() + 30
+        while not svc.content.ingests() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)                      # the daemon is downloading
+        time.sleep(rnd.uniform(0, whole * 0.5))
         if p.poll() is None:
             interrupted += 1
             if attempt % 2:
