@@ -17,22 +17,11 @@ import json
 
 from aiohttp import web
 
-from ketch.api.request import Routes, boolean, filters_of, jresp
+from ketch.api.request import Routes, boolean, filters_of, jresp, json_object
 from ketch.errors import InvalidArgument, KetchError, NotImplementedYet
 
 SEARCH_ERROR = ("search is not available: no index configured (this daemon searches no registry; "
                 "pull images by their full name, e.g. docker.io/library/busybox)")
-
-
-async def _json_body(request) -> dict:
-    raw = await request.read()
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError as e:
-        raise InvalidArgument(f"invalid JSON body: {e}") from None
-    if not isinstance(body, dict):
-        raise InvalidArgument("invalid JSON body: an object is expected")
-    return body
 
 
 class ImageRoutes(Routes):
@@ -81,7 +70,7 @@ class ImageRoutes(Routes):
         raise NotImplementedYet(SEARCH_ERROR)
 
     async def i_auth(self, request):
-        body = await _json_body(request)
+        body = await json_object(request)
         return jresp(await self._img("auth")(body.get("username") or "", body.get("password") or "",
                                              body.get("serveraddress") or ""))
 

@@ -64,6 +64,14 @@ async def json_body(request, allow_empty: bool = False):
         raise InvalidArgument(f"invalid JSON body: {e}") from None
 
 
+async def json_object(request) -> dict:
+    """A JSON object body ({} when the body is empty)."""
+    body = await json_body(request, allow_empty=True)
+    if not isinstance(body, dict):
+        raise InvalidArgument("invalid JSON body: an object is expected")
+    return body
+
+
 def jresp(data, status: int = 200) -> web.Response:
     return web.Response(status=status, body=json.dumps(data).encode(), content_type="application/json")
 

@@ -30,6 +30,7 @@ def _stream_error(msg: dict) -> KetchError:
     from ketch.errors import Internal, NotFound, PermissionDenied
     text = msg.get("error") or (msg.get("errorDetail") or {}).get("message", "") or "failed"
     low = text.lower()
+    kind: type[KetchError]
     if "not found" in low or "unknown" in low or "no such" in low or "does not exist" in low:
         kind, status = NotFound, 404
     elif "authentication required" in low or "denied" in low or "unauthorized" in low:

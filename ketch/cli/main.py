@@ -106,7 +106,7 @@ def _help_width() -> int:
             cols = 0
         if cols <= 0:
             try:
-                cols = os.get_terminal_size(sys.__stdout__.fileno()).columns
+                cols = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]  # None: caught below
             except (AttributeError, ValueError, OSError):
                 cols = 0
         _columns = cols or 80

@@ -118,7 +118,8 @@ def save(domain: str, username: str, password: str = "", identity_token: str = "
     With an identity token the password is not stored (as the docker CLI does)."""
     path = path or config_path()
     doc = _read(path)
-    auths = doc.get("auths") if isinstance(doc.get("auths"), dict) else {}
+    found = doc.get("auths")
+    auths: dict = found if isinstance(found, dict) else {}
     for k in _entries(auths, domain):
         del auths[k]
     entry = {"auth": base64.b64encode(f"{username}:{'' if identity_token else password}".encode()).decode()}
