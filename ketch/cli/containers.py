@@ -443,8 +443,8 @@ def _write(fd: int, data: bytes) -> None:
 
 def _relative_time(v: str | None) -> str | None:
     """Docker's since/until: a duration ("10m") means that long ago; else passed as given."""
-    if not v:
-        return v
+    if not v or v.replace(".", "", 1).isdigit():
+        return v  # a bare number is a Unix time ("--since 0": everything), never a duration
     from ketch.cli.runopts import duration_ns
     try:
         ns = duration_ns(v)

@@ -74,3 +74,13 @@ def test_print_formatted_table_and_lines():
 def test_to_json_matches_json_dumps(v):
     assert fmt.to_json(v) == json.dumps(v, ensure_ascii=False)
     assert fmt.to_json(v, indent=4) == json.dumps(v, indent=4, ensure_ascii=False)
+
+
+def test_since_until_numbers_are_unix_times_and_durations_are_ago():
+    import time
+
+    from ketch.cli.containers import _relative_time
+    assert _relative_time("0") == "0" and _relative_time("1700000000.5") == "1700000000.5"
+    assert _relative_time("2024-01-01T00:00:00Z") == "2024-01-01T00:00:00Z"
+    ago = float(_relative_time("10m"))
+    assert abs(time.time() - 600 - ago) < 5
