@@ -118,6 +118,7 @@ class Container:
         self.watch_task: asyncio.Task | None = None
         self.health_task: asyncio.Task | None = None
         self.restart_task: asyncio.Task | None = None
+        self.restart_requested = False   # a user's restart is under way (its stop does not auto-remove)
 
     # --- persistence ---------------------------------------------------------------
     @classmethod

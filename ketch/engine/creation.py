@@ -18,7 +18,7 @@ from ketch.engine.mounts import prepare_sources, refuse_unsupported
 from ketch.engine.ports import ImageService, NetworkService
 from ketch.engine.store import ContainerStore
 from ketch.engine.validate import CreateRequest
-from ketch.errors import InvalidArgument
+from ketch.errors import InvalidArgument, NotFound
 
 HOST_DEFAULTS: dict[str, Any] = {
     "Binds": None, "ContainerIDFile": "", "PortBindings": {}, "VolumeDriver": "", "VolumesFrom": None,
@@ -59,9 +59,37 @@ class Creator:
         self.networks = networks
         self.events = events
 
+    @staticmethod
+    def check_platform(image, ref: str, wanted: str | None) -> None:
+        """An image of another platform runs only when asked for by --platform (no silent
+        `exec format error` at start); one asked for must match."""
+        from ketch.oci import platform as oplatform
+        cfg = image.config
+        if not cfg.get("architecture"):
+            return
+        try:
+            actual = oplatform.from_json({"os": cfg.get("os") or "linux", "architecture": cfg["architecture"],
+                                          "variant": cfg.get("variant") or ""}).normalized()
+        except InvalidArgument:
+            return
+        if wanted:
+            want = oplatform.parse(wanted)
+            if not oplatform.matches(want, actual):
+                raise NotFound(f"image with reference {ref} was found but does not match the specified platform: "
+                               f"wanted {want}, actual: {actual}")
+            return
+        host = oplatform.host()
+        if not oplatform.matches(host, actual) and not oplatform.matches(actual, host):
+            raise InvalidArgument(f"image {ref} is for {actual}, not this host's {host}: ask for it with "
+                                  f"--platform {actual} to create it anyway")
+
     async def create(self, name: str | None, req: CreateRequest) -> tuple[str, list[str]]:
-        for ref in req.joins.values():
-            self.store.get(ref)  # a missing container is a 404 now, not a failure at start
+        for ns, ref in req.joins.items():
+            try:
+                self.store.get(ref)  # a missing container is refused now, not a failure at start
+            except NotFound:
+                # a 400, not a 404: on a 404 the docker CLI would go and pull the image
+                raise InvalidArgument(f"cannot join the {ns} namespace of {ref}: No such container: {ref}") from None
         self.networks.check(req.network)
         warnings = refuse_unsupported(req.mounts)
         name = self.store.reserve(name)
@@ -74,6 +102,7 @@ class Creator:
         body, hc = req.body, dict(HOST_DEFAULTS)
         hc.update(req.host_config)
         image = await self.images.get_image(req.image)
+        self.check_platform(image, req.image, req.platform)
         img = image.run_config
         entrypoint, cmd = merge_command(body, img)
         cid = new_id()

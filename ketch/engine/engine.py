@@ -67,8 +67,9 @@ class Engine:
                              events=self.events, data_root=data_root, runtime_binary=runtime, engine_id=engine_id)
 
     # --- containers ------------------------------------------------------------------
-    async def create(self, name: str | None, body: object) -> tuple[str, list[str]]:
-        req = validate_create(body, init_available=self.monitor.init_binary is not None)
+    async def create(self, name: str | None, body: object, platform: str | None = None) -> tuple[str, list[str]]:
+        req = validate_create(body, init_available=self.monitor.init_binary is not None,
+                              runtimes=("runc", os.path.basename(self.runtime_binary)), platform=platform)
         return await self.creator.create(name, req)
 
     async def start(self, ref: str) -> bool:

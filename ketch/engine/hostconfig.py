@@ -6,7 +6,6 @@ at each start to build the runtime config, and update calls it for the new resou
 """
 
 import os
-import re
 
 from ketch.errors import InvalidArgument
 
@@ -117,6 +116,12 @@ def resources(hc: dict) -> dict:
     mem = int(hc.get("Memory") or 0)
     swap = int(hc.get("MemorySwap") or 0)
     memory: dict = {}
+    if mem != 0 and mem < MIN_MEMORY:
+        raise InvalidArgument("Minimum memory limit allowed is 6MB")
+    if int(hc.get("MemoryReservation") or 0) < 0:
+        raise InvalidArgument("Minimum memory reservation allowed is 6MB")
+    if swap < -1:
+        raise InvalidArgument(f"invalid memory swap limit: {swap}")
     if mem > 0:
         memory["limit"] = mem
         if swap > 0:
@@ -136,8 +141,18 @@ def resources(hc: dict) -> dict:
     if memory:
         res["memory"] = memory
     cpu: dict = {}
-    if int(hc.get("CpuShares") or 0) > 0:
-        cpu["shares"] = int(hc["CpuShares"])
+    shares = int(hc.get("CpuShares") or 0)
+    if shares and not MIN_SHARES <= shares <= MAX_SHARES:
+        raise InvalidArgument(f"invalid CPU shares {shares}: the range is {MIN_SHARES} to {MAX_SHARES}")
+    if shares:
+        cpu["shares"] = shares
+    for field in ("CpuQuota", "CpuPeriod", "NanoCpus"):
+        if int(hc.get(field) or 0) < 0 and not (field == "CpuQuota" and int(hc[field]) == -1):
+            raise InvalidArgument(f"invalid {field}: {hc[field]} cannot be negative")
+    if int(hc.get("CpuPeriod") or 0) and not 1000 <= int(hc["CpuPeriod"]) <= 1000000:
+        raise InvalidArgument("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)")
+    if int(hc.get("CpuQuota") or 0) > 0 and int(hc["CpuQuota"]) < 1000:
+        raise InvalidArgument("CPU cfs quota can not be less than 1ms (i.e. 1000)")
     nano = int(hc.get("NanoCpus") or 0)
     if nano > 0:
         if int(hc.get("CpuQuota") or 0) or int(hc.get("CpuPeriod") or 0):
@@ -153,19 +168,113 @@ def resources(hc: dict) -> dict:
     if int(hc.get("CpuPeriod") or 0) > 0:
         cpu["period"] = int(hc["CpuPeriod"])
     if hc.get("CpusetCpus"):
-        if not re.fullmatch(r"[0-9,\-]+", hc["CpusetCpus"]):
-            raise InvalidArgument(f"Invalid value {hc['CpusetCpus']} for cpuset cpus")
-        cpu["cpus"] = hc["CpusetCpus"]
+        cpu["cpus"] = check_cpuset(hc["CpusetCpus"], "cpus", _host_list("/sys/devices/system/cpu/online"))
     if hc.get("CpusetMems"):
-        cpu["mems"] = hc["CpusetMems"]
+        cpu["mems"] = check_cpuset(hc["CpusetMems"], "mems", _host_list("/sys/devices/system/node/online"))
     if cpu:
         res["cpu"] = cpu
     pids = hc.get("PidsLimit")
     if pids is not None and int(pids) != 0:
         res["pids"] = {"limit": int(pids) if int(pids) > 0 else -1}
-    if int(hc.get("BlkioWeight") or 0) > 0:
-        res["blockIO"] = {"weight": int(hc["BlkioWeight"])}
+    block = block_io(hc)
+    if block:
+        res["blockIO"] = block
+    res["devices"] += [device_cgroup_rule(r) for r in hc.get("DeviceCgroupRules") or []]
     return res
+
+
+MIN_MEMORY = 6 * 1024 * 1024
+MIN_SHARES, MAX_SHARES = 2, 262144
+_THROTTLES = (("BlkioDeviceReadBps", "throttleReadBpsDevice"), ("BlkioDeviceWriteBps", "throttleWriteBpsDevice"),
+              ("BlkioDeviceReadIOps", "throttleReadIOPSDevice"), ("BlkioDeviceWriteIOps", "throttleWriteIOPSDevice"))
+_WEIGHT_FILES = ("/sys/fs/cgroup/blkio/blkio.weight", "/sys/fs/cgroup/blkio/blkio.bfq.weight",
+                 "/sys/fs/cgroup/io.weight", "/sys/fs/cgroup/io.bfq.weight")
+
+
+def _host_list(path: str) -> set[int] | None:
+    try:
+        with open(path) as f:
+            return _parse_list(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _parse_list(text: str) -> set[int]:
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, sep, hi = part.partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise ValueError(part)
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if b < a:
+            raise ValueError(part)
+        out.update(range(a, b + 1))
+    return out
+
+
+def check_cpuset(value: str, kind: str, available: set[int] | None) -> str:
+    """A cpuset list ("0-2,4"): it parses, and names only CPUs (or memory nodes) the host has."""
+    try:
+        wanted = _parse_list(value)
+    except ValueError:
+        raise InvalidArgument(f"Invalid value {value} for cpuset {kind}") from None
+    if available is not None and not wanted <= available:
+        what = "CPUs" if kind == "cpus" else "memory nodes"
+        have = ",".join(str(n) for n in sorted(available))
+        raise InvalidArgument(f"Requested {what} are not available - requested {value}, available: {have}")
+    return value
+
+
+def _block_device(path: str, what: str) -> tuple[int, int]:
+    import stat
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise InvalidArgument(f"{what}: {path}: {(e.strerror or 'not found').lower()}") from None
+    if not stat.S_ISBLK(st.st_mode):
+        raise InvalidArgument(f"{what}: {path} is not a block device")
+    return os.major(st.st_rdev), os.minor(st.st_rdev)
+
+
+def block_io(hc: dict) -> dict:
+    """BlkioWeight and the device throttles (--device-read-bps, ...) as linux.resources.blockIO."""
+    out: dict = {}
+    weight = int(hc.get("BlkioWeight") or 0)
+    if weight:
+        if not 10 <= weight <= 1000:
+            raise InvalidArgument(f"Range of blkio weight is from 10 to 1000, not {weight}")
+        if not any(os.path.exists(p) for p in _WEIGHT_FILES):
+            raise InvalidArgument("--blkio-weight: this host's block I/O controller has no weight "
+                                  "(no blkio.weight or blkio.bfq.weight: the I/O scheduler does not support it)")
+        out["weight"] = weight
+    if hc.get("BlkioWeightDevice"):
+        raise InvalidArgument("--blkio-weight-device: this host's block I/O controller has no device weights")
+    for field, key in _THROTTLES:
+        rows = []
+        for entry in hc.get(field) or []:
+            if not isinstance(entry, dict) or not isinstance(entry.get("Rate"), int) or entry["Rate"] < 0:
+                raise InvalidArgument(f"invalid {field} entry: {entry!r}")
+            major, minor = _block_device(str(entry.get("Path") or ""), field)
+            rows.append({"major": major, "minor": minor, "rate": entry["Rate"]})
+        if rows:
+            out[key] = rows
+    return out
+
+
+def device_cgroup_rule(rule: object) -> dict:
+    """`--device-cgroup-rule 'c 1:3 rwm'` (HostConfig.DeviceCgroupRules) as an allow rule."""
+    parts = str(rule).split()
+    if len(parts) != 3 or parts[0] not in ("a", "b", "c") or not set(parts[2]) <= set("rwm") or not parts[2]:
+        raise InvalidArgument(f"invalid device cgroup rule format: '{rule}'")
+    major, sep, minor = parts[1].partition(":")
+    if not sep or not all(x == "*" or x.isdigit() for x in (major, minor)):
+        raise InvalidArgument(f"invalid device cgroup rule format: '{rule}'")
+    out: dict = {"allow": True, "type": parts[0], "access": parts[2]}
+    if major != "*":
+        out["major"] = int(major)
+    if minor != "*":
+        out["minor"] = int(minor)
+    return out
 
 
 def rlimits(hc: dict) -> list[dict]:

@@ -15,6 +15,7 @@ end happens outside it (the exit handler takes the lock to record the end).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -44,6 +45,8 @@ from ketch.monitor.attach import AttachConnection
 log = logging.getLogger("ketch.engine")
 
 ATTACH_CONNECT_WAIT = 0.5   # how long a start waits for the attach clients it woke to connect
+KILL_WAIT = 10.0            # how long a SIGKILL waits for the exit before it answers anyway
+BUSY_RETRIES = 20           # an unmount or removal that finds the root busy is tried again, 50 ms apart
 
 
 @dataclass
@@ -77,6 +80,8 @@ class Lifecycle:
         """Start; False if it was already running (304)."""
         c = self.store.get(ref)
         async with c.lock:
+            if c.status is Status.PAUSED:
+                raise Conflict("cannot start a paused container, try unpause instead")
             if c.status.alive:
                 return False
             if c.status is Status.REMOVING:
@@ -219,7 +224,7 @@ class Lifecycle:
     async def on_exit(self, c: Container) -> None:
         async with c.lock:
             restart = await self._record_exit(c)
-        if restart is None and c.host_config.get("AutoRemove"):
+        if restart is None and c.host_config.get("AutoRemove") and not c.restart_requested:
             try:
                 await self.remove(c.id, force=True, volumes=True)
             except (NotFound, Conflict):
@@ -266,11 +271,11 @@ class Lifecycle:
         if oom:
             container_event(self.events, c, "oom")
         container_event(self.events, c, "die", exitCode=code)
-        self._notify(c, "next-exit", code)
+        # as dockerd: every waiter answers at this exit, also when the restart policy starts it again
+        self._notify(c, "not-running", code)
         if delay is not None:
             c.restart_task = self.tasks.spawn(self._restart_later(c, delay))
             return delay
-        self._notify(c, "not-running", code)
         return None
 
     async def _restart_later(self, c: Container, delay: float) -> None:
@@ -323,10 +328,16 @@ class Lifecycle:
                 raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
             c.notes.stopped_by_user = True  # as moby's killWithSignal: a killed container is not restarted
             c.save()
+            dead = self._exit_future(c) if sig == signal_mod.SIGKILL else None
             await self.runtime.kill(c.id, sig, all_=False)
             if c.status is Status.PAUSED and sig == signal_mod.SIGKILL:
                 await self.runtime.resume(c.id)  # a frozen task cannot die until thawed
         container_event(self.events, c, "kill", signal=sig)
+        if dead is not None:  # as dockerd: a SIGKILL answers once the container is dead
+            try:
+                await asyncio.wait_for(asyncio.shield(dead), KILL_WAIT)
+            except asyncio.TimeoutError:
+                log.warning("container not dead after SIGKILL", extra={"container": c.id})
 
     async def stop(self, ref: str, timeout: int | None = None, signal=None) -> bool:
         c = self.store.get(ref)
@@ -367,11 +378,17 @@ class Lifecycle:
 
     async def restart(self, ref: str, timeout: int | None = None, signal=None) -> None:
         c = self.store.get(ref)
-        await self.stop(ref, timeout, signal)
-        async with c.lock:
-            if not c.status.alive:
-                c.notes.stopped_by_user = False
-                await self._start(c)
+        c.restart_requested = True   # the stop below must not auto-remove an --rm container
+        try:
+            await self.stop(ref, timeout, signal)
+            async with c.lock:
+                if c.id not in self.store:
+                    raise NotFound(f"No such container: {ref}")
+                if not c.status.alive:
+                    c.notes.stopped_by_user = False
+                    await self._start(c)
+        finally:
+            c.restart_requested = False
         container_event(self.events, c, "restart")
 
     # --- wait ------------------------------------------------------------------------
@@ -428,8 +445,12 @@ class Lifecycle:
                 if os.path.exists(os.path.join(self.runtime.root, c.id)):
                     await self.runtime.delete(c.id, force=True)
                 await self.networks.remove(c.id, c.network)
-                await self.images.unmount_rootfs(c.id)
-                await self.images.remove_rootfs(c.id)
+                await self._retry_busy(self.images.unmount_rootfs, c.id)
+                await self._retry_busy(self.images.remove_rootfs, c.id)
+            except Conflict:
+                c.set_status(Status.DEAD)
+                c.save()
+                raise
             except KetchError as e:
                 c.set_status(Status.DEAD)
                 c.save()
@@ -447,6 +468,28 @@ class Lifecycle:
             if not fut.done():
                 fut.set_result(code)
         c.waiters = []
+
+    @staticmethod
+    async def _retry_busy(fn, cid: str) -> None:
+        """A root still being unmounted (a process of the container not yet reaped, a copy in
+        progress) answers EBUSY or ENOTEMPTY for a moment: try again before giving up."""
+        for attempt in range(BUSY_RETRIES):
+            try:
+                return await fn(cid)
+            except OSError as e:
+                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                    raise Internal(f"remove container {cid}: {e}") from None
+                if attempt == BUSY_RETRIES - 1:
+                    raise Conflict(f"remove container {cid}: {(e.strerror or str(e)).lower()}: the container is "
+                                   "marked dead, try again") from None
+            except KetchError as e:
+                low = str(e).lower()
+                if not ("busy" in low or "not empty" in low):
+                    raise
+                if attempt == BUSY_RETRIES - 1:
+                    raise Conflict(f"remove container {cid}: {e}: the container is marked dead, "
+                                   "try again") from None
+            await asyncio.sleep(0.05)
 
     # --- pause / rename / update -----------------------------------------------------
     async def pause(self, ref: str) -> None:
@@ -557,12 +600,68 @@ class Lifecycle:
                 return
 
     # --- restore ---------------------------------------------------------------------
+    async def _reconcile(self, c: Container) -> None:
+        """A container that is not running leaves nothing running or mounted: after a kill -9 of
+        ketchd in the middle of a start, an init may wait on its fifo under a live conmon, with the
+        root mounted and the runtime's state written. Undo all of it; the container stays as its
+        record says (created, or exited)."""
+        cpid = conmon.conmon_pid(self._monitor_paths(c), c.id)
+        state_dir = os.path.join(self.runtime.root, c.id)
+        if cpid or os.path.exists(state_dir):
+            log.info("cleaning a start that ketchd did not finish", extra={"container": c.id})
+            try:
+                await self.runtime.delete(c.id, force=True)
+            except KetchError as e:
+                log.warning("delete runtime state", extra={"container": c.id, "error": str(e)})
+            if cpid:
+                try:
+                    await asyncio.wait_for(conmon.wait_pid_exit(cpid), 5)
+                except asyncio.TimeoutError:
+                    try:
+                        os.kill(cpid, signal_mod.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            shutil.rmtree(state_dir, ignore_errors=True)
+        try:
+            await self.images.unmount_rootfs(c.id)
+        except (KetchError, OSError) as e:
+            log.warning("unmount rootfs", extra={"container": c.id, "error": str(e)})
+
+    async def _clean_orphans(self) -> None:
+        """Runtime state of containers ketchd has no record of, and records a create never
+        finished (a directory without container.json), go."""
+        for cid in self.store.unfinished():
+            log.info("removing a create that ketchd did not finish", extra={"container": cid})
+            for undo in (self.images.unmount_rootfs, self.images.remove_rootfs):
+                try:
+                    await undo(cid)
+                except (KetchError, OSError) as e:
+                    log.warning("remove unfinished root", extra={"container": cid, "error": str(e)})
+            shutil.rmtree(self.store.path_for(cid), ignore_errors=True)
+        try:
+            names = os.listdir(self.runtime.root)
+        except FileNotFoundError:
+            return
+        for cid in names:
+            if cid in self.store:
+                continue
+            log.info("removing runtime state without a container", extra={"container": cid})
+            try:
+                await self.runtime.delete(cid, force=True)
+            except KetchError:
+                pass
+            shutil.rmtree(os.path.join(self.runtime.root, cid), ignore_errors=True)
+
     async def restore(self) -> None:
-        """Load every container; re-attach to live ones; settle the ones that ended meanwhile."""
+        """Load every container; re-attach to live ones; settle the ones that ended meanwhile;
+        clean what a kill of ketchd left half-made."""
         loaded = self.store.load()
+        await self._clean_orphans()
         ended = []
         for c in loaded:
             self.execs.restore(c)
+            if not c.status.active and c.status is not Status.REMOVING:
+                await self._reconcile(c)
             if c.status.alive:
                 cpid = conmon.conmon_pid(self._monitor_paths(c), c.id)
                 if cpid:

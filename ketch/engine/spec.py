@@ -243,6 +243,8 @@ def build_spec(*, cid: str, config: dict, host_config: dict, rootfs: str, etc_di
         if host_modes.get(t) == "host":
             continue
         namespaces.append({"type": t, "path": ns_paths[t]} if t in ns_paths else {"type": t})
+    if hc.get("CgroupnsMode") == "private":
+        namespaces.append({"type": "cgroup"})
     devices = []
     device_rules = []
     for d in hc.get("Devices") or []:

@@ -119,6 +119,12 @@ class ContainerStore:
         if self._names.get(c.name) == c.id:
             self._names.pop(c.name)
 
+    def unfinished(self) -> list[str]:
+        """Container directories without a record: creates that never finished (ketchd was killed)."""
+        return [cid for cid in sorted(os.listdir(self.directory))
+                if cid not in self._by_id and not os.path.exists(os.path.join(self.directory, cid, "container.json"))
+                and os.path.isdir(os.path.join(self.directory, cid))]
+
     def load(self) -> list[Container]:
         """Read every record from disk (at start-up); unreadable ones are skipped with a warning."""
         loaded = []

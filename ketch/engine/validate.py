@@ -17,7 +17,7 @@ from ketch.engine import hostconfig
 from ketch.engine import logs as logs_mod
 from ketch.engine import mounts as mounts_mod
 from ketch.engine.restart import RestartPolicy
-from ketch.errors import InvalidArgument
+from ketch.errors import InvalidArgument, NotImplementedYet
 from ketch.network.model import NetworkRequest
 
 SIGNALS = {s.name[3:]: int(s) for s in signal_mod.Signals if s.name.startswith("SIG") and not s.name.startswith("SIG_")}
@@ -37,6 +37,7 @@ class CreateRequest:
     mounts: list[mounts_mod.Mount]
     network: NetworkRequest
     joins: dict[str, str] = field(default_factory=dict)   # namespace -> container ref (container:<x>)
+    platform: str | None = None                           # the create query's platform (--platform)
 
 
 def parse_signal(value: object, default: int = signal_mod.SIGKILL) -> int:
@@ -138,10 +139,141 @@ def _log_config(hc: dict) -> dict:
     return {"Type": ltype, "Config": cfg}
 
 
-def validate_create(body: object, *, init_available: bool = True) -> CreateRequest:
+NS = 10**9
+MS = 10**6
+# sysctls that live in a namespace of the container's own (runc's list): net.* needs a network
+# namespace, the IPC ones an IPC namespace, the UTS ones a UTS namespace
+IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax",
+               "kernel.shmmni", "kernel.shm_rmid_forced")
+UTS_SYSCTLS = ("kernel.domainname", "kernel.hostname")
+
+
+def _healthcheck(hc: object) -> None:
+    if hc is None:
+        return
+    if not isinstance(hc, dict):
+        raise InvalidArgument("json: cannot unmarshal value into Go struct field ContainerConfigWrapper.Healthcheck "
+                              "of type container.HealthConfig")
+    type_check(hc, "Test", list, "HealthConfig")
+    for f in ("Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"):
+        type_check(hc, f, int, "HealthConfig")
+    for f in ("Interval", "Timeout", "StartPeriod", "StartInterval"):
+        v = hc.get(f) or 0
+        if v != 0 and v < MS:
+            raise InvalidArgument(f"{f} in Healthcheck cannot be less than 1ms")
+    if (hc.get("Retries") or 0) < 0:
+        raise InvalidArgument("Retries in Healthcheck cannot be negative")
+
+
+def _sysctls(hc: dict) -> None:
+    sysctls = hc.get("Sysctls") or {}
+    if not isinstance(sysctls, dict):
+        raise InvalidArgument("json: cannot unmarshal value into Go struct field HostConfig.Sysctls "
+                              "of type map[string]string")
+    for key in sysctls:
+        if key in IPC_SYSCTLS or key.startswith("fs.mqueue."):
+            if (hc.get("IpcMode") or "") == "host":
+                raise InvalidArgument(f"sysctl \"{key}\" not allowed in host IPC namespace")
+        elif key.startswith("net."):
+            if (hc.get("NetworkMode") or "") == "host":
+                raise InvalidArgument(f"sysctl \"{key}\" not allowed in host network namespace")
+        elif key in UTS_SYSCTLS:
+            if (hc.get("UTSMode") or "") == "host":
+                raise InvalidArgument(f"sysctl \"{key}\" not allowed in host UTS namespace")
+        else:
+            raise InvalidArgument(f"sysctl \"{key}\" is not in a separate kernel namespace")
+
+
+def _user(user: str) -> None:
+    name, _, group = user.partition(":")
+    for what, part in (("uid", name), ("gid", group)):
+        if part.isdigit() and int(part) > 2**31 - 1:
+            raise InvalidArgument(f"invalid user \"{user}\": {what} {part} out of range (0 to {2**31 - 1})")
+
+
+# HostConfig fields Ketch does not implement yet: refused by the flag the user typed, never ignored
+_NOT_YET = (
+    ("PortBindings", "-p/--publish: publishing ports is not supported yet (no bridge networking)"),
+    ("PublishAllPorts", "-P/--publish-all: publishing ports is not supported yet (no bridge networking)"),
+    ("Links", "--link: container links are not supported yet (no bridge networking)"),
+    ("VolumesFrom", "--volumes-from is not supported yet (no volumes)"),
+    ("DeviceRequests", "--gpus: device requests are not supported (no device driver for GPUs)"),
+    ("StorageOpt", "--storage-opt is not supported by the overlay driver"),
+    ("OomKillDisable", "--oom-kill-disable is not supported"),
+    ("VolumeDriver", "--volume-driver is not supported (only the local driver exists)"),
+    ("CgroupnsMode", None), ("Isolation", None), ("Runtime", None), ("UsernsMode", None),
+)
+
+
+def _not_implemented(body: dict, hc: dict, runtimes: tuple[str, ...]) -> None:
+    for name, message in _NOT_YET:
+        v = hc.get(name)
+        if name == "Isolation":
+            if v not in (None, "", "default"):
+                raise InvalidArgument(f"invalid isolation '{v}' on linux")
+        elif name == "Runtime":
+            if v not in (None, "") and v not in runtimes:
+                raise InvalidArgument(f"unknown or invalid runtime name: {v}")
+        elif name == "CgroupnsMode":
+            if v not in (None, "", "host", "private"):
+                raise InvalidArgument(f"invalid cgroup namespace mode: {v}")
+        elif name == "UsernsMode":
+            if v not in (None, "", "host"):
+                raise NotImplementedYet(f"--userns={v}: user namespace remapping is not supported yet")
+        elif name == "PortBindings":
+            if v and any(v.values() if isinstance(v, dict) else [v]):
+                raise NotImplementedYet(message or name)
+        elif v:
+            raise NotImplementedYet(message or name)
+    if body.get("MacAddress"):
+        raise NotImplementedYet("--mac-address is not supported yet (no bridge networking)")
+    exposed = body.get("ExposedPorts")
+    if exposed is not None and not isinstance(exposed, dict):
+        raise InvalidArgument("json: cannot unmarshal value into Go struct field ContainerConfigWrapper.ExposedPorts "
+                              "of type nat.PortSet")
+    if exposed:
+        raise NotImplementedYet("--expose: exposing ports is not supported yet (no bridge networking)")
+    for name, endpoint in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).items():
+        ipam = (endpoint or {}).get("IPAMConfig") or {}
+        if ipam.get("IPv4Address") or ipam.get("IPv6Address"):
+            raise NotImplementedYet(f"--ip/--ip6 on network {name}: static addresses are not supported yet "
+                                    "(no bridge networking)")
+        if (endpoint or {}).get("Aliases") or (endpoint or {}).get("Links"):
+            raise NotImplementedYet(f"--network-alias/--link on network {name}: not supported yet "
+                                    "(no user networks)")
+
+
+def validate_create(body: object, *, init_available: bool = True, runtimes: tuple[str, ...] = ("runc", "ketch-runtime"),
+                    platform: str | None = None) -> CreateRequest:
     """Check a POST /containers/create body; raise InvalidArgument with Docker's message."""
     hc = _check_types(body)
     assert isinstance(body, dict)
+    _healthcheck(body.get("Healthcheck"))
+    for f, kind in (("PortBindings", dict), ("Sysctls", dict), ("Tmpfs", dict), ("Ulimits", list),
+                    ("Devices", list), ("DeviceCgroupRules", list), ("GroupAdd", list)):
+        v = hc.get(f)
+        if v is not None and not isinstance(v, kind):
+            raise InvalidArgument(f"json: cannot unmarshal value into Go struct field HostConfig.{f} of type "
+                                  f"{'[]' if kind is list else 'map'}")
+    for u in hc.get("Ulimits") or []:
+        if not isinstance(u, dict):
+            raise InvalidArgument("json: cannot unmarshal value into Go struct field HostConfig.Ulimits "
+                                  "of type units.Ulimit")
+        for f in ("Soft", "Hard"):
+            type_check(u, f, int, "Ulimit")
+        type_check(u, "Name", str, "Ulimit")
+    if body.get("WorkingDir") and not str(body["WorkingDir"]).startswith("/"):
+        raise InvalidArgument(f"the working directory '{body['WorkingDir']}' is invalid, it needs to be an "
+                              "absolute path")
+    if body.get("User"):
+        _user(str(body["User"]))
+    if int(hc.get("ShmSize") or 0) < 0:
+        raise InvalidArgument("SHM size can not be less than 0")
+    oom = int(hc.get("OomScoreAdj") or 0)
+    if not -1000 <= oom <= 1000:
+        raise InvalidArgument(f"Invalid value {oom}, range for oom score adj is [-1000, 1000]")
+    _not_implemented(body, hc, runtimes)
+    _sysctls(hc)
     image = body.get("Image") or ""
     if not image:
         raise InvalidArgument("Config cannot be empty in order to create a container")
@@ -168,8 +300,11 @@ def validate_create(body: object, *, init_available: bool = True) -> CreateReque
                              extra_hosts=list(hc.get("ExtraHosts") or []), dns=list(hc.get("Dns") or []),
                              dns_search=list(hc.get("DnsSearch") or []),
                              dns_options=list(hc.get("DnsOptions") or []), mac_address=body.get("MacAddress") or "")
+    if platform:
+        from ketch.oci import platform as oplatform
+        oplatform.parse(platform)
     return CreateRequest(image=image, body=body, host_config=hc, restart=restart, mounts=mounts, network=network,
-                         joins=joins)
+                         joins=joins, platform=platform or None)
 
 
 UPDATE_FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod",

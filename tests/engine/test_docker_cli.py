@@ -337,3 +337,101 @@ def test_log_rotation(ketchd):
     nums = [int(x.split("-")[1]) for x in logs]
     assert nums == list(range(nums[0], 400))
     ketchd.docker("rm", "-f", cid)
+
+
+def test_unimplemented_options_are_refused_by_name(ketchd):
+    """Through the docker CLI, an option Ketch does not implement is refused naming it (exit 125),
+    never accepted and ignored."""
+    cases = [
+        (["-p", "8080:80"], "-p/--publish"), (["-P", "--expose", "80"], "--publish-all"),
+        (["--expose", "80"], "--expose"), (["--link", "other:db"], "--link"),
+        (["--volumes-from", "other"], "--volumes-from"), (["--storage-opt", "size=1G"], "--storage-opt"),
+        (["--isolation", "hyperv"], "invalid isolation 'hyperv'"), (["--oom-kill-disable"], "--oom-kill-disable"),
+        (["--runtime", "nosuch"], "unknown or invalid runtime name: nosuch"), (["--gpus", "all"], "--gpus"),
+        (["-v", "/data"], "an anonymous volume"),
+    ]
+    weights = ("/sys/fs/cgroup/blkio/blkio.weight", "/sys/fs/cgroup/blkio/blkio.bfq.weight")
+    if not any(os.path.exists(p) for p in weights):
+        cases.append((["--blkio-weight", "300"], "--blkio-weight"))
+    for flags, words in cases:
+        r = ketchd.docker("run", "--rm", *flags, "busybox", "true", check=False)
+        assert r.returncode == 125 and words in r.stderr, (flags, r.stderr)
+    assert "ketch" not in ketchd.docker("ps", "-aq").stdout  # nothing was created by the refusals
+
+
+def test_create_validation_as_dockerd(ketchd):
+    cases = [
+        (["-m", "5m"], "Minimum memory limit allowed is 6MB"),
+        (["--health-cmd", "true", "--health-interval", "500us"], "Interval in Healthcheck cannot be less than 1ms"),
+        (["-w", "relative/dir"], "the working directory 'relative/dir' is invalid"),
+        (["--network", "host", "--sysctl", "net.ipv4.ip_forward=1"], "not allowed in host network namespace"),
+        (["--oom-score-adj", "1001"], "range for oom score adj is [-1000, 1000]"),
+        (["--cpuset-cpus", "0-99"], "Requested CPUs are not available - requested 0-99"),
+        (["--cpuset-cpus", "1-x"], "Invalid value 1-x for cpuset cpus"),
+        (["--cpu-shares", "300000"], "invalid CPU shares 300000"),
+        (["-u", "4294967296"], "out of range"),
+        (["--network", "container:nosuch"], "No such container: nosuch"),
+    ]
+    for flags, words in cases:
+        r = ketchd.docker("run", "--rm", *flags, "busybox", "true", check=False)
+        assert r.returncode == 125 and words in r.stderr, (flags, r.stderr)
+    # the API's own answer for a body the docker CLI would not send: a 400 naming the field
+    status, body = ketchd.json("POST", "/containers/create", {"Image": "busybox", "HostConfig": {"Memory": -5}})
+    assert status == 400 and "Minimum memory limit" in body["message"]
+    status, body = ketchd.json("POST", "/containers/create", {"Image": "busybox", "HostConfig": {"ShmSize": -1}})
+    assert status == 400 and "SHM size can not be less than 0" in body["message"]
+    status, body = ketchd.json("POST", "/containers/create", {"Image": "busybox", "Healthcheck": "true"})
+    assert status == 400 and "Healthcheck" in body["message"]
+    status, body = ketchd.json("POST", "/containers/create", {"Image": "busybox", "Healthcheck": {
+        "Test": ["CMD", "true"], "Retries": -1}})
+    assert status == 400 and "Retries in Healthcheck cannot be negative" in body["message"]
+    status, body = ketchd.json("POST", "/containers/create", {"Image": "busybox", "MacAddress": "02:42:ac:11:00:02"})
+    assert status == 501 and "--mac-address" in body["message"]
+    status, body = ketchd.json("POST", "/containers/create", {"Image": "busybox", "HostConfig": {
+        "Sysctls": {"vm.swappiness": "10"}}})
+    assert status == 400 and 'sysctl "vm.swappiness" is not in a separate kernel namespace' in body["message"]
+    status, body = ketchd.json("POST", "/containers/create", {"Image": "busybox", "HostConfig": {
+        "DeviceCgroupRules": ["x 1:3 rwm"]}})
+    assert status == 400 and "invalid device cgroup rule format" in body["message"]
+
+
+def test_device_throttles_and_cgroup_rules_apply(ketchd):
+    dev = next((d for d in ("/dev/vda", "/dev/sda", "/dev/nvme0n1", "/dev/loop0") if os.path.exists(d)), None)
+    if dev is None:
+        pytest.skip("no block device on this host")
+    st = os.stat(dev)
+    cid = ketchd.docker("run", "-d", "--device-read-bps", f"{dev}:1mb", "--device-cgroup-rule", "c 1:9 r",
+                        "busybox", "sleep", "30").stdout.strip()
+    try:
+        pid = ketchd.docker("inspect", "-f", "{{.State.Pid}}", cid).stdout.strip()
+        with open(f"/proc/{pid}/cgroup") as f:
+            blkio = next(line.split(":", 2)[2].strip() for line in f if ":blkio:" in line)
+        with open(f"/sys/fs/cgroup/blkio{blkio}/blkio.throttle.read_bps_device") as f:
+            assert f.read().split() == [f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}", str(1 << 20)]
+    finally:
+        ketchd.docker("rm", "-f", cid)
+
+
+def test_kill_wait_restart_answer_as_dockerd(ketchd):
+    # a SIGKILL answers once the container is dead: inspect right after says so, rm right after works
+    cid = ketchd.docker("run", "-d", "busybox", "sleep", "300").stdout.strip()
+    ketchd.docker("kill", cid)
+    assert ketchd.docker("inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", cid).stdout.split() == \
+        ["false", "137"]
+    ketchd.docker("rm", cid)
+    # wait answers at the first exit of a restart=always container
+    cid = ketchd.docker("run", "-d", "--restart", "always", "busybox", "sh", "-c", "sleep 0.3; exit 3").stdout.strip()
+    assert ketchd.docker("wait", cid, timeout=20).stdout.strip() == "3"
+    ketchd.docker("rm", "-f", cid)
+    # a restart of an --rm container restarts it, and the container is still removed when it ends
+    cid = ketchd.docker("run", "-d", "--rm", "busybox", "sleep", "300").stdout.strip()
+    ketchd.docker("restart", "-t", "1", cid)
+    assert ketchd.docker("inspect", "-f", "{{.State.Status}}", cid).stdout.strip() == "running"
+    ketchd.docker("kill", cid)
+    assert wait_for(lambda: ketchd.docker("inspect", cid, check=False).returncode != 0)
+    # start of a paused container is refused as dockerd refuses it
+    cid = ketchd.docker("run", "-d", "busybox", "sleep", "300").stdout.strip()
+    ketchd.docker("pause", cid)
+    r = ketchd.docker("start", cid, check=False)
+    assert r.returncode != 0 and "cannot start a paused container, try unpause instead" in r.stderr
+    ketchd.docker("rm", "-f", cid)

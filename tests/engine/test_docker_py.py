@@ -120,3 +120,20 @@ def test_events_and_images(client):
     assert [e["Action"] for e in evs] == ["create", "start", "die", "destroy"]
     tags = [t for im in client.images.list() for t in im.tags]
     assert "busybox:latest" in tags
+
+
+def test_refusals_validation_and_kill_through_docker_py(client):
+    with pytest.raises(docker.errors.APIError, match="-p/--publish") as e:
+        client.containers.create("busybox", "true", ports={"80/tcp": 8080})
+    assert e.value.status_code == 501
+    with pytest.raises(docker.errors.APIError, match="Minimum memory limit allowed is 6MB") as e:
+        client.containers.create("busybox", "true", mem_limit="5m")
+    assert e.value.status_code == 400
+    with pytest.raises(docker.errors.APIError, match="range for oom score adj") as e:
+        client.containers.create("busybox", "true", oom_score_adj=2000)
+    assert e.value.status_code == 400
+    c = client.containers.run("busybox", ["sleep", "300"], detach=True)
+    c.kill()
+    c.reload()
+    assert c.status == "exited" and c.attrs["State"]["ExitCode"] == 137
+    c.remove()

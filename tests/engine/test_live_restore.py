@@ -101,3 +101,54 @@ def test_second_daemon_on_same_data_root_refuses(ketchd):
     assert r.returncode == 1 and "another ketchd uses this data root" in r.stderr
     import shutil
     shutil.rmtree(ketchd.exec_root + "-2", ignore_errors=True)
+
+
+def _procs_in_cgroup(cgroup_parent: str, cid: str) -> list[int]:
+    """Processes whose cgroup names this container (any hierarchy): what a dead start must not leave."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cgroup") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if f"{cgroup_parent}/{cid}" in text:
+            out.append(int(name))
+    return out
+
+
+def test_kill9_during_run_leaves_nothing_half_made(ketchd):
+    """kill -9 of ketchd at moments inside `docker run -d`: after each restart every container is
+    either running (and managed) or stopped with no process, no runtime state and no monitor."""
+    import subprocess
+    runtime_root = os.path.join(ketchd.exec_root, "runtime")
+    for i, delay in enumerate((0.02, 0.05, 0.08, 0.11, 0.14, 0.17, 0.2, 0.25)):
+        p = subprocess.Popen(["docker", "-H", ketchd.host, "run", "-d", "--label", "k9=1", "busybox", "sleep", "300"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        ketchd.kill9()
+        p.wait(30)
+        ketchd.start()
+        rows = ketchd.docker("ps", "-a", "--no-trunc", "--filter", "label=k9=1",
+                             "--format", "{{.ID}} {{.State}}").stdout.split("\n")
+        states = dict(r.split() for r in rows if r.strip())
+        left = sorted(os.listdir(runtime_root)) if os.path.isdir(runtime_root) else []
+        for cid, state in states.items():
+            if state == "running":
+                assert cid in left
+                continue
+            assert state in ("created", "exited"), (i, cid, state)
+            assert cid not in left, (i, cid, state)
+            assert wait_for(lambda cid=cid: not _procs_in_cgroup(ketchd.cgroup_parent, cid), timeout=10), (i, cid)
+        assert set(left) <= set(states), (i, left)
+        assert not [d for d in os.listdir(os.path.join(ketchd.data_root, "containers"))
+                    if not os.path.exists(os.path.join(ketchd.data_root, "containers", d, "container.json"))]
+    # what is left is fully usable: the stopped ones start, and everything can be removed
+    ids = ketchd.docker("ps", "-aq", "--no-trunc", "--filter", "label=k9=1").stdout.split()
+    for cid in ids:
+        ketchd.docker("start", cid)
+        assert ketchd.docker("inspect", "-f", "{{.State.Status}}", cid).stdout.strip() == "running"
+    ketchd.docker("rm", "-f", *ids)
+    assert not os.path.isdir(runtime_root) or os.listdir(runtime_root) == []
