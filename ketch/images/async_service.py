@@ -115,7 +115,7 @@ class AsyncImageService:
 
     async def rootfs_usage(self, key):
         try:
-            return (await asyncio.to_thread(self.svc.snapshots.usage, key))["size"]
+            return (await asyncio.to_thread(self.svc.snapshots.usage, key))["bytes"]
         except NotFound:
             return 0
 

@@ -297,7 +297,8 @@ class OverlaySnapshotter:
         shutil.rmtree(self._dir(rec["id"]), ignore_errors=True)
 
     def usage(self, key: str) -> dict:
-        """{'size': bytes on disk, 'inodes': count} of ``key``'s own dir (hard links once)."""
+        """{'size': bytes on disk, 'bytes': the files' sizes, 'inodes': count} of ``key``'s own dir
+        (hard links once)."""
         with self._locked() as meta:
             rec = self._get(meta, key)
         return _du(self._fs(rec["id"]))
@@ -358,7 +359,9 @@ class OverlaySnapshotter:
 
 
 def _du(path):
-    size = inodes = 0
+    """Disk use (`size`: allocated blocks, as du) and content bytes (`bytes`: the files' own sizes,
+    as Docker's SizeRw counts them), hard links once."""
+    size = inodes = nbytes = 0
     seen = set()
     for _dirpath, _dirnames, filenames, dfd in os.fwalk(path, follow_symlinks=False):
         st = os.fstat(dfd)
@@ -371,5 +374,7 @@ def _du(path):
                     continue
                 seen.add((st.st_dev, st.st_ino))
             size += st.st_blocks * 512
+            if not stat.S_ISDIR(st.st_mode):
+                nbytes += st.st_size
             inodes += 1
-    return {"size": size, "inodes": inodes}
+    return {"size": size, "inodes": inodes, "bytes": nbytes}
