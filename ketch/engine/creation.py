@@ -100,7 +100,7 @@ class Creator:
 
     async def _create(self, name: str, req: CreateRequest, warnings: list[str]) -> tuple[str, list[str]]:
         body, hc = req.body, dict(HOST_DEFAULTS)
-        hc.update(req.host_config)
+        hc.update({k: v for k, v in req.host_config.items() if not (k == "ShmSize" and not v)})  # 0: the default
         image = await self.images.get_image(req.image)
         self.check_platform(image, req.image, req.platform)
         img = image.run_config

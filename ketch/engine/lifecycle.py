@@ -256,6 +256,8 @@ class Lifecycle:
         if oom and code in (137, 255, -1):
             code = 137
         c.state.update({"ExitCode": code, "OOMKilled": oom, "Pid": 0, "FinishedAt": finished})
+        self.execs.forget_container(c)   # as dockerd: the exec sessions end with the container
+        c.data["ExecIDs"] = None
         ran_for = time.time() - float(c.notes.started_at or time.time())
         policy = RestartPolicy.parse(c.host_config.get("RestartPolicy"))
         restart = restart_mod.should_restart(policy, code, c.data["RestartCount"],
@@ -566,6 +568,7 @@ class Lifecycle:
         def forget():
             if waiter is not None and waiter in c.attach_waiters:
                 c.attach_waiters.remove(waiter)
+        container_event(self.events, c, "attach")
         return Session(tty=c.tty, stdin=stdin, stdout=stdout, stderr=stderr, keys=dkeys, connection=conn,
                        prelude=logs, on_close=forget)
 
@@ -575,6 +578,7 @@ class Lifecycle:
             raise Conflict(f"Container {c.id} is not running")
         if c.tty:
             conmon.resize(c.bundle, h, w)
+        container_event(self.events, c, "resize", height=h, width=w)
 
     # --- log rotation ----------------------------------------------------------------
     def _ensure_rotator(self) -> None:

@@ -136,6 +136,10 @@ def parse_time(value: str | None) -> int | None:
                               f"duration: \"{value}\"") from None
 
 
+def _within(e: Entry, since: int | None, until: int | None) -> bool:
+    return (since is None or e.ns >= since) and (until is None or e.ns <= until)
+
+
 async def stream(log_path: str, *, follow: bool, tail: int | None, since: int | None,
                  until: int | None, running) -> AsyncIterator[Entry]:
     """Yield entries; with follow, keep going until `running()` is false and all is read.
@@ -190,7 +194,7 @@ async def stream(log_path: str, *, follow: bool, tail: int | None, since: int | 
                     *lines, buf = buf.split(b"\n")
                     for line in lines:
                         e = asm.feed(line)
-                        if e and (until is None or e.ns <= until):
+                        if e and _within(e, since, until):
                             yield e
             if got:
                 continue
@@ -206,7 +210,8 @@ async def stream(log_path: str, *, follow: bool, tail: int | None, since: int | 
                 continue
             if not running():
                 for e in asm.flush():
-                    yield e
+                    if _within(e, since, until):
+                        yield e
                 return
             await asyncio.sleep(0.1)
     finally:

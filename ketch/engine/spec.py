@@ -226,9 +226,10 @@ def build_spec(*, cid: str, config: dict, host_config: dict, rootfs: str, etc_di
         oci_mounts = [m for m in oci_mounts if m["destination"] != "/sys"] + [
             {"destination": "/sys", "type": "bind", "source": "/sys",
              "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}]
+    etc_opts = ["rbind", "rprivate"] + (["ro"] if hc.get("ReadonlyRootfs") else [])  # --read-only: these too
     for name in ("resolv.conf", "hostname", "hosts"):
         oci_mounts.append({"destination": f"/etc/{name}", "type": "bind",
-                           "source": os.path.join(etc_dir, name), "options": ["rbind", "rprivate"]})
+                           "source": os.path.join(etc_dir, name), "options": list(etc_opts)})
     if hc.get("Init"):
         oci_mounts.append({"destination": "/sbin/docker-init", "type": "bind", "source": init_binary,
                            "options": ["bind", "ro", "nosuid", "nodev"]})

@@ -134,8 +134,6 @@ def _log_config(hc: dict) -> dict:
     if "max-file" in cfg:
         if not str(cfg["max-file"]).isdigit() or int(cfg["max-file"]) < 1:
             raise InvalidArgument("max-file cannot be less than 1")
-        if "max-size" not in cfg and int(cfg["max-file"]) > 1:
-            raise InvalidArgument("max-file cannot be used without max-size")
     return {"Type": ltype, "Config": cfg}
 
 

@@ -435,3 +435,34 @@ def test_kill_wait_restart_answer_as_dockerd(ketchd):
     r = ketchd.docker("start", cid, check=False)
     assert r.returncode != 0 and "cannot start a paused container, try unpause instead" in r.stderr
     ketchd.docker("rm", "-f", cid)
+
+
+def test_values_as_dockerd_shows_them(ketchd):
+    cid = ketchd.docker("run", "-d", "--read-only", "busybox", "sh", "-c", "echo one; echo two; sleep 300").stdout.strip()
+    try:
+        fmt = "{{.HostConfig.ShmSize}} {{len .HostConfig.MaskedPaths}} {{len .HostConfig.ReadonlyPaths}}"
+        shm, masked, ro = ketchd.docker("inspect", "-f", fmt, cid).stdout.split()
+        assert shm == str(64 << 20) and int(masked) > 0 and int(ro) > 0
+        # --read-only makes the /etc files the engine writes read-only too
+        r = ketchd.docker("exec", cid, "sh", "-c", "echo x >> /etc/hosts", check=False)
+        assert r.returncode != 0 and "Read-only file system" in r.stderr
+        # a tail that is not a number means all
+        wait_for(lambda: "two" in ketchd.docker("logs", cid).stdout)
+        assert ketchd.docker("logs", "--tail", "bogus", cid).stdout == "one\ntwo\n"
+        # update and inspect round-trip the limits
+        ketchd.docker("update", "--pids-limit", "123", "--cpu-quota", "50000", cid)
+        assert ketchd.docker("inspect", "-f", "{{.HostConfig.PidsLimit}} {{.HostConfig.CpuQuota}}",
+                             cid).stdout.split() == ["123", "50000"]
+        # an exec created before stop is gone after it
+        eid = ketchd.json("POST", f"/containers/{cid}/exec", {"Cmd": ["true"]})[1]["Id"]
+        assert eid in ketchd.docker("inspect", "-f", "{{json .ExecIDs}}", cid).stdout
+        ketchd.docker("stop", "-t", "1", cid)
+        assert ketchd.docker("inspect", "-f", "{{json .ExecIDs}}", cid).stdout.strip() == "null"
+        assert ketchd.json("GET", f"/exec/{eid}/json")[0] == 404
+    finally:
+        ketchd.docker("rm", "-f", cid)
+    # --cgroupns private gives the container a cgroup namespace of its own
+    out = ketchd.docker("run", "--rm", "--cgroupns", "private", "busybox", "cat", "/proc/self/cgroup").stdout
+    assert all(line.endswith(":/") for line in out.split()), out
+    # max-file alone is accepted, as dockerd accepts it
+    ketchd.docker("run", "--rm", "--log-opt", "max-file=3", "busybox", "true")

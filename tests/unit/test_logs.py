@@ -144,3 +144,24 @@ def test_rotation_shifts_and_drops_the_oldest(tmp_path):
     with open(p, "w") as f:
         f.write("x" * 10)
     assert not logs.rotate_if_needed(p, 0, 3)               # max-size 0: no rotation
+
+
+def test_follow_with_since_skips_what_is_older_written_later_too(tmp_path):
+    """`logs -f --since T`: lines older than T are skipped, also the ones that arrive while following."""
+    p = str(tmp_path / "ctr.log")
+    write_log(p, line(0, "stdout", "F", "old"))
+    state = {"running": True}
+
+    async def go():
+        async def writer():
+            await asyncio.sleep(0.15)
+            write_log(p, line(1, "stdout", "F", "still old"))
+            write_log(p, line(5, "stdout", "F", "new"))
+            await asyncio.sleep(0.3)
+            state["running"] = False
+        w = asyncio.ensure_future(writer())
+        got = [e.data async for e in logs.stream(p, follow=True, tail=None, since=T0 + 3 * 10**9, until=None,
+                                                 running=lambda: state["running"])]
+        await w
+        return got
+    assert asyncio.run(asyncio.wait_for(go(), 10)) == [b"new\n"]
