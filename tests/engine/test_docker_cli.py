@@ -438,7 +438,8 @@ def test_kill_wait_restart_answer_as_dockerd(ketchd):
 
 
 def test_values_as_dockerd_shows_them(ketchd):
-    cid = ketchd.docker("run", "-d", "--read-only", "busybox", "sh", "-c", "echo one; echo two; sleep 300").stdout.strip()
+    cid = ketchd.docker("run", "-d", "--read-only", "busybox", "sh", "-c",
+                        "echo one; echo two; sleep 300").stdout.strip()
     try:
         fmt = "{{.HostConfig.ShmSize}} {{len .HostConfig.MaskedPaths}} {{len .HostConfig.ReadonlyPaths}}"
         shm, masked, ro = ketchd.docker("inspect", "-f", fmt, cid).stdout.split()
