@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import IO, Iterable, Sequence, cast
 
 from ketch.archive import compression as cz
-from ketch.errors import InvalidArgument
+from ketch.errors import InvalidArgument, NotFound
 from ketch.linux import fs as lfs
 
 WHITEOUT_PREFIX = ".wh."
@@ -184,10 +184,18 @@ def _is_decompress_error(e):
 
 
 class _Applier:
-    def __init__(self, rootfd):
+    """Layer mode: whiteouts have their overlay meaning, no path may go through a symlink.
+    Copy mode (`_Extractor`): no whiteout meaning, symlinks are followed inside the root."""
+    whiteouts = True
+    devices = True
+    resolve = lfs.RESOLVE_STRICT
+
+    def __init__(self, rootfd, prefix: str = "", no_overwrite_dir_non_dir: bool = False):
         self.rootfd = rootfd
-        self.dir_times = {}  # relpath -> mtime_ns of directories with an entry, set last
-        self.implied = {}    # relpath -> None: directories made for entries below them only
+        self.prefix = prefix  # copy mode: the destination directory below the root
+        self.no_overwrite_dir_non_dir = no_overwrite_dir_non_dir
+        self.dir_times: dict[str, int] = {}  # relpath -> mtime_ns of directories with an entry, set last
+        self.implied: dict[str, None] = {}   # relpath -> None: directories made for entries below them only
 
     # --- path resolution -------------------------------------------------------------
 
@@ -196,23 +204,29 @@ class _Applier:
         if rel == "":
             return os.dup(self.rootfd)
         try:
-            return lfs.openat2(self.rootfd, rel, _DIR_PATH)
+            return lfs.openat2(self.rootfd, rel, _DIR_PATH, resolve=self.resolve)
         except OSError as e:
             if e.errno != errno.ENOENT or not create:
                 raise self._resolve_error(e, name, rel) from None
+        # every prefix is resolved from the root by the kernel (never from a directory fd we
+        # walked to: in copy mode an absolute symlink must resolve against the root)
+        comps = rel.split("/")
         fd = os.dup(self.rootfd)
-        done = []
         try:
-            for comp in rel.split("/"):
-                done.append(comp)
+            for i, comp in enumerate(comps):
+                path = "/".join(comps[:i + 1])
                 try:
-                    nfd = lfs.openat2(fd, comp, _DIR_PATH)
+                    nfd = lfs.openat2(self.rootfd, path, _DIR_PATH, resolve=self.resolve)
                 except OSError as e:
-                    if e.errno != errno.ENOENT:
-                        raise self._resolve_error(e, name, "/".join(done)) from None
-                    os.mkdir(comp, 0o755, dir_fd=fd)
-                    self.implied["/".join(done)] = None
-                    nfd = lfs.openat2(fd, comp, _DIR_PATH)
+                    # copy mode: the destination itself is never made, only what the archive adds below it
+                    if e.errno != errno.ENOENT or (self.prefix and len(path) <= len(self.prefix)):
+                        raise self._resolve_error(e, name, path) from None
+                    try:
+                        os.mkdir(comp, 0o755, dir_fd=fd)
+                    except FileExistsError:  # a symlink to nowhere (copy mode)
+                        raise InvalidArgument(f"entry {name!r}: path `{path}` is a dangling symlink") from None
+                    self.implied[path] = None
+                    nfd = lfs.openat2(self.rootfd, path, _DIR_PATH, resolve=self.resolve)
                 os.close(fd)
                 fd = nfd
             return fd
@@ -241,9 +255,13 @@ class _Applier:
         rel = clean_name(name)
         if rel == "":
             return  # the root itself: its metadata belongs to the snapshot, not the layer
+        if self.prefix:
+            rel = posixpath.join(self.prefix, rel)
         parent, base = posixpath.split(rel)
-        if base.startswith(WHITEOUT_PREFIX):
+        if self.whiteouts and base.startswith(WHITEOUT_PREFIX):
             return self._whiteout(ti, parent, base)
+        if not self.devices and (ti.ischr() or ti.isblk()):
+            return  # copy mode: device nodes are not copied in
         pfd = self._open_dir(parent, name, create=True)
         try:
             self._create(tf, ti, pfd, base, rel)
@@ -283,6 +301,11 @@ class _Applier:
         self.implied.pop(rel, None)
         self.dir_times.pop(rel, None)
         existing = _lstat(base, pfd)
+        if existing is not None and self.no_overwrite_dir_non_dir:
+            if stat.S_ISDIR(existing.st_mode) and not ti.isdir():
+                raise InvalidArgument(f"cannot overwrite directory \"/{rel}\" with non-directory")
+            if not stat.S_ISDIR(existing.st_mode) and ti.isdir():
+                raise InvalidArgument(f"cannot overwrite non-directory \"/{rel}\" with directory")
         if existing is not None and not (ti.isdir() and stat.S_ISDIR(existing.st_mode)):
             if stat.S_ISDIR(existing.st_mode):
                 import shutil
@@ -336,6 +359,8 @@ class _Applier:
         name = ti.name
         try:
             target = clean_name(ti.linkname) if ti.linkname else ""
+            if target and self.prefix:
+                target = posixpath.join(self.prefix, target)
         except InvalidArgument:
             raise InvalidArgument(f"layer entry {name!r}: hard link target {ti.linkname!r} "
                                   f"climbs out of the root") from None
@@ -380,7 +405,7 @@ class _Applier:
     def finish(self):
         for rel, ns in self.dir_times.items():
             try:
-                fd = lfs.openat2(self.rootfd, rel, os.O_RDONLY | os.O_DIRECTORY)
+                fd = lfs.openat2(self.rootfd, rel, os.O_RDONLY | os.O_DIRECTORY, resolve=self.resolve)
             except OSError:
                 continue  # replaced later in the layer
             try:
@@ -411,3 +436,60 @@ def _lstat(name, dirfd):
 
 def _ns(mtime):
     return int(round(float(mtime) * 1_000_000_000))
+
+
+class _Extractor(_Applier):
+    whiteouts = False
+    devices = False
+    resolve = lfs.RESOLVE_IN_ROOT | lfs.RESOLVE_NO_MAGICLINKS
+
+
+def extract_archive(stream: cz.ByteReader, root: str, dest: str = "", *,
+                    no_overwrite_dir_non_dir: bool = False) -> None:
+    """`docker cp` into a container: untar ``stream`` into directory ``dest`` of ``root``.
+
+    The layer applier's race-free path in copy mode: every path (the destination, each entry's
+    parent, a hard link's target) is resolved by the kernel inside ``root`` at the moment it is
+    opened (openat2 RESOLVE_IN_ROOT), so symlinks of the container are followed as the container
+    sees them and a symlink swapped in by a running container (CVE-2018-15664) cannot lead
+    outside; names have no whiteout meaning (a file named `.wh.x` is a file), device nodes are
+    skipped, trusted.overlay.* xattrs dropped. A plain or compressed tar.
+    """
+    rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        prefix = clean_name(dest) if dest.strip("/") else ""
+        if prefix:
+            try:
+                fd = lfs.openat2(rootfd, prefix, os.O_PATH, resolve=_Extractor.resolve)
+            except OSError as e:
+                if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                    raise NotFound(f"Could not find the file /{prefix} in container") from None
+                raise _Applier._resolve_error(e, dest, prefix) from None
+            try:
+                if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                    raise InvalidArgument("extraction point is not a directory")
+            finally:
+                os.close(fd)
+        raw = cz.HashingReader(stream)
+        kind = cz.detect(raw.peek(8))
+        tar_stream = raw if kind is None else cz.decompressing_reader(raw, kind)
+        ex = _Extractor(rootfd, prefix, no_overwrite_dir_non_dir)
+        try:
+            with tarfile.open(fileobj=cast(IO[bytes], tar_stream), mode="r|", errorlevel=2) as tf:
+                for ti in tf:
+                    try:
+                        ex.entry(tf, ti)
+                    except (FileNotFoundError, NotADirectoryError) as e:
+                        # a running container moved or removed a directory on the way: its problem,
+                        # a 404, never ours (a 500) and never a path outside the root
+                        raise NotFound(f"copy {ti.name!r} into /{prefix}: {(e.strerror or str(e)).lower()}: the "
+                                       "destination changed during the copy") from None
+        except (tarfile.TarError, EOFError) as e:
+            raise InvalidArgument(f"bad archive: {e}") from None
+        except Exception as e:
+            if _is_decompress_error(e):
+                raise InvalidArgument(f"bad archive: corrupt {kind} stream: {e}") from None
+            raise
+        ex.finish()
+    finally:
+        os.close(rootfd)

@@ -10,14 +10,13 @@ the host), files are opened with O_NOFOLLOW, device nodes are skipped.
 import base64
 import json
 import os
-import shutil
 import stat as stat_mod
 import tarfile
 import tempfile
 from datetime import datetime, timezone
 
 from ketch.engine.rootpath import resolve
-from ketch.errors import InvalidArgument, NotFound
+from ketch.errors import NotFound
 
 # Go's os.FileMode type bits, which the docker CLI decodes
 _GO_DIR = 1 << 31
@@ -97,62 +96,16 @@ def make_tar(hp: str, path: str) -> tempfile.SpooledTemporaryFile:
 
 def extract_tar(fileobj, rootfs: str, path: str, extra: dict[str, str],
                 no_overwrite_dir_non_dir: bool = False) -> None:
-    """Untar into directory `path` of the container; every member is resolved in the root."""
-    dest = host_path(rootfs, path, extra, follow_final=True)
-    if not os.path.isdir(dest):
-        if os.path.exists(dest):
-            raise InvalidArgument("extraction point is not a directory")
-        raise NotFound(f"Could not find the file {path} in container")
-    base = os.path.normpath("/" + path)
-    try:
-        with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
-            for m in tar:
-                name = os.path.normpath(m.name.lstrip("/"))
-                if name == ".":
-                    continue
-                if name.startswith("../") or name == "..":
-                    raise InvalidArgument(f"refused archive member {m.name!r}: path leaves the destination")
-                cpath = os.path.join(base, name)
-                target = host_path(rootfs, cpath, extra, follow_final=False)
-                if no_overwrite_dir_non_dir:
-                    if os.path.isdir(target) and not os.path.islink(target) and not m.isdir():
-                        raise InvalidArgument(f"cannot overwrite directory \"{cpath}\" with non-directory")
-                    if os.path.lexists(target) and not os.path.isdir(target) and m.isdir():
-                        raise InvalidArgument(f"cannot overwrite non-directory \"{cpath}\" with directory")
-                parent = os.path.dirname(target)
-                if not os.path.isdir(parent):
-                    os.makedirs(parent, exist_ok=True)
-                if m.isdir():
-                    if os.path.lexists(target) and not os.path.isdir(target):
-                        os.unlink(target)
-                    os.makedirs(target, exist_ok=True)
-                elif m.isfile():
-                    if os.path.lexists(target) and not os.path.isdir(target):
-                        os.unlink(target)
-                    src = tar.extractfile(m)
-                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-                    with os.fdopen(fd, "wb") as out:
-                        # extractfile() returns a file for a regular member (m.isfile())
-                        shutil.copyfileobj(src, out, 1 << 20)  # type: ignore[arg-type]
-                elif m.issym():
-                    if os.path.lexists(target):
-                        os.unlink(target)
-                    os.symlink(m.linkname, target)  # read later in-root, so any target is harmless
-                elif m.islnk():
-                    link_src = host_path(rootfs, os.path.join(base, os.path.normpath(m.linkname.lstrip("/"))),
-                                         extra, follow_final=False)
-                    if os.path.lexists(target):
-                        os.unlink(target)
-                    os.link(link_src, target, follow_symlinks=False)
-                elif m.isfifo():
-                    if os.path.lexists(target):
-                        os.unlink(target)
-                    os.mkfifo(target)
-                else:
-                    continue  # device nodes are not copied in
-                if not m.issym():
-                    os.chown(target, m.uid, m.gid, follow_symlinks=False)
-                    os.chmod(target, m.mode & 0o7777)
-                    os.utime(target, (m.mtime, m.mtime), follow_symlinks=False)
-    except tarfile.TarError as e:
-        raise InvalidArgument(f"bad archive: {e}") from None
+    """Untar into directory `path` of the container with the layer applier's race-free copy mode
+    (ketch.archive.extract_archive): every path resolved by the kernel inside the root it lands
+    in (the container's root, or a bind mount's source), no whiteout meaning."""
+    from ketch.archive import extract_archive
+    root, dest = rootfs, os.path.normpath("/" + path)
+    best = None
+    for target in extra:
+        if os.path.isdir(extra[target]) and (dest == target or dest.startswith(target.rstrip("/") + "/")):
+            if best is None or len(target) > len(best):
+                best = target
+    if best is not None:
+        root, dest = extra[best], "/" + dest[len(best):].lstrip("/")
+    extract_archive(fileobj, root, dest, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir)

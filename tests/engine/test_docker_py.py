@@ -1,5 +1,6 @@
 """The Docker SDK for Python against ketchd, unchanged."""
 
+import os
 import time
 
 import pytest
@@ -137,3 +138,48 @@ def test_refusals_validation_and_kill_through_docker_py(client):
     c.reload()
     assert c.status == "exited" and c.attrs["State"]["ExitCode"] == 137
     c.remove()
+
+
+def _tar(name: str, data: bytes) -> bytes:
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_cp_names_have_no_whiteout_meaning(client):
+    import io
+    import tarfile
+    c = client.containers.run("busybox", ["sleep", "60"], detach=True)
+    try:
+        assert c.put_archive("/tmp", _tar(".wh.notes", b"notes\n")) is True
+        assert c.exec_run(["cat", "/tmp/.wh.notes"]).output == b"notes\n"
+        bits, _ = c.get_archive("/tmp/.wh.notes")
+        member = tarfile.open(fileobj=io.BytesIO(b"".join(bits))).getmember(".wh.notes")
+        assert member.isfile() and member.size == 6
+    finally:
+        c.remove(force=True)
+
+
+def test_cp_into_a_container_that_swaps_symlinks_stays_inside(client):
+    """CVE-2018-15664: a running container swaps the destination for a symlink to / while files are
+    copied in; nothing lands on the host, and no copy answers a 500."""
+    import uuid
+    c = client.containers.run("busybox", ["sh", "-c", "mkdir -p /w/d; while :; do mv /w/d /w/x; ln -s / /w/d; "
+                                                      "rm /w/d; mv /w/x /w/d; done"], detach=True)
+    tag = uuid.uuid4().hex
+    try:
+        errors = []
+        for i in range(60):
+            try:
+                c.put_archive("/w/d", _tar(f"escape-{tag}-{i}", b"x"))
+            except docker.errors.APIError as e:
+                errors.append((e.status_code, str(e.explanation)) if e.status_code >= 500 else e.status_code)
+        assert not [x for x in errors if isinstance(x, tuple)], errors
+        assert not [n for n in os.listdir("/") if n.startswith(f"escape-{tag}")]
+    finally:
+        c.remove(force=True)

@@ -20,7 +20,7 @@ ALLOWED = {
     "archive": {"linux"},
     "snapshots": {"archive", "linux", "oci"},
     "images": {"archive", "content", "linux", "oci", "registry", "snapshots"},
-    "engine": {"images", "monitor", "network", "oci", "runtime"},
+    "engine": {"archive", "images", "monitor", "network", "oci", "runtime"},
     "api": {"engine"},
     "daemon": {"api", "engine"},
     "client": set(),
