@@ -224,3 +224,12 @@ def test_config_volumes_are_anonymous_volumes_the_user_asked_for():
     assert [(m.type, m.target) for m in req.mounts] == [("bind", "/data")]
     with pytest.raises(InvalidArgument, match="Volumes"):
         validate_create({"Image": "b", "Volumes": ["/data"]})
+
+
+def test_event_image_filter_matches_image_events_by_name_too():
+    from ketch.events import make_event, matches
+    ev = make_event("image", "tag", "sha256:" + "a" * 64, {"name": "busybox:latest"})
+    assert matches(ev, {"image": ["busybox"]}) and matches(ev, {"image": ["sha256:aaaa"]})
+    assert not matches(ev, {"image": ["alpine"]})
+    cev = make_event("container", "start", "c" * 64, {"image": "busybox:latest", "name": "web"}, "busybox:latest")
+    assert matches(cev, {"image": ["busybox"], "container": ["web"]}) and not matches(cev, {"container": ["db"]})
