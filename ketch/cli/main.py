@@ -123,8 +123,10 @@ def _parser_class():
     class Parser(argparse.ArgumentParser):
         """An ArgumentParser whose help formatter finds the width without shutil; subparsers inherit it."""
 
-        def __init__(self, *a, formatter_class=Formatter, **kw):
-            super().__init__(*a, formatter_class=formatter_class, **kw)
+        def __init__(self, *a, formatter_class=Formatter, allow_abbrev=False, **kw):
+            # never an abbreviated long flag (--priv is not --privileged): allow_abbrev=False on
+            # every parser, subparsers included (they are made with this class)
+            super().__init__(*a, formatter_class=formatter_class, allow_abbrev=allow_abbrev, **kw)
     return Parser
 
 

@@ -213,6 +213,18 @@ def add_create_flags(p: argparse.ArgumentParser, run: bool) -> None:
     a("--log-driver", help="logging driver for the container (json-file, none)")
     a("--log-opt", action="append", help="log driver options (max-size=10m, max-file=3)")
     a("--platform", help="set platform if server is multi-platform capable")
+    a("--add-host", action="append", metavar="HOST:IP", help="add a custom host-to-IP mapping (host:ip)")
+    a("--dns", action="append", help="set custom DNS servers")
+    a("--dns-search", action="append", help="set custom DNS search domains")
+    a("--dns-option", "--dns-opt", action="append", help="set DNS options")
+    a("--shm-size", help="size of /dev/shm")
+    a("--sysctl", action="append", help="sysctl options (net.ipv4.ip_forward=1)")
+    a("--pid", help="PID namespace to use (host, container:NAME)")
+    a("--ipc", help="IPC mode to use (private, shareable, host, none, container:NAME)")
+    a("--uts", help="UTS namespace to use (host)")
+    a("--device", action="append", metavar="HOST[:CONTAINER[:PERMS]]", help="add a host device to the container")
+    a("--device-cgroup-rule", action="append", help="add a rule to the cgroup allowed devices list ('c 1:3 rwm')")
+    a("--group-add", action="append", help="add additional groups to join")
     a("--pull", default="missing", choices=["missing", "always", "never"],
       help="pull image before running (always, missing, never)")
     a("-q", "--quiet", action="store_true", help="suppress the pull output")
@@ -379,5 +391,112 @@ def create_body(args, run: bool) -> dict:
                 raise _bad(o, "--log-opt", f"invalid key value pair format: {o}")
             log_config[k] = v
         hc["LogConfig"] = {"Type": args.log_driver or "", "Config": log_config}
+    _namespace_and_device_flags(args, hc)
     cfg["HostConfig"] = hc
     return cfg
+
+
+_DEVICE_RULE = re.compile(r"^([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})$")
+
+
+def _device_mode(mode: str) -> bool:
+    return bool(mode) and set(mode) <= set("rwm") and len(set(mode)) == len(mode)
+
+
+def device_mapping(value: str) -> dict:
+    """--device HOST[:CONTAINER[:PERMS]] as the docker CLI checks and sends it (a DeviceMapping)."""
+    parts = value.split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise _bad(value, "--device", f"bad format for path: {value}")
+    src, dst, perms = parts[0], "", "rwm"
+    if len(parts) == 3:
+        if not _device_mode(parts[2]):
+            raise _bad(value, "--device", f"bad mode specified: {parts[2]}")
+        dst, perms = parts[1], parts[2]
+    elif len(parts) == 2:
+        if _device_mode(parts[1]):
+            perms = parts[1]
+        else:
+            dst = parts[1]
+    dst = dst or src
+    if not dst.startswith("/"):
+        raise _bad(value, "--device", f"{dst} is not an absolute path")
+    return {"PathOnHost": src, "PathInContainer": dst, "CgroupPermissions": perms}
+
+
+def _ip_ok(v: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(v.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def extra_host(value: str) -> str:
+    """--add-host host:ip (or host=ip) -> "host:ip", as opts.ValidateExtraHost."""
+    sep = "=" if "=" in value else ":"
+    name, ok, ip = value.partition(sep)
+    if not ok or not name:
+        raise _bad(value, "--add-host", f'bad format for add-host: "{value}"')
+    if ip != "host-gateway" and not _ip_ok(ip):
+        raise _bad(value, "--add-host", f'invalid IP address in add-host: "{ip}"')
+    return f"{name}:{ip.strip('[]')}"
+
+
+_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax",
+            "kernel.shmmni", "kernel.shm_rmid_forced"}
+
+
+def sysctls(items: list) -> dict:
+    """--sysctl k=v as opts.ValidateSysctl (the namespaced ones only) -> HostConfig.Sysctls."""
+    out = {}
+    for s in items:
+        k, sep, v = s.partition("=")
+        if not sep or not (k in _SYSCTLS or k.startswith(("net.", "fs.mqueue."))):
+            raise _bad(s, "--sysctl", f"sysctl '{s}' is not allowed")
+        out[k] = v
+    return out
+
+
+def _namespace_and_device_flags(args, hc: dict) -> None:
+    """--add-host, --dns*, --shm-size, --sysctl, --pid/--ipc/--uts, --device*, --group-add."""
+    if args.add_host:
+        hc["ExtraHosts"] = [extra_host(h) for h in args.add_host]
+    if args.dns:
+        for d in args.dns:
+            if not _ip_ok(d):
+                raise _bad(d, "--dns", f"{d} is not an ip address")
+        hc["Dns"] = list(args.dns)
+    if args.dns_search:
+        for d in args.dns_search:
+            if d != "." and (len(d) > 255 or not re.match(r"^(:?(([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9])"
+                                                            r"\.)*([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9\-]*"
+                                                            r"[A-Za-z0-9]))$", d.rstrip("."))):
+                raise _bad(d, "--dns-search", f"{d} is not a valid domain")
+        hc["DnsSearch"] = list(args.dns_search)
+    if args.dns_option:
+        hc["DnsOptions"] = list(args.dns_option)
+    if args.shm_size is not None:
+        hc["ShmSize"] = ram_in_bytes(args.shm_size, "--shm-size")
+    if args.sysctl:
+        hc["Sysctls"] = sysctls(args.sysctl)
+    for flag, key, allowed in (("pid", "PidMode", ("", "host")),
+                               ("ipc", "IpcMode", ("", "none", "private", "shareable", "host")),
+                               ("uts", "UTSMode", ("", "host"))):
+        v = getattr(args, flag)
+        if v is None:
+            continue
+        ok = v in allowed or (flag != "uts" and v.startswith("container:") and len(v) > len("container:"))
+        if not ok:
+            raise FlagError(f"--{flag}: invalid {flag.upper()} mode")
+        hc[key] = v
+    if args.device:
+        hc["Devices"] = [device_mapping(d) for d in args.device]
+    if args.device_cgroup_rule:
+        for r in args.device_cgroup_rule:
+            if not _DEVICE_RULE.match(r):
+                raise _bad(r, "--device-cgroup-rule", f"invalid device cgroup format '{r}'")
+        hc["DeviceCgroupRules"] = list(args.device_cgroup_rule)
+    if args.group_add:
+        hc["GroupAdd"] = list(args.group_add)
