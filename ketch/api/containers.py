@@ -5,7 +5,7 @@ import json
 
 from aiohttp import web
 
-from ketch.api.request import Routes, boolean, filters_of, integer, jresp, json_body
+from ketch.api.request import CREATE, UPDATE, Routes, boolean, filters_of, integer, jresp, json_body
 from ketch.api.streams import MULTIPLEXED_STREAM, RAW_STREAM, frame, hijack, serve_session
 from ketch.errors import InvalidArgument, KetchError, NotImplementedYet
 
@@ -29,15 +29,31 @@ class ContainerRoutes(Routes):
         return RAW_STREAM if tty or self.api_version(request) < (1, 42) else MULTIPLEXED_STREAM
 
     async def c_create(self, request):
-        body = await json_body(request, allow_empty=True)
+        body = await json_body(request, allow_empty=True, schema=CREATE)
+        if not isinstance(body, dict):
+            raise InvalidArgument("json: cannot unmarshal value into Go value of type container.CreateRequest")
         if body == {}:
             raise InvalidArgument("Config cannot be empty in order to create a container")
         cid, warnings = await self.engine.create(request.query.get("name"), body)
         return jresp({"Id": cid, "Warnings": warnings}, 201)
 
+    async def _with_ancestor_ids(self, filters: dict) -> dict:
+        """`ancestor` values plus the image IDs they name (as dockerd resolves them), so that
+        `ancestor=busybox` matches a container made from busybox's ID or its full name."""
+        if not filters.get("ancestor"):
+            return filters
+        values = list(filters["ancestor"])
+        for v in filters["ancestor"]:
+            try:
+                values.append((await self.images.get_image(v)).id)
+            except KetchError:
+                pass  # dockerd: an unknown ancestor matches nothing (a warning in its log)
+        return {**filters, "ancestor": values}
+
     async def c_list(self, request):
+        filters = await self._with_ancestor_ids(filters_of(request))
         return jresp(await self.engine.list(all_=boolean(request, "all"), limit=integer(request, "limit", -1),
-                                            filters=filters_of(request), since=request.query.get("since"),
+                                            filters=filters, since=request.query.get("since"),
                                             before=request.query.get("before"), size=boolean(request, "size")))
 
     async def c_prune(self, request):
@@ -154,7 +170,7 @@ class ContainerRoutes(Routes):
         return web.Response(status=204)
 
     async def c_update(self, request):
-        body = await json_body(request)
+        body = await json_body(request, schema=UPDATE)
         return jresp({"Warnings": await self.engine.update(request.match_info["id"], body)})
 
     # --- archive (docker cp) -----------------------------------------------------------

@@ -2,7 +2,13 @@
 
 from ketch import errors
 
+
+class RequestTooLarge(errors.InvalidArgument):
+    """A request body over its limit: 413 (a 400 to whoever catches InvalidArgument)."""
+
+
 STATUS = {
+    RequestTooLarge: 413,
     errors.InvalidArgument: 400,
     errors.PermissionDenied: 403,
     errors.NotFound: 404,

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from ketch.api.request import Routes, integer, jresp, json_body
+from ketch.api.request import EXEC_CREATE, EXEC_START, Routes, integer, jresp, json_body
 from ketch.api.streams import MULTIPLEXED_STREAM, RAW_STREAM, frame, hijack, serve_session
 from ketch.errors import InvalidArgument, KetchError
 
@@ -12,7 +12,9 @@ class ExecRoutes(Routes):
               ("POST", "/exec/{id}/resize", "exec_resize"), ("GET", "/exec/{id}/json", "exec_inspect")]
 
     async def exec_create(self, request):
-        body = await json_body(request)
+        body = await json_body(request, schema=EXEC_CREATE)
+        if not isinstance(body, dict):
+            raise InvalidArgument("json: cannot unmarshal value into Go value of type container.ExecOptions")
         eid = self.engine.exec_create(request.match_info["id"], body)
         return jresp({"Id": eid}, 201)
 
@@ -25,7 +27,7 @@ class ExecRoutes(Routes):
 
     async def exec_start(self, request):
         eid = request.match_info["id"]
-        body = await json_body(request, allow_empty=True)
+        body = await json_body(request, allow_empty=True, schema=EXEC_START)
         if not isinstance(body, dict):
             raise InvalidArgument("json: cannot unmarshal value into Go value of type container.ExecStartOptions")
         if body.get("Detach"):

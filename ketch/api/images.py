@@ -17,7 +17,7 @@ import json
 
 from aiohttp import web
 
-from ketch.api.request import Routes, boolean, filters_of, jresp, json_object
+from ketch.api.request import AUTH, Routes, boolean, filters_of, jresp, json_object
 from ketch.errors import InvalidArgument, KetchError, NotImplementedYet
 
 SEARCH_ERROR = ("search is not available: no index configured (this daemon searches no registry; "
@@ -70,7 +70,7 @@ class ImageRoutes(Routes):
         raise NotImplementedYet(SEARCH_ERROR)
 
     async def i_auth(self, request):
-        body = await json_object(request)
+        body = await json_object(request, schema=AUTH)
         return jresp(await self._img("auth")(body.get("username") or "", body.get("password") or "",
                                              body.get("serveraddress") or ""))
 

@@ -2,7 +2,10 @@
 
 Routes only: parse the request, call the engine (or the image service), shape the
 answer. Errors from ketch.errors become {"message": ...} with the status from
-ketch.api.errors.STATUS. Every route answers with and without the /vX.Y prefix.
+ketch.api.errors.STATUS. Every route answers with and without the /vX.Y prefix; a client
+asking for a version older than 1.24 gets dockerd's refusal as plain text (dockerd answers
+JSON errors only from 1.24 on). Bodies read whole are bounded (`client_max_size`, and
+request.MAX_JSON_BODY for JSON); uploads stream through `request.content` to disk.
 """
 
 import asyncio
@@ -16,12 +19,14 @@ from ketch.api.containers import ContainerRoutes
 from ketch.api.errors import status_for
 from ketch.api.execs import ExecRoutes
 from ketch.api.images import ImageRoutes
-from ketch.api.request import API_VERSION, MIN_API_VERSION, _vtuple, jresp
+from ketch.api.request import API_VERSION, MAX_JSON_BODY, MIN_API_VERSION, _vtuple, jresp
 from ketch.api.system import SystemRoutes
+from ketch.api.unsupported import UnsupportedRoutes
 from ketch.errors import InvalidArgument, KetchError
 
 log = logging.getLogger("ketch.api")
 
+FIRST_JSON_ERRORS = (1, 24)  # dockerd: JSON errors for API versions after 1.23, plain text before
 
 
 class Api:
@@ -33,10 +38,10 @@ class Api:
         self.config = config
         self.started = time.time()
         self.groups = [cls(engine, images, config) for cls in (SystemRoutes, ContainerRoutes, ExecRoutes,
-                                                                ImageRoutes)]
+                                                                ImageRoutes, UnsupportedRoutes)]
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self.middleware], client_max_size=1 << 34)
+        app = web.Application(middlewares=[self.middleware], client_max_size=MAX_JSON_BODY)
         for group in self.groups:
             for method, path, handler in group.routes():
                 app.router.add_route(method, path, handler)
@@ -68,7 +73,12 @@ class Api:
             else:
                 log.info("request refused", extra={"method": request.method, "path": request.path,
                                                    "status": status, "error": str(e)})
-            resp = jresp({"message": str(e)}, status)
+            if v and _vtuple(v) < FIRST_JSON_ERRORS:
+                # Go's http.Error: the message and a newline, as text
+                resp = web.Response(status=status, text=str(e) + "\n", charset="utf-8",
+                                    headers={"X-Content-Type-Options": "nosniff"})
+            else:
+                resp = jresp({"message": str(e)}, status)
         except web.HTTPException:
             raise
         except asyncio.CancelledError:

@@ -16,8 +16,9 @@ from ketch.engine.state import Status
 from ketch.engine.store import ContainerStore
 from ketch.errors import Conflict, InvalidArgument, KetchError
 
-LIST_FILTERS = ("id", "name", "status", "exited", "label", "ancestor", "health", "network", "before", "since",
-                "volume", "publish", "expose", "is-task")
+LIST_FILTERS = ("id", "name", "status", "exited", "label", "label!", "ancestor", "health", "network", "before",
+                "since", "volume", "publish", "expose", "is-task", "isolation")
+HEALTH_VALUES = ("starting", "healthy", "unhealthy", "none")
 
 # container summaries as `docker ps` shows them; an alias because inside Queries the name
 # `list` is the method below, not the builtin
@@ -37,9 +38,7 @@ class Queries:
         for key in filters:
             if key not in LIST_FILTERS:
                 raise InvalidArgument(f"invalid filter '{key}'")
-        for v in filters.get("status") or []:
-            if v not in state_mod.ALL:
-                raise InvalidArgument(f"Invalid filter 'status={v}'")
+        check_filters(filters)
         cs = sorted(self.store, key=lambda c: c.data["Created"], reverse=True)
         before = before or (filters.get("before") or [None])[0]
         since = since or (filters.get("since") or [None])[0]
@@ -90,7 +89,7 @@ class Queries:
             try:
                 n = int(str(tail))
             except ValueError:
-                raise InvalidArgument(f"invalid value for \"tail\": \"{tail}\"") from None
+                n = None  # as dockerd: a tail that is not a number means all
         since_t = logs_mod.parse_time(since)
         until_t = logs_mod.parse_time(until)
 
@@ -168,6 +167,42 @@ class Queries:
                 "ContainersStopped": len(st) - running - paused}
 
 
+def check_filters(filters: dict) -> None:
+    """Refuse values Docker refuses (dockerd's words), before anything is listed."""
+    for v in filters.get("status") or []:
+        if v not in state_mod.ALL:
+            raise InvalidArgument(f"Invalid filter 'status={v}'")
+    for v in filters.get("exited") or []:
+        try:
+            int(v)
+        except ValueError:
+            raise InvalidArgument(f"invalid filter 'exited={v}'") from None
+    for v in filters.get("health") or []:
+        if v not in HEALTH_VALUES:
+            raise InvalidArgument(f"Unrecognised filter value for health: {v}")
+    for v in filters.get("is-task") or []:
+        if v not in ("true", "false", "1", "0"):
+            raise InvalidArgument(f"Invalid filter 'is-task={v}'")
+
+
+def _label_match(labels: dict, spec: str) -> bool:
+    k, sep, val = spec.partition("=")
+    return k in labels and (not sep or labels[k] == val)
+
+
+def _ancestor_match(c: Container, value: str) -> bool:
+    """An image named as the container's image was (name, name:tag, the ID or a prefix of it);
+    the API adds the IDs its names resolve to, so `busybox` also matches a container made from
+    `docker.io/library/busybox:latest` or from the ID."""
+    img, iid = c.image_ref, c.data["Image"]
+    if value in (img, iid):
+        return True
+    if ":" not in value.rsplit("/", 1)[-1] and "@" not in value and img == value + ":latest":
+        return True
+    hexid = value[7:] if value.startswith("sha256:") else value
+    return len(hexid) >= 1 and all(ch in "0123456789abcdef" for ch in hexid) and iid[7:].startswith(hexid)
+
+
 def matches(c: Container, filters: dict) -> bool:
     for key, values in filters.items():
         if not values:
@@ -180,19 +215,28 @@ def matches(c: Container, filters: dict) -> bool:
             return False
         if key == "exited" and (c.status is not Status.EXITED or str(c.state["ExitCode"]) not in values):
             return False
-        if key == "label":
-            labels = c.config.get("Labels") or {}
-            for v in values:
-                k, sep, val = v.partition("=")
-                if k not in labels or (sep and labels[k] != val):
-                    return False
-        if key == "ancestor":
-            img = c.image_ref
-            if not any(v in (img, img.split(":")[0], c.data["Image"]) or c.data["Image"].startswith("sha256:" + v)
-                       for v in values):
+        if key == "label" and not all(_label_match(c.config.get("Labels") or {}, v) for v in values):
+            return False
+        if key == "label!" and any(_label_match(c.config.get("Labels") or {}, v) for v in values):
+            return False
+        if key == "ancestor" and not any(_ancestor_match(c, v) for v in values):
+            return False
+        if key == "health" and ((c.state.get("Health") or {}).get("Status") or "none") not in values:
+            return False
+        if key == "network":
+            nets = c.data.get("NetworkSettings", {}).get("Networks") or {}
+            names = set(nets) | {c.host_config.get("NetworkMode") or ""}
+            ids = [n.get("NetworkID") or "" for n in nets.values() if isinstance(n, dict)]
+            if not any(v in names or any(i and i.startswith(v) for i in ids) for v in values):
                 return False
-        if key == "health" and (c.state.get("Health") or {}).get("Status", "none") not in values:
-            return False
-        if key == "network" and c.host_config.get("NetworkMode") not in values:
-            return False
+        if key == "volume":
+            places: set[str] = set()
+            for m in (m.to_inspect() for m in c.mounts):
+                places.update(x for x in (m.get("Name"), m.get("Source"), m.get("Destination")) if x)
+            if not any(v in places for v in values):
+                return False
+        if key == "is-task" and values[-1] in ("true", "1"):
+            return False  # no swarm: no container is a task
+        if key in ("publish", "expose"):
+            return False  # no port is published or exposed until networking lands
     return True

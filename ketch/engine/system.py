@@ -13,12 +13,12 @@ import socket
 import time
 
 import ketch
-from ketch.engine import logs as logs_mod
 from ketch.engine.ports import ImageService, NetworkService
 from ketch.engine.queries import Queries
 from ketch.engine.state import Status
 from ketch.errors import InvalidArgument, KetchError, NotFound
 from ketch.events import EventBus, check_filters, matches
+from ketch.images.async_service import until_timestamp
 
 API_VERSION = "1.43"
 MIN_API_VERSION = "1.24"
@@ -114,17 +114,20 @@ class System:
         return {"LayersSize": layers, "Images": images, "Containers": containers, "Volumes": [], "BuildCache": []}
 
     async def prune_containers(self, filters: dict) -> dict:
-        """Remove stopped containers (filters: label, until); report what went and the space freed."""
+        """Remove stopped containers (filters, as dockerd's: label and label! (k or k=v), until (a
+        Unix time, an RFC 3339 time or a Go duration before now: containers created before it));
+        report what went and the space freed."""
         for key in filters:
             if key not in ("label", "label!", "until"):
                 raise InvalidArgument(f"invalid filter '{key}'")
         deleted, reclaimed = [], 0
-        until = logs_mod.parse_time((filters.get("until") or [None])[0])
-        keep = {k: v for k, v in filters.items() if k == "label"}
+        untils = [until_timestamp(u) for u in filters.get("until") or []]
+        until = min(untils) if untils else None
+        keep = {k: v for k, v in filters.items() if k in ("label", "label!")}
         for s in self.queries.list(all_=True, filters=keep):
             if s["State"] not in (Status.CREATED, Status.EXITED, Status.DEAD):
                 continue
-            if until is not None and s["Created"] * 10**9 > until:
+            if until is not None and s["Created"] >= until:
                 continue
             size = await self.queries.size_rw(s["Id"])
             try:

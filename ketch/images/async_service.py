@@ -122,15 +122,64 @@ class AsyncImageService:
     # --- the /images endpoints ----------------------------------------------------------
 
     async def list_images(self, all_=False, filters=None):
-        filters = filters or {}
+        """GET /images/json. Filters, as dockerd's: dangling (true|false), label and label! (key or
+        key=value; every label must match, no label! may), reference (Docker's glob patterns on
+        the familiar name, with or without the tag: only the matching tags are listed), before
+        and since (an image: those created before or after it), until (a time or a duration).
+        An unknown filter or a bad value is a 400."""
+        filters = dict(filters or {})
+        for k in filters:
+            if k not in IMAGE_LIST_FILTERS:
+                raise InvalidArgument(f"invalid filter '{k}'")
         dangling = None
-        if filters.get("dangling"):
-            v = filters["dangling"]
-            v = v[0] if isinstance(v, list) else v
-            dangling = str(v).lower() in ("1", "true")
-        ref = filters.get("reference")
-        ref = (ref[0] if isinstance(ref, list) else ref) if ref else None
-        return await asyncio.to_thread(self.svc.list, all_, dangling, ref)
+        for v in _values(filters.get("dangling")):
+            if v.lower() not in ("true", "false", "1", "0"):
+                raise InvalidArgument(f"invalid filter 'dangling={v}'")
+            dangling = v.lower() in ("true", "1")
+        patterns = _values(filters.get("reference"))
+        for p in patterns:
+            _glob(p)  # a bad pattern is refused before anything is listed
+        want, refuse = _values(filters.get("label")), _values(filters.get("label!"))
+        until = [until_timestamp(u) for u in _values(filters.get("until"))]
+
+        def listing():
+            out = self.svc.list(all_)
+            created = {im["Id"]: im["Created"] for im in out}
+
+            def created_of(name, key):
+                try:
+                    iid = self.svc.resolve(name)[0]
+                except NotFound:
+                    raise NotFound(f"No such image: {name}") from None
+                except InvalidArgument:
+                    raise InvalidArgument(f"invalid filter '{key}={name}'") from None
+                return created.get(iid, 0)
+            before = [created_of(v, "before") for v in _values(filters.get("before"))]
+            since = [created_of(v, "since") for v in _values(filters.get("since"))]
+            return out, before, since
+        images, before, since = await asyncio.to_thread(listing)
+        res = []
+        for im in images:
+            if dangling is True and im["RepoTags"] or dangling is False and not im["RepoTags"]:
+                continue
+            labels = im.get("Labels") or {}
+            if want and not all(_label_match(labels, x) for x in want):
+                continue
+            if any(_label_match(labels, x) for x in refuse):
+                continue
+            if before and not im["Created"] < min(before):
+                continue
+            if since and not im["Created"] > max(since):
+                continue
+            if until and not im["Created"] < min(until):
+                continue
+            if patterns:
+                tags = [t for t in im["RepoTags"] if any(reference_match(p, t) for p in patterns)]
+                if not tags:
+                    continue
+                im = {**im, "RepoTags": tags}
+            res.append(im)
+        return res
 
     async def inspect_image(self, name):
         return await asyncio.to_thread(self.svc.inspect, name)
@@ -364,6 +413,56 @@ def _values(v) -> list[str]:
     if not v:
         return []
     return [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
+
+
+IMAGE_LIST_FILTERS = ("dangling", "label", "label!", "reference", "before", "since", "until")
+
+
+def _glob(pattern: str) -> re.Pattern:
+    """Go's path.Match pattern as a regular expression: `*` and `?` stop at `/`, `[...]` and
+    `[^...]` are classes, `\\` escapes; a malformed one is Go's ErrBadPattern, a 400."""
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\":
+            i += 1
+            if i >= n:
+                raise InvalidArgument(f"invalid filter 'reference={pattern}': syntax error in pattern")
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            j = pattern.find("]", i + 2 if pattern[i + 1:i + 2] == "^" else i + 1)
+            if j < 0:
+                raise InvalidArgument(f"invalid filter 'reference={pattern}': syntax error in pattern")
+            body = pattern[i + 1:j]
+            neg = body.startswith("^")
+            body = body[1:] if neg else body
+            if not body:
+                raise InvalidArgument(f"invalid filter 'reference={pattern}': syntax error in pattern")
+            out.append("[" + ("^" if neg else "") + body.replace("\\", "\\\\") + "]")
+            i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    try:
+        return re.compile("".join(out) + r"\Z", re.S)
+    except re.error:
+        raise InvalidArgument(f"invalid filter 'reference={pattern}': syntax error in pattern") from None
+
+
+def reference_match(pattern: str, familiar: str) -> bool:
+    """Docker's reference filter (FamiliarMatch): the pattern matches the familiar reference
+    (`busybox:latest`, `example.com/a/b:1`) or, failing that, its name without the tag."""
+    rx = _glob(pattern)
+    if rx.match(familiar):
+        return True
+    name = familiar.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name[:name.rindex(":")]
+    return bool(rx.match(name))
 
 
 def _label_match(labels: dict, spec: str) -> bool:
