@@ -47,7 +47,10 @@ def matches(ev: dict, filters: dict) -> bool:
             if not any(ev["Actor"]["ID"].startswith(v) or attrs.get("name") == v for v in values):
                 return False
         if key == "image":
-            names = [attrs.get("image", "")] if ev["Type"] == "container" else [ev["Actor"]["ID"], attrs.get("name", "")]
+            if ev["Type"] == "container":
+                names = [attrs.get("image", "")]
+            else:
+                names = [ev["Actor"]["ID"], attrs.get("name", "")]
             if not any(v in (img, img.split(":")[0]) or (img.startswith(v) and v) for img in names if img
                        for v in values):
                 return False
