@@ -205,9 +205,10 @@ class BlobReader:
                 self._resp = None
                 breaks += 1
                 self.resumes += 1
-                if breaks > self._client.retries:
+                if breaks > self._client.retries or (isinstance(e, asyncio.TimeoutError) and breaks > 1):
                     raise Unavailable(f"download blob {self.digest} from {self._source}: "
-                                      f"connection broken at byte {self.position}: {e}") from None
+                                      f"connection broken at byte {self.position}: "
+                                      f"{self._client.describe(e)}") from None
                 await asyncio.sleep(self._client.backoff * (2 ** (breaks - 1)))
                 continue
             if chunk:
@@ -325,6 +326,17 @@ class RegistryClient:
                 auto_decompress=False,
                 headers={"User-Agent": self._user_agent, "Accept-Encoding": "identity"})
         return self._session
+
+    def describe(self, e: BaseException) -> str:
+        """A transport error in words; a timeout says which one and how long it waited."""
+        import aiohttp
+        if isinstance(e, asyncio.TimeoutError):
+            if type(e).__name__ == "ConnectionTimeoutError" or "connect" in str(e).lower():
+                return f"no connection within {self._connect_timeout:g}s (connect timeout)"
+            return f"the registry did not answer within {self._read_timeout:g}s (read timeout)"
+        if isinstance(e, aiohttp.ClientConnectorError):
+            return f"cannot connect: {e.os_error.strerror or e}" if e.os_error else str(e)
+        return str(e) or type(e).__name__
 
     def _is_transient(self, e: BaseException) -> bool:
         import aiohttp
@@ -480,8 +492,10 @@ class RegistryClient:
             except Exception as e:  # noqa: BLE001
                 if not self._is_transient(e):
                     raise
-                if not retry or attempt >= self.retries:
-                    raise Unavailable(f"{what or method + ' ' + url}: {domain}: {e or type(e).__name__}") from None
+                # a registry that does not answer is asked once more, not `retries` times over
+                timed_out = isinstance(e, asyncio.TimeoutError)
+                if not retry or attempt >= self.retries or (timed_out and attempt >= 1):
+                    raise Unavailable(f"{what or method + ' ' + url}: {domain}: {self.describe(e)}") from None
                 await asyncio.sleep(self.backoff * 2 ** attempt)
                 attempt += 1
                 continue
