@@ -140,9 +140,32 @@ def sample(pid: int) -> dict:
         lim = _read(os.path.join(d, "pids.max"))
         if lim and lim != "max":
             pids["limit"] = int(lim)
-    return {"cpu_stats": cpu, "memory_stats": mem, "pids_stats": pids,
-            "blkio_stats": _blkio(dirs.get("blkio")), "num_procs": 0,
-            "storage_stats": {}, "read": _rfc3339(time.time())}
+    out = {"cpu_stats": cpu, "memory_stats": mem, "pids_stats": pids,
+           "blkio_stats": _blkio(dirs.get("blkio")), "num_procs": 0,
+           "storage_stats": {}, "read": _rfc3339(time.time())}
+    nets = networks(pid)
+    if nets:
+        out["networks"] = nets
+    return out
+
+
+_NET_FIELDS = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped", None, None, None, None,
+               "tx_bytes", "tx_packets", "tx_errors", "tx_dropped")
+
+
+def networks(pid: int) -> dict[str, dict[str, int]]:
+    """Docker's `networks` of stats: the counters of each interface of the container's network
+    namespace but loopback (read from /proc/PID/net/dev, which shows that namespace)."""
+    out: dict[str, dict[str, int]] = {}
+    text = _read(f"/proc/{pid}/net/dev", "") or ""
+    for line in text.splitlines()[2:]:
+        name, _, rest = line.partition(":")
+        name = name.strip()
+        if not name or name == "lo":
+            continue
+        values = rest.split()
+        out[name] = {f: int(v) for f, v in zip(_NET_FIELDS, values, strict=False) if f}
+    return out
 
 
 def _rfc3339(t: float) -> str:

@@ -233,3 +233,13 @@ def test_event_image_filter_matches_image_events_by_name_too():
     assert not matches(ev, {"image": ["alpine"]})
     cev = make_event("container", "start", "c" * 64, {"image": "busybox:latest", "name": "web"}, "busybox:latest")
     assert matches(cev, {"image": ["busybox"], "container": ["web"]}) and not matches(cev, {"container": ["db"]})
+
+
+def test_stats_networks_are_the_namespaces_interfaces_but_loopback():
+    from ketch.engine import stats
+    nets = stats.networks(os.getpid())
+    assert "lo" not in nets
+    for counters in nets.values():
+        assert set(counters) == {"rx_bytes", "rx_packets", "rx_errors", "rx_dropped",
+                                 "tx_bytes", "tx_packets", "tx_errors", "tx_dropped"}
+    assert stats.networks(2**22 + 12345) == {}   # no such process: nothing, not an error
