@@ -467,3 +467,13 @@ def test_values_as_dockerd_shows_them(ketchd):
     assert all(line.endswith(":/") for line in out.split()), out
     # max-file alone is accepted, as dockerd accepts it
     ketchd.docker("run", "--rm", "--log-opt", "max-file=3", "busybox", "true")
+
+
+def test_inspect_mounts_report_the_propagation_asked_for(ketchd, tmp_path):
+    cid = ketchd.docker("create", "-v", f"{tmp_path}:/x:ro,rslave", "--mount",
+                        f"type=bind,src={tmp_path},dst=/y,bind-propagation=slave", "busybox", "true").stdout.strip()
+    mounts = json.loads(ketchd.docker("inspect", "-f", "{{json .Mounts}}", cid).stdout)
+    got = {m["Destination"]: (m["Propagation"], m["RW"], m["Mode"]) for m in mounts}
+    assert got == {"/x": ("rslave", False, "ro,rslave"), "/y": ("slave", True, "")}
+    ketchd.docker("start", "-a", cid)   # and the runtime applies them
+    ketchd.docker("rm", cid)
