@@ -37,6 +37,9 @@ DEFAULTS = {
     "image-service": "ketch.images.async_service:AsyncImageService",
     "init-path": "",
     "insecure-registries": [],
+    # seconds a registry may take to accept a connection, and to send the next bytes
+    "registry-connect-timeout": 30,
+    "registry-read-timeout": 120,
 }
 CONFIG_FILE = "/etc/ketch/daemon.json"
 
@@ -75,6 +78,8 @@ def parse_args(argv):
     p.add_argument("--init-path")
     p.add_argument("--insecure-registry", action="append", dest="insecure_registries",
                    help="a registry (HOST:PORT) reached over plain http; repeatable")
+    p.add_argument("--registry-connect-timeout", type=float, help="seconds to connect to a registry (30)")
+    p.add_argument("--registry-read-timeout", type=float, help="seconds a registry may stay silent (120)")
     p.add_argument("-v", "--version", action="store_true")
     return p.parse_args(argv)
 
@@ -93,6 +98,10 @@ def load_config(args) -> dict:
         if unknown:
             raise SystemExit(f"ketchd: {args.config_file}: unknown option(s): {', '.join(sorted(unknown))}")
         cfg.update(file_cfg)
+    for key in ("registry-connect-timeout", "registry-read-timeout"):
+        v = cfg.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise SystemExit(f"ketchd: {key}: a number of seconds above 0 is expected, not {v!r}")
     for key in DEFAULTS:
         v = getattr(args, key.replace("-", "_"), None)
         if v:
@@ -186,7 +195,9 @@ async def serve(cfg: dict) -> int:
             log.error(f"{what} not found", extra={what: path})
             return 1
     try:
-        images = load_image_service(cfg["image-service"], data_root, insecure=cfg["insecure-registries"])
+        images = load_image_service(cfg["image-service"], data_root, insecure=cfg["insecure-registries"],
+                                    registry_timeouts=(float(cfg["registry-connect-timeout"]),
+                                                       float(cfg["registry-read-timeout"])))
     except (ImportError, AttributeError) as e:
         log.warning("no image service; image operations are unavailable",
                     extra={"image_service": cfg["image-service"], "error": str(e)})

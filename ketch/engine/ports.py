@@ -79,13 +79,18 @@ class NetworkService(Protocol):
         """The network plugins, for /info."""
 
 
-def load_image_service(spec: str, data_root: str, insecure=()):
+def load_image_service(spec: str, data_root: str, insecure=(), registry_timeouts: tuple[float, float] | None = None):
     """Instantiate an image service from "module:callable", called with the data root (and the
-    insecure registries, when there are any)."""
+    insecure registries and the registry timeouts (connect, read), when there are any and the
+    factory takes them)."""
     import importlib
+    import inspect
     mod_name, _, attr = spec.partition(":")
     mod = importlib.import_module(mod_name)
     factory = getattr(mod, attr or "ImageService")
+    kw: dict = {}
     if insecure:
-        return factory(data_root, insecure=tuple(insecure))
-    return factory(data_root)
+        kw["insecure"] = tuple(insecure)
+    if registry_timeouts and "registry_timeouts" in inspect.signature(factory).parameters:
+        kw["registry_timeouts"] = registry_timeouts
+    return factory(data_root, **kw)

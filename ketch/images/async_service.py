@@ -39,8 +39,9 @@ def _mounted(path):
 
 
 class AsyncImageService:
-    def __init__(self, data_root, *, insecure=(), docker_config=None, events=None):
-        self.svc = ImageService(data_root, insecure=insecure, docker_config=docker_config)
+    def __init__(self, data_root, *, insecure=(), docker_config=None, events=None, registry_timeouts=None):
+        self.svc = ImageService(data_root, insecure=insecure, docker_config=docker_config,
+                                registry_timeouts=registry_timeouts)
         self.mount_root = os.path.join(self.svc.root, "rootfs")
         os.makedirs(self.mount_root, mode=0o711, exist_ok=True)
         self.events = events
@@ -276,7 +277,9 @@ class AsyncImageService:
         os.close(fd)
         try:
             from ketch.registry import RegistryClient
-            async with RegistryClient(insecure=tuple(self.svc.insecure), docker_config=path) as c:
+            connect, read = self.svc.registry_timeouts
+            async with RegistryClient(insecure=tuple(self.svc.insecure), docker_config=path,
+                                      connect_timeout=connect, read_timeout=read) as c:
                 await c.login(domain, username, password, config=path)
         finally:
             os.unlink(path)

@@ -81,7 +81,7 @@ class ImageService:
     ``docker_config``: the credentials file (default $DOCKER_CONFIG/config.json or ~/.docker/config.json).
     """
 
-    def __init__(self, root, *, insecure=(), docker_config=None, credentials=None):
+    def __init__(self, root, *, insecure=(), docker_config=None, credentials=None, registry_timeouts=None):
         self.root = os.path.abspath(root)
         os.makedirs(self.root, mode=0o711, exist_ok=True)
         self.content = ContentStore(os.path.join(self.root, "content"))
@@ -90,6 +90,7 @@ class ImageService:
         self.insecure = tuple(insecure)
         self.docker_config = docker_config
         self.credentials = credentials
+        self.registry_timeouts = tuple(registry_timeouts) if registry_timeouts else (30.0, 120.0)  # connect, read
         self._usage_checks = []
 
     # ---------------------------------------------------------------- usage (in-use hook)
@@ -680,7 +681,9 @@ class ImageService:
         if auth and auth.get("username") and auth.get("password"):
             given = Credentials(auth["username"], auth["password"])
             creds = lambda domain: given  # noqa: E731
-        return RegistryClient(insecure=self.insecure, docker_config=self.docker_config, credentials=creds)
+        connect, read = self.registry_timeouts
+        return RegistryClient(insecure=self.insecure, docker_config=self.docker_config, credentials=creds,
+                              connect_timeout=connect, read_timeout=read)
 
 
 def _docker_config(c):

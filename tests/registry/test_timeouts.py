@@ -42,3 +42,25 @@ def test_a_cancelled_request_to_a_silent_registry_ends_at_once(silent_registry):
                 await asyncio.wait_for(t, 5)
             return len([x for x in asyncio.all_tasks() if x is not asyncio.current_task()])
     assert asyncio.run(go()) == 0
+
+
+def test_ketchd_takes_the_timeouts_from_daemon_json_and_a_pull_names_the_registry(silent_registry, tmp_path):
+    """Through ketchd: `registry-read-timeout` in daemon.json bounds a pull from a silent registry."""
+    import json
+
+    from tests.engine.daemon import KetchDaemon
+    d = KetchDaemon(str(tmp_path / "d"), "ketch.images.async_service:AsyncImageService")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "daemon.json").write_text(json.dumps({"registry-read-timeout": 0.5,
+                                                            "registry-connect-timeout": 0.5}))
+    d.start()
+    try:
+        t0 = time.monotonic()
+        _status, _headers, body = d.request("POST", f"/images/create?fromImage={silent_registry}/app&tag=latest")
+        elapsed = time.monotonic() - t0
+        text = body.decode()
+        assert "did not answer within 0.5s" in text and silent_registry in text, text
+        assert elapsed < 5, elapsed
+    finally:
+        d.stop()
+        d.cleanup()
