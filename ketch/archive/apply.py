@@ -444,8 +444,12 @@ class _Extractor(_Applier):
     resolve = lfs.RESOLVE_IN_ROOT | lfs.RESOLVE_NO_MAGICLINKS
 
 
+class _StrictExtractor(_Extractor):
+    resolve = lfs.RESOLVE_STRICT
+
+
 def extract_archive(stream: cz.ByteReader, root: str, dest: str = "", *,
-                    no_overwrite_dir_non_dir: bool = False) -> None:
+                    no_overwrite_dir_non_dir: bool = False, follow_symlinks: bool = True) -> None:
     """`docker cp` into a container: untar ``stream`` into directory ``dest`` of ``root``.
 
     The layer applier's race-free path in copy mode: every path (the destination, each entry's
@@ -454,13 +458,17 @@ def extract_archive(stream: cz.ByteReader, root: str, dest: str = "", *,
     sees them and a symlink swapped in by a running container (CVE-2018-15664) cannot lead
     outside; names have no whiteout meaning (a file named `.wh.x` is a file), device nodes are
     skipped, trusted.overlay.* xattrs dropped. A plain or compressed tar.
+
+    ``follow_symlinks=False`` (a container's archive unpacked on the host, `cp C:path .`): no path
+    may go through a symlink at all, as in layer mode, but names still have no whiteout meaning.
     """
+    kind_of = _Extractor if follow_symlinks else _StrictExtractor
     rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         prefix = clean_name(dest) if dest.strip("/") else ""
         if prefix:
             try:
-                fd = lfs.openat2(rootfd, prefix, os.O_PATH, resolve=_Extractor.resolve)
+                fd = lfs.openat2(rootfd, prefix, os.O_PATH, resolve=kind_of.resolve)
             except OSError as e:
                 if e.errno in (errno.ENOENT, errno.ENOTDIR):
                     raise NotFound(f"Could not find the file /{prefix} in container") from None
@@ -473,7 +481,7 @@ def extract_archive(stream: cz.ByteReader, root: str, dest: str = "", *,
         raw = cz.HashingReader(stream)
         kind = cz.detect(raw.peek(8))
         tar_stream = raw if kind is None else cz.decompressing_reader(raw, kind)
-        ex = _Extractor(rootfd, prefix, no_overwrite_dir_non_dir)
+        ex = kind_of(rootfd, prefix, no_overwrite_dir_non_dir)
         try:
             with tarfile.open(fileobj=cast(IO[bytes], tar_stream), mode="r|", errorlevel=2) as tf:
                 for ti in tf:

@@ -805,14 +805,15 @@ def cmd_cp(args, ctx):
                 raise FlagError(f"invalid output path: directory {dp} does not exist")
             target_dir, rename = os.path.dirname(os.path.abspath(dp)) or ".", os.path.basename(dp)
         # the tar comes from the container: hostile. Extract it beneath a fresh directory with
-        # ketch.archive (no climbing names, never through symlinks), then move the one entry.
+        # ketch.archive's copy mode (no climbing names, never through symlinks, and no whiteout
+        # meaning: a file named .wh.x is a file), then move the one entry.
         import shutil
         import tempfile
 
-        from ketch.archive.apply import apply_layer
+        from ketch.archive.apply import extract_archive
         tmp = tempfile.mkdtemp(prefix=".ketch-cp-", dir=target_dir)
         try:
-            apply_layer(io.BytesIO(data), tmp)
+            extract_archive(io.BytesIO(data), tmp, follow_symlinks=False)
             entries = os.listdir(tmp)
             if len(entries) != 1:
                 raise FlagError(f"copy from {sc}:{sp}: expected one entry in the archive, got {len(entries)}")

@@ -1,0 +1,46 @@
+"""`ketch cp` both ways with names that mean something to overlay, and a trailing-slash source."""
+
+import os
+import stat
+import subprocess
+import sys
+
+from tests.engine.daemon import REPO, daemon_fixture
+
+
+def _make_base(d):
+    subprocess.run([sys.executable, "-c", "import sys; from ketch.images.service import ImageService; "
+                    "from ketch.images.base import make_base_image; make_base_image(ImageService(sys.argv[1]))",
+                    d.data_root], cwd=REPO, check=True, capture_output=True, timeout=120)
+
+
+ketchd = daemon_fixture("ketch.images.async_service:AsyncImageService", _make_base)
+
+
+def ketch(d, *args, check=True):
+    env = dict(os.environ, PYTHONPATH=REPO, DOCKER_CONFIG=os.path.join(d.base, "dockercfg"))
+    env.pop("KETCH_HOST", None)
+    r = subprocess.run([sys.executable, "-m", "ketch.cli.main", "-H", d.host, *args], capture_output=True,
+                       text=True, env=env, timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError(f"ketch {args}: {r.returncode} {r.stderr}")
+    return r
+
+
+def test_whiteout_names_stay_files_both_ways(ketchd, tmp_path):
+    ketch(ketchd, "run", "-d", "--name", "wh", "busybox", "sh", "-c",
+          "mkdir -p /d && echo notes > /d/.wh.notes && touch /d/.wh..wh..opq && sleep 60")
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        ketch(ketchd, "cp", "wh:/d/.wh.notes", str(out))
+        assert stat.S_ISREG(os.lstat(out / ".wh.notes").st_mode)
+        assert (out / ".wh.notes").read_text() == "notes\n"
+        ketch(ketchd, "cp", "wh:/d", str(out / "d"))
+        assert sorted(os.listdir(out / "d")) == [".wh..wh..opq", ".wh.notes"]
+        src = tmp_path / ".wh.back"
+        src.write_text("back\n")
+        ketch(ketchd, "cp", str(src), "wh:/d/")
+        assert ketch(ketchd, "exec", "wh", "cat", "/d/.wh.back").stdout == "back\n"
+    finally:
+        ketch(ketchd, "rm", "-f", "wh")
