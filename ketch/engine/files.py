@@ -45,7 +45,8 @@ class ContainerFiles:
         path = self._check(path)
 
         async def fn(c: Container, root: str, extra: dict):
-            return copy_mod.stat_header(copy_mod.path_stat(copy_mod.host_path(root, path, extra), path))
+            hp = copy_mod.host_path(root, path, extra, follow_final=_follows(path))
+            return copy_mod.stat_header(copy_mod.path_stat(hp, path))
         return await self._with_root(ref, fn)
 
     async def get(self, ref: str, path: str | None):
@@ -53,7 +54,7 @@ class ContainerFiles:
         path = self._check(path)
 
         async def fn(c: Container, root: str, extra: dict):
-            hp = copy_mod.host_path(root, path, extra)
+            hp = copy_mod.host_path(root, path, extra, follow_final=_follows(path))
             st = copy_mod.path_stat(hp, path)
             f = await asyncio.get_running_loop().run_in_executor(None, copy_mod.make_tar, hp, path)
             return copy_mod.stat_header(st), f
@@ -74,3 +75,8 @@ class ContainerFiles:
                 await asyncio.get_running_loop().run_in_executor(None, copy_mod.extract_tar, spool, root, path,
                                                                  extra, no_overwrite_dir_non_dir)
             await self._with_root(c.id, fn)
+
+
+def _follows(path: str) -> bool:
+    """A trailing slash (or /.) names the directory a symlink points to, as Docker reads it."""
+    return path.endswith("/") or path.endswith("/.")

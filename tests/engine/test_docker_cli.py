@@ -477,3 +477,16 @@ def test_inspect_mounts_report_the_propagation_asked_for(ketchd, tmp_path):
     assert got == {"/x": ("rslave", False, "ro,rslave"), "/y": ("slave", True, "")}
     ketchd.docker("start", "-a", cid)   # and the runtime applies them
     ketchd.docker("rm", cid)
+
+
+def test_cp_out_of_a_symlink_with_a_trailing_slash_follows_it(ketchd, tmp_path):
+    cid = ketchd.docker("run", "-d", "busybox", "sh", "-c", "mkdir /real && echo in > /real/f && "
+                        "ln -s /real /link && sleep 60").stdout.strip()
+    try:
+        wait_for(lambda: ketchd.docker("exec", cid, "test", "-L", "/link", check=False).returncode == 0)
+        ketchd.docker("cp", f"{cid}:/link/", str(tmp_path / "followed"))
+        assert (tmp_path / "followed" / "f").read_text() == "in\n"
+        ketchd.docker("cp", f"{cid}:/link", str(tmp_path / "asis"))
+        assert os.path.islink(tmp_path / "asis") and os.readlink(tmp_path / "asis") == "/real"
+    finally:
+        ketchd.docker("rm", "-f", cid)
