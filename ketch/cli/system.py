@@ -14,7 +14,14 @@ def cmd_check(args, ctx):
     if ingests:
         print(f"{ingests} interrupted download{'s' if ingests != 1 else ''} kept for resuming "
               f"(removed by `ketch image prune` after an hour)")
-    return 1 if problems and not args.repair else 0
+    if args.repair and problems:
+        # the exit status tells what is left: a second look after the repair
+        left = ctx.client.system_check(repair=False).get("Problems") or []
+        for p in left:
+            print(f"still: {p['area']}: {p['what']}: {p['problem']}")
+        print(f"{len(left)} problem{'s' if len(left) != 1 else ''} left after the repair")
+        return 1 if left else 0
+    return 1 if problems else 0
 
 
 def register(sub, name, help_):
