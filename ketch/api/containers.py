@@ -6,7 +6,15 @@ import json
 from aiohttp import web
 
 from ketch.api.request import CREATE, UPDATE, Routes, boolean, filters_of, integer, jresp, json_body
-from ketch.api.streams import MULTIPLEXED_STREAM, RAW_STREAM, frame, hijack, serve_session
+from ketch.api.streams import (
+    MULTIPLEXED_STREAM,
+    RAW_STREAM,
+    client_gone,
+    frame,
+    hijack,
+    serve_session,
+    until_gone,
+)
 from ketch.errors import InvalidArgument, KetchError, NotImplementedYet
 
 
@@ -103,11 +111,12 @@ class ContainerRoutes(Routes):
         resp = web.StreamResponse(headers={"Content-Type": self._stream_type(request, tty)})
         await resp.prepare(request)
         try:
-            async for stream, data in gen:
+            async for stream, data in until_gone(request, gen):
                 await resp.write(data if tty else frame(1 if stream == "stdout" else 2, data))
         except (ConnectionResetError, asyncio.CancelledError):
             return resp
-        await resp.write_eof()
+        if not client_gone(request):
+            await resp.write_eof()
         return resp
 
     async def c_attach(self, request):
@@ -146,7 +155,7 @@ class ContainerRoutes(Routes):
                 return jresp(s)
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         try:
-            async for s in samples:
+            async for s in until_gone(request, samples):
                 if not resp.prepared:
                     await resp.prepare(request)
                 await resp.write(json.dumps(s).encode() + b"\n")
@@ -154,7 +163,8 @@ class ContainerRoutes(Routes):
             return resp
         finally:
             await samples.aclose()
-        await resp.write_eof()
+        if not client_gone(request):
+            await resp.write_eof()
         return resp
 
     async def c_pause(self, request):

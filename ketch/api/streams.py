@@ -21,6 +21,43 @@ RAW_STREAM = "application/vnd.docker.raw-stream"
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
 
 
+def client_gone(request) -> bool:
+    """The client has hung up (its connection is closed or closing)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def until_gone(request, items, poll: float = 0.5):
+    """The items of an async iterator, ending when the iterator does or when the client hangs
+    up, whichever comes first: a stream that has nothing to send (events, `logs -f` of a quiet
+    container) would otherwise wait for its next item forever after the client went away
+    (aiohttp does not cancel a handler whose client left). The client is checked every `poll`
+    seconds while waiting; the iterator is closed either way."""
+    it = items.__aiter__()
+    try:
+        while True:
+            nxt = asyncio.ensure_future(it.__anext__())
+            try:
+                while not nxt.done():
+                    await asyncio.wait({nxt}, timeout=poll)
+                    if not nxt.done() and client_gone(request):
+                        nxt.cancel()
+                        await asyncio.gather(nxt, return_exceptions=True)
+                        return
+                item = nxt.result()
+            except StopAsyncIteration:
+                return
+            except BaseException:
+                nxt.cancel()
+                await asyncio.gather(nxt, return_exceptions=True)
+                raise
+            yield item
+    finally:
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 def frame(stream: int, data: bytes) -> bytes:
     return struct.pack(">BxxxL", stream, len(data)) + data
 

@@ -6,6 +6,7 @@ import json
 from aiohttp import web
 
 from ketch.api.request import API_VERSION, Routes, filters_of, jresp
+from ketch.api.streams import until_gone
 from ketch.engine.logs import parse_time
 
 
@@ -37,7 +38,7 @@ class SystemRoutes(Routes):
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
         try:
-            async for ev in stream:
+            async for ev in until_gone(request, stream):
                 await resp.write(json.dumps(ev).encode() + b"\n")
         except (ConnectionResetError, asyncio.CancelledError):
             pass
