@@ -5,6 +5,7 @@ system check, save formats, all-tags pull) against a recording server, and ketch
 import base64
 import json
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -68,6 +69,7 @@ class Recorder:
 
     def close(self):
         self.srv.close()
+        shutil.rmtree(self.dir, ignore_errors=True)   # nothing of the test left in /tmp
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The CLI's own HTTP/1.1 client, against a server that writes exactly the bytes each case needs."""
 
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -33,6 +34,7 @@ def serve_once(reply: bytes, split=(), close=True):
         if close:
             c.close()
         srv.close()
+        shutil.rmtree(d, ignore_errors=True)   # the test's own socket dir: nothing left in /tmp
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return path, t, got
