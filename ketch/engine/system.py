@@ -141,6 +141,11 @@ class System:
     def event_stream(self, filters: dict, since: int | None, until: int | None) -> EventStream:
         """Events from the history (since) and then live ones, until `until` (nanoseconds).
         Bad filters are refused here, before the stream starts; it listens from this call on."""
+        now = time.time_ns()
+        if since is not None and since > now + 10**9:
+            raise InvalidArgument("since time is in the future: events that have not happened cannot be listed")
+        if since is not None and until is not None and until < since:
+            raise InvalidArgument("until time must be after since time")
         return EventStream(self.events, check_filters(filters), since, until)
 
 

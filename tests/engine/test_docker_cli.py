@@ -490,3 +490,10 @@ def test_cp_out_of_a_symlink_with_a_trailing_slash_follows_it(ketchd, tmp_path):
         assert os.path.islink(tmp_path / "asis") and os.readlink(tmp_path / "asis") == "/real"
     finally:
         ketchd.docker("rm", "-f", cid)
+
+
+def test_events_since_in_the_future_is_refused(ketchd):
+    r = ketchd.docker("events", "--since", str(int(time.time()) + 3600), check=False, timeout=10)
+    assert r.returncode != 0 and "since time is in the future" in r.stderr
+    r = ketchd.docker("events", "--since", "100", "--until", "50", check=False, timeout=10)
+    assert r.returncode != 0 and "until time must be after since time" in r.stderr
