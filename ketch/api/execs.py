@@ -36,12 +36,13 @@ class ExecRoutes(Routes):
         e = self.engine.exec_inspect(eid)
         if e["Running"] or e["ExitCode"] is not None:
             await self.engine.exec_start(eid)  # raises Docker's conflict before the hijack
-        tty = bool(e["ProcessConfig"]["tty"])
+        # as dockerd: the start body's Tty frames the stream (docker-py sends Tty: false unless told)
+        tty = bool(body["Tty"]) if body.get("Tty") is not None else bool(e["ProcessConfig"]["tty"])
         h = hijack(request, RAW_STREAM if tty or self.api_version(request) < (1, 42) else MULTIPLEXED_STREAM)
         session = None
         try:
-            session = await self.engine.exec_start(eid)
-            if body.get("ConsoleSize") and tty:
+            session = await self.engine.exec_start(eid, tty=tty)
+            if body.get("ConsoleSize") and e["ProcessConfig"]["tty"]:
                 try:
                     self.engine.exec_resize(eid, *body["ConsoleSize"])
                 except KetchError:

@@ -183,3 +183,18 @@ def test_cp_into_a_container_that_swaps_symlinks_stays_inside(client):
         assert not [n for n in os.listdir("/") if n.startswith(f"escape-{tag}")]
     finally:
         c.remove(force=True)
+
+
+def test_exec_start_frames_by_the_start_bodys_tty(client):
+    """docker-py's exec_create(tty=True) then exec_start() sends Tty: false: the stream is framed
+    (stdcopy), as dockerd frames it, and docker-py demultiplexes it."""
+    c = client.containers.run("busybox", ["sleep", "60"], detach=True)
+    try:
+        eid = client.api.exec_create(c.id, ["sh", "-c", "echo out; echo err >&2"], tty=True)["Id"]
+        out = client.api.exec_start(eid, demux=True)
+        assert out[0].replace(b"\r", b"") == b"out\nerr\n" and out[1] is None   # a pty: one stream, framed
+        eid = client.api.exec_create(c.id, ["sh", "-c", "echo out; echo err >&2"], detach_keys="ctrl-x")["Id"]
+        assert client.api.exec_inspect(eid)["DetachKeys"] == "ctrl-x"     # docker-py's detachKeys read
+        assert client.api.exec_start(eid, demux=True) == (b"out\n", b"err\n")
+    finally:
+        c.remove(force=True)
