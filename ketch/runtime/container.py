@@ -276,13 +276,38 @@ def start(root: str, cid: str, log: Log | None = None) -> st.State:
                 if not state.alive():
                     break
                 time.sleep(0.0005)
+        # then to the end: the init holds its write end until execve (close-on-exec), or writes
+        # "E<why>" when the exec failed
+        rest = _read_to_end(fd, state) if data == b"0" else b""
     finally:
         os.close(fd)
     os.unlink(state.fifo)
     if data != b"0":
         raise Internal(f"cannot start container `{cid}`: its init exited before start")
+    if rest.startswith(b"E"):
+        raise Internal(f"cannot start container `{cid}`: {rest[1:].decode(errors='replace')}")
     hooks.run_all(state.config.get("hooks"), "poststart", state.oci(), warn_only=True, log=log)
     return state
+
+
+def _read_to_end(fd: int, state: st.State) -> bytes:
+    """What the init writes on the fifo after its "0", until its write end closes (at execve)."""
+    import select
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    out = b""
+    while True:
+        if not poller.poll(20):
+            if not state.alive():
+                return out
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return out
+        out += chunk
 
 
 def parse_signal(sig: str | int | None) -> int:

@@ -198,6 +198,7 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
     sc.set_pdeathsig(0)
     ch.send("created")
     ch.close()
+    fd = -1
     try:
         if userns:
             # a non-dumpable process's /proc/self belongs to the host's root, which this user
@@ -207,11 +208,18 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
         fifo_fd = opts["fifo_fd"]
         fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         os.write(fd, b"0")
-        os.close(fd)
         os.close(fifo_fd)
+        # the fifo's write end stays open (close-on-exec) until execve: `start` reads to its end,
+        # so it returns once the user's process runs, and a signal sent right after start reaches
+        # that process (the init, PID 1 of its namespace with no handlers, would drop it)
         hooks.run_all(cfg.get("hooks"), "startContainer", opts["hook_state"])
         process.exec_process(proc, linux.get("seccomp"), preserve_fds=opts.get("preserve_fds", 0))
-    except BaseException as e:  # noqa: B902 - the runtime is gone: stderr is all we have
+    except BaseException as e:  # noqa: B902 - the runtime is gone: stderr (and start) is all we have
         sys.stderr.write(f"ketch-runtime: {e}\n")
         sys.stderr.flush()
+        if fd >= 0:
+            try:
+                os.write(fd, b"E" + str(e).encode(errors="replace")[:3000])
+            except OSError:
+                pass
         os._exit(127 if "not found" in str(e) else 126)

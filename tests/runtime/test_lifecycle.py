@@ -156,3 +156,31 @@ def test_run_forwards_signals(rt):
     out, _ = p.communicate(timeout=10)
     assert p.returncode == 42
     assert "got-term" in out
+
+
+def test_a_signal_right_after_start_reaches_the_process(rt):
+    """start returns once the user's process has been exec'd: a TERM sent at once is not lost on
+    the init (PID 1 of its namespace, which drops signals it has no handler for)."""
+    from ketch.runtime import container as rtc
+    for i in range(20):
+        b = rt.bundle(["sh", "-c", "trap 'exit 7' TERM; while :; do sleep 0.01; done"])
+        pidfile = os.path.join(rt.tmp, f"pid-{i}")
+        assert rt.rt("create", "--bundle", b.path, "--pid-file", pidfile, b.id).returncode == 0
+        pid = int(open(pidfile).read())
+        rtc.start(rt.root, b.id)    # in-process, as ketchd calls it: nothing between start and the check
+        # the process runs the user's program already (no poll needed)
+        assert open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0] == b"sh", i
+        assert rt.rt("kill", b.id, "TERM").returncode == 0
+        wait_status(rt, b.id, "stopped")
+        assert rt.rt("delete", b.id).returncode == 0
+
+
+def test_start_reports_an_exec_that_failed(rt):
+    b = rt.bundle(["/no/such/program"])
+    r = rt.rt("create", "--bundle", b.path, b.id)
+    if r.returncode != 0:   # a runtime that checks the program at create: as good
+        assert "no such file" in r.stderr.lower() or "not found" in r.stderr.lower()
+        return
+    r = rt.rt("start", b.id)
+    assert r.returncode != 0 and ("no such file" in r.stderr.lower() or "not found" in r.stderr.lower()), r.stderr
+    rt.rt("delete", "--force", b.id)
