@@ -88,8 +88,13 @@ def effective_caps(host_config: dict) -> list[str]:
         caps = []
     if "ALL" in add:
         caps = host_caps()
+    grantable = None
     for c in add:
         if c != "ALL" and c not in caps:
+            grantable = grantable if grantable is not None else set(host_caps())
+            if c not in grantable:
+                raise InvalidArgument(f"--cap-add {c}: this host cannot grant it (it is not in the daemon's "
+                                      "bounding set)")
             caps.append(c)
     return [c for c in caps if c not in drop]
 

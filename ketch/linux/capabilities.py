@@ -88,9 +88,30 @@ def _masks(caps):
     return {k: parse(caps.get(k)) for k in _KINDS}
 
 
+def own_bounding() -> int:
+    """This process's bounding set (what it can ever grant)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return (1 << (last_cap() + 1)) - 1
+
+
 def validate(caps: dict) -> None:
-    """Check names and shape without touching the process (runtime `create`)."""
-    _masks(caps)
+    """Check names and shape without touching the process (runtime `create`), and that this host
+    can grant them: a capability outside the runtime's own bounding set fails create now, with its
+    name, rather than the init's capset later."""
+    masks = _masks(caps)
+    wanted = 0
+    for m in masks.values():
+        wanted |= m
+    missing = wanted & ~own_bounding()
+    if missing:
+        raise InvalidArgument(f"capabilities {', '.join(names(missing))}: not in this host's bounding set, "
+                              "so no process here can grant them")
 
 
 def _strerror(e: OSError) -> str:

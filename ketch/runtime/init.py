@@ -61,11 +61,20 @@ def preload(cfg: dict) -> None:
     """Import now everything used after pivot_root or setns: the host's files are gone then."""
     import resource  # noqa: F401 - a C extension loaded from the host's lib-dynload
 
+    from ketch import errors  # noqa: F401 - also what a failure is reported with
     from ketch.linux import capabilities  # noqa: F401
     from ketch.runtime import hooks, process  # noqa: F401
     proc = cfg.get("process") or {}
+    # in a user namespace the checkout may be out of reach (a 0700 directory, as /root is): import
+    # now what the init uses after it enters one, not only what it uses after pivot_root
+    nss = cfgmod.namespaces(cfg)
+    if "network" in nss and not nss["network"]:
+        import _socket  # noqa: F401 - loopback_up's
+
+        from ketch.linux import net  # noqa: F401
     if proc.get("terminal"):
         import fcntl  # noqa: F401,E401
+        import socket  # noqa: F401 - the console socket's
 
         from ketch.runtime import tty  # noqa: F401
     if (cfg.get("linux") or {}).get("seccomp"):

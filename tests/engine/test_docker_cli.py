@@ -497,3 +497,11 @@ def test_events_since_in_the_future_is_refused(ketchd):
     assert r.returncode != 0 and "since time is in the future" in r.stderr
     r = ketchd.docker("events", "--since", "100", "--until", "50", check=False, timeout=10)
     assert r.returncode != 0 and "until time must be after since time" in r.stderr
+
+
+def test_a_capability_the_host_lacks_is_refused_at_create(ketchd):
+    from ketch.engine.hostconfig import host_caps
+    if "CAP_SYS_RESOURCE" in host_caps():
+        pytest.skip("this host can grant CAP_SYS_RESOURCE")
+    r = ketchd.docker("run", "--rm", "--cap-add", "SYS_RESOURCE", "busybox", "true", check=False)
+    assert r.returncode == 125 and "--cap-add CAP_SYS_RESOURCE: this host cannot grant it" in r.stderr

@@ -6,6 +6,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests import helpers
 
 
@@ -184,3 +186,19 @@ def test_start_reports_an_exec_that_failed(rt):
     r = rt.rt("start", b.id)
     assert r.returncode != 0 and ("no such file" in r.stderr.lower() or "not found" in r.stderr.lower()), r.stderr
     rt.rt("delete", "--force", b.id)
+
+
+def test_a_capability_the_host_cannot_grant_fails_create_naming_it(rt):
+    from ketch.linux import capabilities
+    missing = [n for n in capabilities.names((1 << (capabilities.last_cap() + 1)) - 1)
+               if not capabilities.own_bounding() >> capabilities.CAPS[n] & 1]
+    if not missing:
+        pytest.skip("this host's bounding set is full")
+
+    def m(c):
+        for k in ("bounding", "effective", "permitted"):
+            c["process"].setdefault("capabilities", {})[k] = [missing[0]]
+    b = rt.bundle(["true"], m)
+    r = rt.rt("create", "--bundle", b.path, b.id)
+    assert r.returncode != 0 and missing[0] in r.stderr and "bounding set" in r.stderr
+    assert rt.rt("state", b.id).returncode != 0   # nothing was left behind
