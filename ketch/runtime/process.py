@@ -39,6 +39,19 @@ def lookup(arg0: str, env: dict[str, str]) -> str:
     raise NotFound(f'exec: "{arg0}": executable file not found in $PATH')
 
 
+def home_of(uid: int) -> str:
+    """The home directory of `uid` in the (already pivoted) root's /etc/passwd, else "/"."""
+    try:
+        with open("/etc/passwd", errors="replace") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) >= 6 and parts[2] == str(uid):
+                    return parts[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
 def set_rlimits(rlimits: list[dict] | None) -> None:
     if not rlimits:
         return
@@ -57,11 +70,18 @@ def set_rlimits(rlimits: list[dict] | None) -> None:
 
 
 def check_cwd(cwd: str) -> None:
-    """Enter cwd and make sure it lies inside the container root (CVE-2024-21626)."""
+    """Enter cwd, made (0755, root's) when missing as runc and crun make it, and make sure it lies
+    inside the container root (CVE-2024-21626). Runs inside the root, before it is made read-only."""
     try:
         os.chdir(cwd)
     except FileNotFoundError:
-        raise NotFound(f"cwd `{cwd}`: no such file or directory") from None
+        try:
+            os.makedirs(cwd, 0o755, exist_ok=True)
+            os.chdir(cwd)
+        except FileNotFoundError:
+            raise NotFound(f"cwd `{cwd}`: no such file or directory") from None
+        except OSError as e:
+            raise InvalidArgument(f"cwd `{cwd}`: cannot create it: {(e.strerror or str(e)).lower()}") from None
     except NotADirectoryError:
         raise InvalidArgument(f"cwd `{cwd}`: not a directory") from None
     real = os.getcwd()
@@ -105,6 +125,8 @@ def exec_process(proc: dict, seccomp: dict | None, *, preserve_fds: int = 0) -> 
     """Become the container's process. Never returns."""
     from ketch.linux import syscalls as sc
     env = env_dict(proc.get("env"))
+    if "HOME" not in env:  # as runc: from the container's passwd, for the process's uid
+        env["HOME"] = home_of(int((proc.get("user") or {}).get("uid") or 0))
     args = proc["args"]
     path = lookup(args[0], env)
     umask = (proc.get("user") or {}).get("umask")

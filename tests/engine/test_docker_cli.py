@@ -467,6 +467,8 @@ def test_values_as_dockerd_shows_them(ketchd):
     assert all(line.endswith(":/") for line in out.split()), out
     # max-file alone is accepted, as dockerd accepts it
     ketchd.docker("run", "--rm", "--log-opt", "max-file=3", "busybox", "true")
+    # -w to a directory the image lacks makes it (Docker does; it was exit 127)
+    assert ketchd.docker("run", "--rm", "-w", "/made/here", "busybox", "pwd").stdout == "/made/here\n"
 
 
 def test_inspect_mounts_report_the_propagation_asked_for(ketchd, tmp_path):

@@ -202,3 +202,13 @@ def test_a_capability_the_host_cannot_grant_fails_create_naming_it(rt):
     r = rt.rt("create", "--bundle", b.path, b.id)
     assert r.returncode != 0 and missing[0] in r.stderr and "bounding set" in r.stderr
     assert rt.rt("state", b.id).returncode != 0   # nothing was left behind
+
+
+def test_missing_cwd_is_made_and_home_comes_from_passwd(rt):
+    def m(c):
+        c["process"]["cwd"] = "/new/work/dir"
+        c["process"]["env"] = [e for e in c["process"]["env"] if not e.startswith("HOME=")]
+        c["process"]["user"] = {"uid": 0, "gid": 0}
+    r = rt.run(["sh", "-c", "pwd; echo $HOME; stat -c %a /new/work/dir"], m)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["/new/work/dir", "/root", "755"]
