@@ -148,8 +148,10 @@ class Lifecycle:
         try:
             await self.runtime.start(c.id)
         except KetchError as e:
+            # the process could not be exec'd (start reports the init's own words): as a create
+            # failure, so 126/127 reach the client as Docker's
             await self.runtime.delete(c.id, force=True)
-            await self._start_failed(c, str(e), wrap=False, exc=e)
+            await self._start_failed(c, str(e))
         cpid = conmon.conmon_pid(paths, c.id)
         c.set_status(Status.RUNNING)
         c.state.update({"Pid": pid, "ExitCode": 0, "Error": "", "OOMKilled": False, "StartedAt": now_rfc3339(),

@@ -134,4 +134,10 @@ def exec_process(proc: dict, seccomp: dict | None, *, preserve_fds: int = 0) -> 
         os.umask(umask)
     sc.set_cloexec_from(3 + preserve_fds)
     drop_privileges(proc, seccomp)
-    os.execve(path, args, env)
+    try:
+        os.execve(path, args, env)
+    except OSError as e:  # worded as runc words it: engines map these words to exit codes 126 and 127
+        why = os.strerror(e.errno).lower() if e.errno else str(e)
+        if e.errno == 2:
+            raise NotFound(f'exec: "{args[0]}": {why}') from None
+        raise PermissionDenied(f'exec: "{args[0]}": {why}') from None

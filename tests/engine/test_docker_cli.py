@@ -507,3 +507,4 @@ def test_a_capability_the_host_lacks_is_refused_at_create(ketchd):
         pytest.skip("this host can grant CAP_SYS_RESOURCE")
     r = ketchd.docker("run", "--rm", "--cap-add", "SYS_RESOURCE", "busybox", "true", check=False)
     assert r.returncode == 125 and "--cap-add CAP_SYS_RESOURCE: this host cannot grant it" in r.stderr
+

@@ -88,3 +88,12 @@ def test_push_pull_through_the_api_with_docker_cli(ketchd, tmp_path):
         ketchd.docker("rmi", ref)
     finally:
         reg.stop()
+
+
+def test_docker_system_prune_works(ketchd):
+    cid = ketchd.docker("create", "--label", "sysprune=1", "busybox", "true").stdout.strip()
+    r = ketchd.docker("system", "prune", "-f", "--filter", "label=sysprune=1")
+    assert r.returncode == 0 and "Total reclaimed space" in r.stdout, r.stderr
+    assert ketchd.docker("inspect", cid, check=False).returncode != 0
+    assert ketchd.docker("image", "inspect", "busybox").returncode == 0   # in use by nothing, but not dangling
+    assert ketchd.docker("system", "prune", "-f", "--volumes").returncode == 0
