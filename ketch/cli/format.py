@@ -1,14 +1,19 @@
-"""Output helpers: Docker's human sizes and times, and a Go-template subset for --format.
+"""Output helpers: Docker's human sizes and times, and --format's Go templates.
 
-Supported templates: ``{{.Field}}``, ``{{json .}}``, ``{{json .Field}}``, ``{{.Field}}`` with
-nested fields (``{{.Config.Cmd}}``), literal text with ``\\t`` and ``\\n``, and a leading
-``table`` that prints a header row and aligns columns like ``docker images``.
+A template made only of ``{{.Field}}``, ``{{.A.B}}``, ``{{json .}}`` and ``{{json .Field}}``
+actions (the default tables, most scripts) is expanded here with one regex; any other goes to
+ketch/cli/gotemplate.py (Go's text/template: range, if, with, pipelines, functions...), which
+is imported only then. Both print values as Go does (``[a b]``, ``map[k:v]``, ``<no value>``)
+and ``json`` as docker's (compact, no HTML escaping). ``\\t`` and ``\\n`` in a template are a
+tab and a newline; a leading ``table`` prints a header row (each field's name as docker
+prints it, ``.Label "k"`` as ``k``) and aligns the columns like ``docker ps``. A template that
+does not parse raises TemplateFailed (``template parsing error: template: :1: ...``).
 """
 
 import re
 import time
 
-from ketch import _json as json
+from ketch.errors import KetchError
 
 _FIELD = re.compile(r"\{\{\s*(json\s+)?\.([A-Za-z0-9_.]*)\s*\}\}")
 
@@ -35,6 +40,37 @@ def to_json(obj, indent=None, _level=0) -> str:
     if isinstance(obj, (list, tuple)) and obj:
         return "[" + pad + ("," + pad).join(to_json(v, indent, _level + 1) for v in obj) + end + "]"
     return "".join(_encoder(obj, 0))
+
+
+_go_encoder = None
+
+
+def to_go_json(obj) -> str:
+    """docker's `json` template function: Go's json.Marshal, compact, without HTML escaping."""
+    global _go_encoder
+    import _json as c
+    if _go_encoder is None:
+        _go_encoder = c.make_encoder(None, _unserializable, c.encode_basestring, None, ":", ",", False, False, True)
+    return "".join(_go_encoder(obj, 0)).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+class TemplateFailed(KetchError):
+    """A --format template that does not parse or execute: printed as it is (Go's words), exit 1."""
+
+    plain = True
+
+
+class Row(dict):
+    """A ps/images row: its fields, and ``{{.Label "k"}}`` (the raw labels, as docker's contexts)."""
+
+    TEMPLATE_METHODS = ("Label",)
+
+    def __init__(self, fields, labels=None):
+        super().__init__(fields)
+        self.labels = labels or {}
+
+    def Label(self, name):  # noqa: N802 - the template's name for it
+        return self.labels.get(name, "")
 
 
 def human_size(n):
@@ -65,58 +101,155 @@ def since(t, now=None):
     return f"{int(d)} seconds ago"
 
 
+_SLOW = object()
+
+
 def _lookup(obj, path):
     if path == "":
         return obj
     for part in path.split("."):
         if isinstance(obj, dict):
             obj = obj.get(part)
+        elif obj is None:
+            return None
         else:
-            obj = getattr(obj, part, None)
+            return _SLOW  # a field of a string, a list...: Go's error, from the template engine
     return obj
 
 
-def _text(v):
+def go_float(f: float) -> str:
+    from ketch.cli.gotemplate import go_float as gf
+    return gf(f)
+
+
+def go_str(v) -> str:
+    """fmt.Sprint of a value as JSON decodes into Go (maps in key order)."""
     if v is None:
-        return "<no value>"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, list):
-        return "[" + " ".join(_text(x) for x in v) + "]"
+        return "<nil>"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float):
+        return go_float(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + " ".join(go_str(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "map[" + " ".join(f"{k}:{_text(x)}" for k, x in sorted(v.items())) + "]"
+        return "map[" + " ".join(f"{go_str(k)}:{go_str(x)}" for k, x in sorted(v.items(), key=lambda kv: str(kv[0]))) \
+            + "]"
     return str(v)
+
+
+def _text(v):
+    return "<no value>" if v is None else go_str(v)
+
+
+def _unescape(template: str) -> str:
+    return template.replace("\\t", "\t").replace("\\n", "\n")
+
+
+def _simple(t: str) -> bool:
+    """Only {{.A.B}} and {{json .X}} actions: expanded here, without the template engine."""
+    return "{{" not in _FIELD.sub("", t)
+
+
+def _engine():
+    from ketch.cli import gotemplate
+    return gotemplate
+
+
+def parse(template: str):
+    """The parsed template (Go's text/template), or TemplateFailed in Go's words."""
+    g = _engine()
+    try:
+        return g.parse(_unescape(template))
+    except g.TemplateError as e:
+        raise TemplateFailed(f"template parsing error: {e}") from None
+
+
+def _execute(tmpl, obj) -> str:
+    g = _engine()
+    try:
+        return tmpl.execute(obj)
+    except g.TemplateError as e:
+        raise TemplateFailed(str(e)) from None
 
 
 def render(template, obj):
     """Expand ``template`` against ``obj`` (a dict)."""
-    t = template.replace("\\t", "\t").replace("\\n", "\n")
+    t = _unescape(template)
+    if _simple(t):
+        slow = False
 
-    def sub(m):
-        v = _lookup(obj, m.group(2))
-        return json.dumps(v) if m.group(1) else _text(v)
-    return _FIELD.sub(sub, t)
+        def sub(m):
+            nonlocal slow
+            v = _lookup(obj, m.group(2))
+            if v is _SLOW:
+                slow = True
+                return ""
+            return to_go_json(v) if m.group(1) else _text(v)
+        out = _FIELD.sub(sub, t)
+        if not slow:
+            return out
+    return _execute(parse(template), obj)
 
 
 HEADERS = {"CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "ID": "IMAGE ID"}
 
 
+def header_name(name: str, headers=None) -> str:
+    """A field's column title: the command's own, else its name in upper-case words (RepoTags: REPO TAGS)."""
+    names = dict(HEADERS, **(headers or {}))
+    if name in names:
+        return names[name]
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).upper()
+
+
+class HeaderName(str):
+    """A column title; a field of it is the title of that field (``.A.B``: B's)."""
+
+    def __new__(cls, value, headers=None):
+        self = super().__new__(cls, value)
+        self.headers = headers
+        return self
+
+    def template_field(self, name):
+        return HeaderName(header_name(name, self.headers), self.headers)
+
+
+class Header:
+    """What a ``table`` template's header row is executed against (docker's header context):
+    ``.Field`` is the field's column title, ``.Label "a.b-c"`` is ``b c`` as docker prints it."""
+
+    TEMPLATE_METHODS = ("Label",)
+
+    def __init__(self, headers=None):
+        self.headers = headers
+
+    def template_field(self, name):
+        return HeaderName(header_name(name, self.headers), self.headers)
+
+    def Label(self, name):  # noqa: N802 - the template's name for it
+        return name.split(".")[-1].replace("-", " ").replace("_", " ")
+
+
 def header_of(template, headers=None):
     """The header row of a ``table`` template: each field's name in upper case words."""
-    t = template.replace("\\t", "\t").replace("\\n", "\n")
-    names = dict(HEADERS, **(headers or {}))
+    t = _unescape(template)
+    if not _simple(t):
+        return _execute(parse(template), Header(headers))
 
     def sub(m):
         name = m.group(2).split(".")[-1] or "JSON"
-        if name in names:
-            return names[name]
-        return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).upper()
+        return header_name(name, headers)
     return _FIELD.sub(sub, t)
 
 
 def table(rows):
     """Align tab-separated rows into columns (3 spaces apart), like Go's tabwriter."""
-    split = [r.split("\t") for r in rows]
+    split = [line.split("\t") for line in "\n".join(rows).split("\n")]
     widths = {}
     for cells in split:
         for i, c in enumerate(cells[:-1]):
@@ -128,14 +261,23 @@ def table(rows):
 
 
 def print_formatted(items, fmt, default_table, out, headers=None):
-    """Print ``items`` with a --format value (None: ``default_table``)."""
+    """Print ``items`` with a --format value (None: ``default_table``); a template that does not
+    parse fails before anything is printed, even with no items."""
     fmt = fmt or default_table
     if fmt == "json":
         fmt = "{{json .}}"
     if fmt.startswith("table"):
-        body = fmt[5:].lstrip() or default_table[5:].lstrip()
-        rows = [header_of(body, headers)] + [render(body, it) for it in items]
+        body = fmt[5:].strip(" ") or default_table[5:].strip(" ")
+        if _simple(_unescape(body)):
+            rows = [header_of(body, headers)] + [render(body, it) for it in items]
+        else:
+            tmpl = parse(body)
+            rows = [_execute(tmpl, Header(headers))] + [_execute(tmpl, it) for it in items]
         print(table(rows), file=out)
-    else:
+    elif _simple(_unescape(fmt)):
         for it in items:
             print(render(fmt, it), file=out)
+    else:
+        tmpl = parse(fmt)
+        for it in items:
+            print(_execute(tmpl, it), file=out)

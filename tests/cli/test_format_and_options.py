@@ -11,7 +11,7 @@ def test_template_subset():
     assert fmt.render("{{.ID}}", row) == "abc"
     assert fmt.render("{{.Repository}}:{{.Tag}}\\t{{.Config.Cmd}}", row) == "busybox:latest\t[sh -c]"
     assert json.loads(fmt.render("{{json .}}", row)) == row
-    assert fmt.render("{{json .Config.Cmd}}", row) == '["sh", "-c"]'
+    assert fmt.render("{{json .Config.Cmd}}", row) == '["sh","-c"]'  # docker's json: compact
     assert fmt.render("{{.Missing}}", row) == "<no value>"
 
 
