@@ -37,7 +37,7 @@ def _err(msg: str) -> None:
 
 def _describe(e: Exception) -> str:
     from ketch.client import DaemonNotRunning
-    if isinstance(e, DaemonNotRunning):
+    if isinstance(e, DaemonNotRunning) or getattr(e, "plain", False):
         return str(e)
     if getattr(e, "status", None):
         return f"Error response from daemon: {e}"
@@ -396,14 +396,14 @@ def _ps_row(c: dict, trunc: bool) -> dict:
     size = ""
     if "SizeRw" in c:
         size = f"{fmt.human_size(c.get('SizeRw'))} (virtual {fmt.human_size(c.get('SizeRootFs'))})"
-    return {"ID": c["Id"][:12] if trunc else c["Id"], "Image": c.get("Image", ""),
+    return fmt.Row({"ID": c["Id"][:12] if trunc else c["Id"], "Image": c.get("Image", ""),
             "Command": fmt.to_json(_ellipsis(cmd, 20) if trunc else cmd),
             "CreatedAt": _created_at(c.get("Created", 0)), "RunningFor": fmt.since(c.get("Created", 0)),
             "Ports": "", "State": c.get("State", ""), "Status": c.get("Status", ""), "Size": size,
             "Names": names, "Labels": ",".join(f"{k}={v}" for k, v in sorted((c.get("Labels") or {}).items())),
             "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in c.get("Mounts") or []),
             "Networks": ",".join(((c.get("NetworkSettings") or {}).get("Networks") or {}).keys()) or
-            (c.get("HostConfig") or {}).get("NetworkMode", "")}
+            (c.get("HostConfig") or {}).get("NetworkMode", "")}, c.get("Labels") or {})
 
 
 def _filters(items):

@@ -548,7 +548,7 @@ class _Parser:
                 decl.append(v.val)
                 v2 = self.next_non_space()
                 if v2.kind != VAR:
-                    self.error(f"range can only initialize variables")
+                    self.error("range can only initialize variables")
                 d = self.next_non_space()
                 if d.kind not in (DECLARE, ASSIGN):
                     self.error("expected := or = in range declaration")
@@ -1308,7 +1308,7 @@ class _State:
         if sig is not None:
             if len(vals) != len(sig):
                 self.error(f"wrong number of args for {name}: want {len(sig)} got {len(vals)}")
-            for v, want in zip(vals, sig):
+            for v, want in zip(vals, sig, strict=True):
                 if want is not None and v is None:
                     self.error(f"invalid value; expected {_GO_TYPE[want]}")
                 if want is not None and (not isinstance(v, want) or isinstance(v, bool)):

@@ -156,7 +156,7 @@ def image_rows(summaries, no_trunc=False):
             pairs = [(name, "<none>") for name in digests] or [("<none>", "<none>")]
         shared = s.get("SharedSize", -1)
         for repo, tag in pairs:
-            rows.append({
+            rows.append(fmt.Row({
                 "ID": iid, "Repository": repo, "Tag": tag, "Digest": digests.get(repo, "<none>"),
                 "CreatedSince": fmt.since(s["Created"]),
                 "CreatedAt": _created_at(s["Created"]),
@@ -164,7 +164,7 @@ def image_rows(summaries, no_trunc=False):
                 "UniqueSize": fmt.human_size(s["Size"] - shared) if shared >= 0 else "N/A",
                 "VirtualSize": fmt.human_size(s.get("VirtualSize", s["Size"])),
                 "Containers": str(s.get("Containers", -1)) if s.get("Containers", -1) >= 0 else "N/A",
-            })
+            }, s.get("Labels") or {}))
     return rows
 
 

@@ -155,7 +155,7 @@ def describe(e) -> str:
     """One line for an error: the daemon's refusals as the docker CLI prints them; a daemon that
     that is not there as the client says it (the same as the container commands print them)."""
     from ketch.client import DaemonNotRunning
-    if isinstance(e, DaemonNotRunning):
+    if isinstance(e, DaemonNotRunning) or getattr(e, "plain", False):  # plain: a template's error, Go's words
         return str(e)
     if getattr(e, "status", None):
         return f"Error response from daemon: {e}"

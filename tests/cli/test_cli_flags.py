@@ -75,7 +75,8 @@ def test_add_host_and_dns(k):
 def test_shm_size_and_sysctl(k):
     out = sh(k, "--shm-size", "96m", "--sysctl", "kernel.shmmax=123456789",
              "--sysctl", "net.ipv4.ip_unprivileged_port_start=80",
-             script="df -k /dev/shm | tail -1; cat /proc/sys/kernel/shmmax /proc/sys/net/ipv4/ip_unprivileged_port_start")
+             script="df -k /dev/shm | tail -1; cat /proc/sys/kernel/shmmax "
+                    "/proc/sys/net/ipv4/ip_unprivileged_port_start")
     lines = out.splitlines()
     assert lines[0].split()[1] == str(96 * 1024)
     assert lines[1:] == ["123456789", "80"]
