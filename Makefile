@@ -6,7 +6,7 @@ PREFIX ?= /usr/local
 BIN := $(PREFIX)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install deps venv launchers run lint unit test bench clean-demo
+.PHONY: install deps venv launchers run lint unit test bench clean-demo man
 
 install: deps venv launchers
 
@@ -42,3 +42,8 @@ test: install
 
 bench: install
 	bash bench/run.sh
+
+# man pages for ketch and each of its commands, roff written from the CLI's parser (ketch/cli/manpage.py)
+MANDIR ?= $(CURDIR)/build/man
+man: $(VENV)/.stamp
+	$(VENV)/bin/python -m ketch.cli.manpage $(MANDIR)

@@ -59,7 +59,13 @@ COMMANDS = {
     "events": ("ketch.cli.sysinfo", "Get real time events from the server"),
     "info": ("ketch.cli.sysinfo", "Display system-wide information"),
     "version": ("ketch.cli.sysinfo", "Show the Ketch version information"),
+    "completion": ("ketch.cli.completion", "Generate the shell completion script (bash, zsh)"),
+    "help": (None, "Show the help of a command (ketch help CMD is ketch CMD --help)"),
 }
+
+# docker's top-level help lists these first, as "Management Commands"
+MANAGEMENT = ("container", "image", "system")
+
 
 class Context:
     """What commands share: the options and a lazily made daemon client."""
@@ -139,16 +145,36 @@ def build_parser(only=None):
                    help="ignored (kept for old scripts): the daemon's insecure-registries apply")
     p.add_argument("-H", "--host", help="the ketchd socket (default $KETCH_HOST or unix:///run/ketch/ketch.sock)")
     p.add_argument("-D", "--debug", action="store_true", help="print tracebacks on errors")
+    import ketch
+    p.add_argument("-v", "--version", action="version", version=f"Ketch version {ketch.__version__}",
+                   help="print version information and quit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    registered = set()
     for name, (mod, help_) in COMMANDS.items():
-        if only is None or name == only:
+        if mod is None:                           # `help`: main() answers it
+            if only is None or name == only:
+                sub.add_parser(name, help=help_).add_argument("topic", nargs="*", metavar="COMMAND")
+        elif only is None or name == only:
             import importlib
             importlib.import_module(mod).register(sub, name, help_)
-            registered.add(name)
-        elif only is None:
-            sub.add_parser(name, help=help_, add_help=False)
+    if only is None:
+        p.format_help = lambda: _grouped_help(p)
     return p
+
+
+def _grouped_help(p) -> str:
+    """`ketch --help` as docker's: usage, Management Commands, Commands, then the global options."""
+    width = max(len(n) for n in COMMANDS) + 2
+    mgmt = [f"  {n.ljust(width)}{COMMANDS[n][1]}" for n in MANAGEMENT]
+    rest = [f"  {n.ljust(width)}{COMMANDS[n][1]}" for n in sorted(COMMANDS) if n not in MANAGEMENT]
+    opts = []
+    for a in p._actions:
+        if not a.option_strings:
+            continue
+        flags = ", ".join(a.option_strings) + (f" {a.metavar or a.dest.upper()}" if a.nargs != 0 else "")
+        opts.append(f"  {flags.ljust(30)}{a.help or ''}")
+    return "\n".join(["Usage:  ketch [OPTIONS] COMMAND", "", "Ketch: a container engine", "",
+                      "Management Commands:", *mgmt, "", "Commands:", *rest, "", "Global Options:", *opts, "",
+                      "Run 'ketch COMMAND --help' for more information on a command.", ""])
 
 
 def describe(e) -> str:
@@ -165,6 +191,13 @@ def describe(e) -> str:
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = _command_of(argv)
+    if cmd == "help":  # `ketch help CMD [SUB]` is `ketch CMD [SUB] --help`; `ketch help` the list
+        i = argv.index("help")
+        topic = argv[i + 1:]
+        if not topic:
+            print(build_parser().format_help(), end="")
+            return 0
+        return main(argv[:i] + topic + ["--help"])
     parser = build_parser(cmd if cmd in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
