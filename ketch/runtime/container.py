@@ -342,6 +342,8 @@ def kill(root: str, cid: str, sig: str | int | None = None, all_: bool = False) 
         pids = mgr.pids()
         if signum == signal.SIGKILL and status == st.PAUSED:
             pass
+        if state.pid in pids:
+            _await_handler(state, signum)
         for p in pids:
             try:
                 os.kill(p, signum)
@@ -350,7 +352,50 @@ def kill(root: str, cid: str, sig: str | int | None = None, all_: bool = False) 
         if status == st.PAUSED and signum == signal.SIGKILL:
             mgr.thaw()
         return
+    _await_handler(state, signum)
     os.kill(state.pid, signum)
+
+
+# How long after start a signal the container's init would drop waits for the program to catch
+# it: busybox top catches TERM ~4 ms after its execve, an interpreter later.
+HANDLER_GRACE = 0.5
+
+
+def _await_handler(state: st.State, signum: int) -> None:
+    """Make a signal sent right after start pend until the program can take it.
+
+    The container's process is PID 1 of its namespace: the kernel discards, at send time, any
+    signal it neither catches, ignores nor blocks (SIGKILL and SIGSTOP aside), and a program
+    installs its handlers only some milliseconds after its execve, which `start` waits for. So
+    within HANDLER_GRACE of start such a signal waits (polling the process's SigCgt) until the
+    program catches it, then goes; after that, or for a program that never catches it, it goes
+    as it would anyway. The state directory's mtime is the start: `start` unlinks exec.fifo
+    right after the execve."""
+    if signum in (signal.SIGKILL, signal.SIGSTOP):
+        return
+    deadline = None
+    bit = 1 << (signum - 1)
+    while True:
+        try:
+            with open(f"/proc/{state.pid}/status", "rb") as f:
+                fields = dict(ln.split(b":", 1) for ln in f.read().splitlines() if b":" in ln)
+            nspid = fields.get(b"NSpid", b"").split()
+            if fields.get(b"State", b"").strip()[:1] in (b"Z", b"T"):
+                return                       # a zombie, or stopped (frozen): no handler will come
+            if not nspid or nspid[-1] != b"1":
+                return                       # not a namespace's init: the kernel delivers it
+            if any(int(fields.get(k, b"0"), 16) & bit for k in (b"SigCgt", b"SigBlk", b"SigIgn")):
+                return                       # caught, pending or ignored, as the program says
+        except (OSError, ValueError):
+            return
+        if deadline is None:
+            try:
+                deadline = os.stat(state.dir).st_mtime + HANDLER_GRACE
+            except OSError:
+                return
+        if time.time() >= deadline:
+            return
+        time.sleep(0.001)
 
 
 def delete(root: str, cid: str, force: bool = False, log: Log | None = None) -> None:
