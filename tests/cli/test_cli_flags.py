@@ -137,3 +137,29 @@ def test_platform_of_another_arch_is_refused(k):
     if r.returncode == 0:
         k("rm", r.stdout.strip())
     assert r.returncode == 125 and "does not match the specified platform" in r.stderr, r.stderr
+
+
+def test_go_templates_against_the_daemon(k, tmp_path):
+    share = tmp_path / "m"
+    share.mkdir()
+    cid = k("run", "-d", "--name", "tpl", "-l", "team=blue", "-v", f"{share}:/data", "--tmpfs", "/scratch",
+            "busybox", "sleep", "300").stdout.strip()
+    try:
+        out = k("inspect", "-f", "{{range .Mounts}}{{.Destination}} {{end}}", "tpl").stdout
+        assert sorted(out.split()) == ["/data", "/scratch"]
+        assert k("inspect", "-f", "{{if .State.Running}}up{{else}}down{{end}} {{len .Id}} {{.Config.Labels.team}}",
+                 "tpl").stdout == "up 64 blue\n"
+        assert k("inspect", "-f", '{{index .Config.Labels "team" | upper}} {{json .Config.Cmd}}', "tpl").stdout == \
+            'BLUE ["sleep","300"]\n'
+        lines = k("ps", "--format", "table {{.ID}}\t{{.Names}}\t{{.Label \"team\"}}").stdout.splitlines()
+        assert lines[0].split() == ["CONTAINER", "ID", "NAMES", "team"]
+        assert lines[1].split() == [cid[:12], "tpl", "blue"]
+        assert k("ps", "--format", '{{.Names}}:{{.Label "team"}}:{{.Label "none"}}').stdout == "tpl:blue:\n"
+        assert k("images", "--format", "{{if eq .Repository \"busybox\"}}{{.Tag}}{{end}}").stdout.split() == ["latest"]
+        for cmd in (["ps"], ["inspect", "tpl"], ["images"]):
+            flag = "-f" if cmd[0] == "inspect" else "--format"
+            r = k(*cmd[:1], flag, "{{.ID }", *cmd[1:], check=False)
+            assert r.returncode == 1 and r.stdout == "", (cmd, r)
+            assert r.stderr.strip() == 'template parsing error: template: :1: unexpected "}" in operand', (cmd, r)
+    finally:
+        k("rm", "-f", "tpl")
