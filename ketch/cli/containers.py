@@ -594,6 +594,7 @@ def cmd_top(args, ctx):
 @command("inspect")
 def cmd_inspect(args, ctx):
     from ketch.errors import NotFound
+    fmt.check(args.format)
     client = _client(args)
     found, rc = [], 0
     for ref in args.names:

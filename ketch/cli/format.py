@@ -169,6 +169,12 @@ def parse(template: str):
         raise TemplateFailed(f"template parsing error: {e}") from None
 
 
+def check(template: str | None) -> None:
+    """Fail now (TemplateFailed) if a --format template does not parse: before any request or output."""
+    if template and template != "json" and not _simple(_unescape(template.removeprefix("table"))):
+        parse(template.removeprefix("table").strip(" "))
+
+
 def _execute(tmpl, obj) -> str:
     g = _engine()
     try:

@@ -97,6 +97,7 @@ def _event_time(ev) -> str:
 @command("events")
 def cmd_events(args, ctx):
     from ketch.cli.containers import _relative_time
+    fmt.check(args.format)
     client = _client(args)
     try:
         for ev in client.events(_relative_time(args.since), _relative_time(args.until), _filters(args.filter)):
