@@ -42,7 +42,8 @@ class ContainerRoutes(Routes):
             raise InvalidArgument("json: cannot unmarshal value into Go value of type container.CreateRequest")
         if body == {}:
             raise InvalidArgument("Config cannot be empty in order to create a container")
-        cid, warnings = await self.engine.create(request.query.get("name"), body)
+        cid, warnings = await self.engine.create(request.query.get("name"), body,
+                                                 platform=request.query.get("platform") or None)
         return jresp({"Id": cid, "Warnings": warnings}, 201)
 
     async def _with_ancestor_ids(self, filters: dict) -> dict:

@@ -127,8 +127,6 @@ def test_platform_is_the_create_query(k):
     k("rm", c)
 
 
-@pytest.mark.xfail(reason="ketch/api/containers.py does not pass the create query's platform to engine.create yet",
-                   strict=False)
 def test_platform_of_another_arch_is_refused(k):
     import platform
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
