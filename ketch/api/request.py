@@ -112,32 +112,8 @@ def _quote(c: str) -> str:
     return f"'\\x{ord(c):02x}'" if ord(c) < 0x100 else f"'\\u{ord(c):04x}'"
 
 
-def _context(doc: str, pos: int) -> str:
-    """'object' or 'array': the innermost container open at `pos` ('' at the top level)."""
-    stack = []
-    in_str = esc = False
-    for ch in doc[:pos]:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            stack.append(ch)
-        elif ch in "]}" and stack:
-            stack.pop()
-    return {"{": "object", "[": "array"}.get(stack[-1], "") if stack else ""
-
-
-def _depth_offset(doc: str) -> int:
-    """The offset where nesting first goes past MAX_JSON_DEPTH (strings skipped), else where it
-    is deepest."""
-    depth = deepest = 0
-    at = 0
+def _structure(doc: str):
+    """(offset, character) of each character of `doc` outside string literals."""
     in_str = esc = False
     for i, ch in enumerate(doc):
         if in_str:
@@ -149,7 +125,28 @@ def _depth_offset(doc: str) -> int:
                 in_str = False
         elif ch == '"':
             in_str = True
-        elif ch in "[{":
+        else:
+            yield i, ch
+
+
+def _context(doc: str, pos: int) -> str:
+    """'object' or 'array': the innermost container open at `pos` ('' at the top level)."""
+    stack = []
+    for _, ch in _structure(doc[:pos]):
+        if ch in "[{":
+            stack.append(ch)
+        elif ch in "]}" and stack:
+            stack.pop()
+    return {"{": "object", "[": "array"}.get(stack[-1], "") if stack else ""
+
+
+def _depth_offset(doc: str) -> int:
+    """The offset where nesting first goes past MAX_JSON_DEPTH (strings skipped), else where it
+    is deepest."""
+    depth = deepest = 0
+    at = 0
+    for i, ch in _structure(doc):
+        if ch in "[{":
             depth += 1
             if depth > MAX_JSON_DEPTH:
                 return i
