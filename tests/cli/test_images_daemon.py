@@ -253,9 +253,22 @@ def test_image_events_reach_events_whoever_asked(kd, dpy, tmp_path):
                                   ["run", "--rm", "busybox", "true"], ["info"]])
 def test_non_root_without_the_socket_gets_one_line(kd, args):
     os.chmod(kd.daemon.exec_root, 0o711)  # the socket is reachable by path, its 0660 mode refuses nobody
-    cmd = " ".join(["ketch", "-H", kd.host, *[f"'{a}'" for a in args]])
-    r = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", f"HOME=/tmp {cmd}"], capture_output=True, text=True,
-                       timeout=60)
+    # the CLI from a copy nobody can read (the checkout may sit in a 0700 directory, as in CI)
+    import shutil
+    import tempfile
+    pub = tempfile.mkdtemp(prefix="ketch-cli-pub-")
+    try:
+        os.chmod(pub, 0o755)
+        shutil.copytree(os.path.join(REPO, "ketch"), os.path.join(pub, "ketch"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        launcher = (f"import sys; sys.path.insert(0, '{pub}'); from ketch.cli.main import main; "
+                    "sys.exit(main())")
+        cmd = " ".join(["/usr/bin/python3", "-I", "-S", "-c", f'"{launcher}"', "-H", kd.host,
+                        *[f"'{a}'" for a in args]])
+        r = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", f"HOME=/tmp {cmd}"], capture_output=True,
+                           text=True, timeout=60)
+    finally:
+        shutil.rmtree(pub, ignore_errors=True)
     assert r.returncode in (1, 125), (r.returncode, r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
