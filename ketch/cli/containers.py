@@ -80,10 +80,12 @@ def _flag_error_exit(name):
     return error
 
 
-def _parser(sub, name, help_, **kw):
+def _parser(sub, name, help_, title=None, **kw):
+    """A command's parser whose usage errors exit 125 with `See 'ketch TITLE --help'.` (title: the
+    whole command, "network create", when it is not ``name``)."""
     p = sub.add_parser(name, help=help_, add_help=False, **kw)
     p.add_argument("--help", action="help", help="show this help message and exit")
-    p.error = _flag_error_exit(name)
+    p.error = _flag_error_exit(title or name)
     orig = p.parse_known_args
 
     def parse_known_args(a=None, namespace=None):
