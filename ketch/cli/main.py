@@ -34,6 +34,8 @@ COMMANDS = {
     "login": ("ketch.cli.registry", "Log in to a registry"),
     "logout": ("ketch.cli.registry", "Log out from a registry"),
     "system": ("ketch.cli.sysinfo", "Manage Ketch (check, df, info, events)"),
+    "network": ("ketch.cli.networks", "Manage networks"),
+    "port": ("ketch.cli.networks", "List port mappings or a specific mapping for the container"),
     # container commands, through ketchd (ketch.client)
     "run": ("ketch.cli.containers", "Create and run a new container from an image"),
     "create": ("ketch.cli.containers", "Create a new container"),
@@ -64,7 +66,7 @@ COMMANDS = {
 }
 
 # docker's top-level help lists these first, as "Management Commands"
-MANAGEMENT = ("container", "image", "system")
+MANAGEMENT = ("container", "image", "network", "system")
 
 
 class Context:

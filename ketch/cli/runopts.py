@@ -206,7 +206,17 @@ def add_create_flags(p: argparse.ArgumentParser, run: bool) -> None:
     a("--health-start-period", help="start period for the container to initialize before counting retries")
     a("--health-timeout", help="maximum time to allow one check to run (ms|s|m|h)")
     a("--no-healthcheck", action="store_true", help="disable any container-specified HEALTHCHECK")
-    a("--network", "--net", help="connect a container to a network: none, host (default: own, loopback only)")
+    a("--network", "--net", action="append",
+      help="connect a container to a network (bridge, none, host, container:NAME, a user network; repeatable)")
+    a("--network-alias", "--net-alias", action="append", help="add network-scoped alias for the container")
+    a("--ip", help="IPv4 address (e.g., 172.30.100.104)")
+    a("--ip6", help="IPv6 address (e.g., 2001:db8::33)")
+    a("--mac-address", help="container MAC address (e.g., 92:d0:c6:0a:29:33)")
+    a("--link", action="append", help="add link to another container (NAME[:ALIAS])")
+    a("-p", "--publish", action="append", metavar="[IP:][HOSTPORT:]CPORT[/PROTO]",
+      help="publish a container's port(s) to the host")
+    a("-P", "--publish-all", action="store_true", help="publish all exposed ports to random ports")
+    a("--expose", action="append", help="expose a port or a range of ports")
     a("-v", "--volume", action="append", help="bind mount a volume (/host:/container[:ro])")
     a("--mount", action="append", help="attach a filesystem mount to the container (type=bind|tmpfs,...)")
     a("--tmpfs", action="append", help="mount a tmpfs directory (/path[:options])")
@@ -357,8 +367,14 @@ def create_body(args, run: bool) -> dict:
     rp = restart_policy(args.restart)
     if rp:
         hc["RestartPolicy"] = rp
-    if args.network:
-        hc["NetworkMode"] = args.network
+    networking = None
+    if (args.network or args.publish or args.publish_all or args.expose or args.link or args.network_alias
+            or args.ip or args.ip6 or args.mac_address):
+        from ketch.cli import netopts
+        try:
+            networking = netopts.apply(args, cfg, hc)
+        except netopts.PortError as e:
+            raise FlagError(str(e)) from None
     if args.volume:
         binds = []
         for v in args.volume:
@@ -393,6 +409,8 @@ def create_body(args, run: bool) -> dict:
         hc["LogConfig"] = {"Type": args.log_driver or "", "Config": log_config}
     _namespace_and_device_flags(args, hc)
     cfg["HostConfig"] = hc
+    if networking:
+        cfg["NetworkingConfig"] = networking
     return cfg
 
 

@@ -388,6 +388,35 @@ class Client:
                                                  "serveraddress": serveraddress})
 
     def system_check(self, repair=False) -> dict:
+    # --- networks ----------------------------------------------------------------------
+    def network_list(self, filters=None) -> list:
+        """GET /networks: network summaries; filters: dangling, driver, id, label, name, scope, type."""
+        return self.json("GET", "/networks", {"filters": _filters(filters)})
+
+    def network_inspect(self, ref: str, verbose=False, scope: str | None = None) -> dict:
+        return self.json("GET", f"/networks/{quote(ref)}", {"verbose": verbose or None, "scope": scope})
+
+    def network_create(self, body: dict) -> dict:
+        """POST /networks/create with Docker's NetworkCreateRequest (Name, Driver, IPAM, EnableIPv6,
+        Internal, Attachable, Labels, Options...); {"Id": ..., "Warning": ...}."""
+        return self.json("POST", "/networks/create", None, body)
+
+    def network_connect(self, ref: str, container: str, endpoint_config: dict | None = None) -> None:
+        body: dict = {"Container": container}
+        if endpoint_config:
+            body["EndpointConfig"] = endpoint_config
+        self.request("POST", f"/networks/{quote(ref)}/connect", None, body)
+
+    def network_disconnect(self, ref: str, container: str, force=False) -> None:
+        self.request("POST", f"/networks/{quote(ref)}/disconnect", None, {"Container": container, "Force": force})
+
+    def network_remove(self, ref: str) -> None:
+        self.request("DELETE", f"/networks/{quote(ref)}")
+
+    def network_prune(self, filters=None) -> dict:
+        """{"NetworksDeleted": [names]}; filters: until, label, label!."""
+        return self.json("POST", "/networks/prune", {"filters": _filters(filters)})
+
         """Ketch's own POST /ketch/system/check: {"Problems": [{"area", "what", "problem"}], "Blobs",
         "Snapshots", "Images", "Ingests", "Repaired"}."""
         return self.json("POST", "/ketch/system/check", {"repair": repair or None})

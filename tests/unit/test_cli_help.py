@@ -69,10 +69,10 @@ def test_top_level_help_is_grouped_as_dockers():
     lines = out.splitlines()
     m, c, g = lines.index("Management Commands:"), lines.index("Commands:"), lines.index("Global Options:")
     assert m < c < g
-    assert [ln.split()[0] for ln in lines[m + 1:c] if ln.strip()] == ["container", "image", "system"]
+    assert [ln.split()[0] for ln in lines[m + 1:c] if ln.strip()] == ["container", "image", "network", "system"]
     cmds = [ln.split()[0] for ln in lines[c + 1:g] if ln.strip()]
     assert cmds == sorted(cmds) and {"run", "ps", "completion", "help", "version"} <= set(cmds)
-    assert "container" not in cmds
+    assert "container" not in cmds and "network" not in cmds and "port" in cmds
 
 
 def _complete(script, *words):
@@ -91,6 +91,10 @@ def test_bash_completion_from_the_parser(tmp_path):
     assert "--network" in _complete(script, "ketch", "run", "--net")
     assert _complete(script, "ketch", "-H", "unix:///x", "container", "l") == ["list", "logs", "ls"]
     assert _complete(script, "ketch", "system", "") == ["check", "df", "events", "info"]
+    assert _complete(script, "ketch", "network", "") == ["connect", "create", "disconnect", "inspect", "ls",
+                                                         "prune", "rm"]
+    assert "--subnet" in _complete(script, "ketch", "network", "create", "--sub")
+    assert "--publish-all" in _complete(script, "ketch", "run", "--publish")
     assert "--device-cgroup-rule" in _complete(script, "ketch", "create", "--dev")
     assert "--priv" not in _complete(script, "ketch", "run", "--pri")  # only whole flags
 
@@ -107,7 +111,8 @@ def test_man_pages_from_the_parser(tmp_path):
     subprocess.run([sys.executable, "-m", "ketch.cli.manpage", str(tmp_path)], env=ENV, cwd=REPO, check=True,
                    capture_output=True)
     pages = set(os.listdir(tmp_path))
-    assert {"ketch.1", "ketch-run.1", "ketch-container-ls.1", "ketch-system-check.1", "ketch-image-pull.1"} <= pages
+    assert {"ketch.1", "ketch-run.1", "ketch-container-ls.1", "ketch-system-check.1", "ketch-image-pull.1",
+            "ketch-network-create.1", "ketch-network-connect.1", "ketch-port.1"} <= pages
     run = (tmp_path / "ketch-run.1").read_text()
     assert run.startswith('.TH "KETCH-RUN" "1"') and ".SH OPTIONS" in run
     assert "\\fB\\-\\-add\\-host\\fR" in run and "\\fB\\-\\-device\\-cgroup\\-rule\\fR" in run
@@ -125,5 +130,6 @@ def test_hot_path_imports_no_template_completion_or_man_code(argv):
                         *argv], capture_output=True, text=True, env=ENV, cwd=REPO)
     assert "Cannot connect" in r.stderr
     mods = {ln.split("|")[-1].strip() for ln in r.stderr.splitlines() if ln.startswith("import time:")}
-    assert not mods & {"ketch.cli.gotemplate", "ketch.cli.completion", "ketch.cli.manpage", "ketch.cli.parsertree"}
+    assert not mods & {"ketch.cli.gotemplate", "ketch.cli.completion", "ketch.cli.manpage", "ketch.cli.parsertree",
+                       "ketch.cli.networks", "ketch.cli.netopts"}
     assert "ketch.client" in mods and "ketch.cli.format" in mods    # it did run the command
