@@ -392,6 +392,14 @@ def _created_at(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(t))
 
 
+def _ports(c: dict) -> str:
+    """docker's Ports column (ketch/cli/portlist.py, imported only for a container with ports)."""
+    if not c.get("Ports"):
+        return ""
+    from ketch.cli.portlist import displayable
+    return displayable(c["Ports"])
+
+
 def _ps_row(c: dict, trunc: bool) -> dict:
     cmd = c.get("Command") or ""
     names = ",".join(n.lstrip("/") for n in c.get("Names") or [])
@@ -401,7 +409,7 @@ def _ps_row(c: dict, trunc: bool) -> dict:
     return fmt.Row({"ID": c["Id"][:12] if trunc else c["Id"], "Image": c.get("Image", ""),
             "Command": fmt.to_json(_ellipsis(cmd, 20) if trunc else cmd),
             "CreatedAt": _created_at(c.get("Created", 0)), "RunningFor": fmt.since(c.get("Created", 0)),
-            "Ports": "", "State": c.get("State", ""), "Status": c.get("Status", ""), "Size": size,
+            "Ports": _ports(c), "State": c.get("State", ""), "Status": c.get("Status", ""), "Size": size,
             "Names": names, "Labels": ",".join(f"{k}={v}" for k, v in sorted((c.get("Labels") or {}).items())),
             "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in c.get("Mounts") or []),
             "Networks": ",".join(((c.get("NetworkSettings") or {}).get("Networks") or {}).keys()) or

@@ -198,3 +198,17 @@ def test_port_prints_dockers_lines(rec, capsys):  # noqa: F811
 def test_natural_sort():
     assert sorted(["net10", "net2", "net1", "a", "net"], key=networks.natural_key) == [
         "a", "net", "net1", "net2", "net10"]
+
+
+def test_ps_ports_column_as_docker_groups_them():
+    from ketch.cli.portlist import displayable
+    ports = [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+             {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+             {"PrivatePort": 7001, "Type": "udp"}, {"PrivatePort": 7000, "Type": "udp"},
+             {"PrivatePort": 7002, "Type": "udp"}, {"PrivatePort": 9000, "Type": "udp"},
+             {"IP": "127.0.0.1", "PrivatePort": 53, "PublicPort": 53, "Type": "tcp"},
+             {"IP": "127.0.0.1", "PrivatePort": 54, "PublicPort": 54, "Type": "tcp"}]
+    # docker's order: groups closed during the walk, then open groups by first appearance, then mappings
+    assert displayable(ports) == ("7000-7002/udp, 127.0.0.1:53-54->53-54/tcp, 9000/udp, "
+                                  "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp")
+    assert displayable([]) == ""
