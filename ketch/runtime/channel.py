@@ -14,11 +14,37 @@ class Channel:
         self._buf = b""
 
     def send(self, msgtype: str, **fields: object) -> None:
+        """Send a message. If the peer has gone (a broken pipe: the init died, say of a failed
+        sethostname), what it said before it went is the error: its own message, never EPIPE."""
         fields["type"] = msgtype
         data = json.dumps(fields).encode() + b"\n"
-        while data:
-            n = os.write(self.wfd, data)
-            data = data[n:]
+        try:
+            while data:
+                n = os.write(self.wfd, data)
+                data = data[n:]
+        except BrokenPipeError:
+            msg = self._last_words()
+            if msg is not None and msg.get("type") == "error":
+                raise _ChildError(msg["msg"], msg.get("kind", "Internal")) from None
+            raise Internal(f"the container's init exited before `{msgtype}`") from None
+
+    def _last_words(self, timeout: float = 5.0) -> dict | None:
+        """The message the peer left before it closed its end (None if it left none in time)."""
+        import select
+        end = b""
+        while b"\n" not in self._buf + end:
+            ready, _, _ = select.select([self.rfd], [], [], timeout)
+            if not ready:
+                return None
+            chunk = os.read(self.rfd, 65536)
+            if not chunk:
+                break
+            end += chunk
+        self._buf += end
+        try:
+            return self.recv() if b"\n" in self._buf else None
+        except ValueError:
+            return None
 
     def recv(self) -> dict | None:
         """The next message, or None at end of stream (the peer died)."""

@@ -194,3 +194,21 @@ def test_systemd_cgroup_flag_accepted(rt):
     finally:
         for d in glob.glob(f"/sys/fs/cgroup/*/{sl}.slice"):
             os.rmdir(d)
+
+
+def test_the_inits_death_message_reaches_the_json_log(rt):
+    """An init that dies after reporting its pid (sethostname refuses a 100-character name) or at
+    its exec (no such program): its own words reach stderr and --log, never `Broken pipe`."""
+    cases = {
+        "hostname": (["true"], lambda c: c.__setitem__("hostname", "h" * 100), "sethostname `" + "h" * 100 + "`"),
+        "program": (["/no/such/program"], None, 'exec: "/no/such/program"'),
+    }
+    for name, (args, mutate, words) in cases.items():
+        logf = os.path.join(rt.tmp, f"{name}.json")
+        b = rt.bundle(args, mutate)
+        r = helpers.runtime(rt.root, "--log", logf, "--log-format", "json", "create", "--bundle", b.path, b.id)
+        assert r.returncode != 0 and words in r.stderr and "Broken pipe" not in r.stderr, (name, r.stderr)
+        entries = [json.loads(line) for line in open(logf).read().splitlines()]
+        assert entries and entries[-1]["level"] == "error" and words in entries[-1]["msg"], (name, entries)
+        assert "Broken pipe" not in entries[-1]["msg"]
+        assert rt.rt("state", b.id).returncode != 0   # nothing left behind
