@@ -15,7 +15,6 @@ its error words); everything else is the daemon's to check. Usage errors exit 12
 and exit 1; rm and inspect go on past a failing network and exit 1 at the end.
 """
 
-import ipaddress
 import re
 import sys
 
@@ -81,6 +80,7 @@ def filters(values, flag="-f, --filter") -> list:
 # ============================================================================ create
 
 def _ip(value, flag):
+    import ipaddress
     try:
         return ipaddress.ip_address(value)
     except ValueError:
@@ -88,6 +88,7 @@ def _ip(value, flag):
 
 
 def _cidr(value, flag):
+    import ipaddress
     try:
         if "/" not in value:
             raise ValueError
@@ -98,6 +99,7 @@ def _cidr(value, flag):
 
 def _subnet(s: str):
     """net.ParseCIDR of a --subnet, or the docker CLI's `invalid subnet: invalid CIDR address: s`."""
+    import ipaddress
     try:
         if "/" not in s:
             raise ValueError
@@ -126,6 +128,8 @@ def _place(items: list, key: str, what: str, twice: str, nets: dict, data: dict)
 
 def ipam_config(subnets: list, ip_ranges: list, gateways: list, aux: dict) -> list:
     """createIPAMConfig: one IPAMConfig per --subnet, with the range, gateway and aux addresses in it."""
+    import ipaddress
+
     from ketch.errors import InvalidArgument
     if len(subnets) < len(ip_ranges) or len(subnets) < len(gateways):
         raise InvalidArgument("every ip-range or gateway must have a corresponding subnet")
