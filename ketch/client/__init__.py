@@ -387,7 +387,6 @@ class Client:
         return self.json("POST", "/auth", None, {"username": username, "password": password,
                                                  "serveraddress": serveraddress})
 
-    def system_check(self, repair=False) -> dict:
     # --- networks ----------------------------------------------------------------------
     def network_list(self, filters=None) -> list:
         """GET /networks: network summaries; filters: dangling, driver, id, label, name, scope, type."""
@@ -417,6 +416,7 @@ class Client:
         """{"NetworksDeleted": [names]}; filters: until, label, label!."""
         return self.json("POST", "/networks/prune", {"filters": _filters(filters)})
 
+    def system_check(self, repair=False) -> dict:
         """Ketch's own POST /ketch/system/check: {"Problems": [{"area", "what", "problem"}], "Blobs",
         "Snapshots", "Images", "Ingests", "Repaired"}."""
         return self.json("POST", "/ketch/system/check", {"repair": repair or None})
