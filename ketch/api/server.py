@@ -19,6 +19,7 @@ from ketch.api.containers import ContainerRoutes
 from ketch.api.errors import status_for
 from ketch.api.execs import ExecRoutes
 from ketch.api.images import ImageRoutes
+from ketch.api.networks import NetworkRoutes
 from ketch.api.request import API_VERSION, MAX_JSON_BODY, MIN_API_VERSION, _vtuple, jresp
 from ketch.api.system import SystemRoutes
 from ketch.api.unsupported import UnsupportedRoutes
@@ -38,7 +39,7 @@ class Api:
         self.config = config
         self.started = time.time()
         self.groups = [cls(engine, images, config) for cls in (SystemRoutes, ContainerRoutes, ExecRoutes,
-                                                                ImageRoutes, UnsupportedRoutes)]
+                                                                ImageRoutes, NetworkRoutes, UnsupportedRoutes)]
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.middleware], client_max_size=MAX_JSON_BODY)

@@ -37,9 +37,26 @@ DEFAULTS = {
     "image-service": "ketch.images.async_service:AsyncImageService",
     "init-path": "",
     "insecure-registries": [],
+    # tried in order before docker.io for docker.io pulls (dockerd's registry-mirrors)
+    "registry-mirrors": [],
     # seconds a registry may take to accept a connection, and to send the next bytes
     "registry-connect-timeout": 30,
     "registry-read-timeout": 120,
+    # networking (Docker's names): the default bridge and its subnet, pools for user networks, ...
+    "bridge": "ketch0",
+    "bip": "",
+    "fixed-cidr": "",
+    "fixed-cidr-v6": "",
+    "ipv6": False,
+    "mtu": 0,
+    "ip-forward": True,
+    "ip-masq": True,
+    "iptables": True,
+    "ip": "0.0.0.0",
+    "default-address-pools": [],
+    "dns": [],
+    # Ketch's own: the name of its nftables table
+    "firewall-table": "ketch",
 }
 CONFIG_FILE = "/etc/ketch/daemon.json"
 
@@ -63,6 +80,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+def _pool(text: str) -> dict:
+    fields = dict(part.partition("=")[::2] for part in text.split(","))
+    if not fields.get("base"):
+        raise argparse.ArgumentTypeError(f"invalid address pool {text}: base=CIDR,size=N")
+    try:
+        return {"base": fields["base"], "size": int(fields.get("size") or fields["base"].rpartition("/")[2])}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid address pool {text}: size must be a number") from None
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="ketchd", description="Ketch container engine daemon")
     p.add_argument("--config-file", default=CONFIG_FILE)
@@ -78,14 +105,28 @@ def parse_args(argv):
     p.add_argument("--init-path")
     p.add_argument("--insecure-registry", action="append", dest="insecure_registries",
                    help="a registry (HOST:PORT) reached over plain http; repeatable")
+    p.add_argument("--registry-mirror", action="append", dest="registry_mirrors",
+                   help="a mirror of docker.io (http://HOST:PORT, https://HOST, or HOST:PORT); repeatable")
     p.add_argument("--registry-connect-timeout", type=float, help="seconds to connect to a registry (30)")
     p.add_argument("--registry-read-timeout", type=float, help="seconds a registry may stay silent (120)")
+    p.add_argument("-b", "--bridge", help="the default bridge's interface name (ketch0); none: no default bridge")
+    p.add_argument("--bip", help="the default bridge's address and prefix, e.g. 172.17.0.1/16")
+    p.add_argument("--fixed-cidr", help="addresses of containers on the default bridge (a part of its subnet)")
+    p.add_argument("--ipv6", action="store_true", default=None, help="IPv6 on the default bridge (needs "
+                   "--fixed-cidr-v6) and by default on user networks")
+    p.add_argument("--fixed-cidr-v6")
+    p.add_argument("--mtu", type=int)
+    p.add_argument("--ip", help="default host address of published ports (0.0.0.0)")
+    p.add_argument("--dns", action="append", help="resolvers of containers and upstreams of the embedded DNS")
+    p.add_argument("--firewall-table", help="the name of Ketch's nftables table (ketch)")
+    p.add_argument("--default-address-pool", action="append", dest="default_address_pools", type=_pool,
+                   help="base=CIDR,size=N: where user networks' subnets come from; repeatable")
     p.add_argument("-v", "--version", action="store_true")
     return p.parse_args(argv)
 
 
 def load_config(args) -> dict:
-    cfg = dict(DEFAULTS)
+    cfg: dict = dict(DEFAULTS)
     if os.path.exists(args.config_file):
         try:
             with open(args.config_file) as f:
@@ -106,6 +147,15 @@ def load_config(args) -> dict:
         v = getattr(args, key.replace("-", "_"), None)
         if v:
             cfg[key] = v
+    for key in ("insecure-registries", "registry-mirrors"):
+        if not isinstance(cfg[key], list) or not all(isinstance(x, str) for x in cfg[key]):
+            raise SystemExit(f"ketchd: {key}: a list of strings is expected, not {cfg[key]!r}")
+    from ketch.errors import InvalidArgument
+    from ketch.registry import mirror_url
+    try:
+        cfg["registry-mirrors"] = [mirror_url(m, cfg["insecure-registries"]) for m in cfg["registry-mirrors"]]
+    except InvalidArgument as e:
+        raise SystemExit(f"ketchd: registry-mirrors: {e}") from None
     if "exec-root" in cfg and args.hosts is None and cfg["hosts"] == DEFAULTS["hosts"] and \
             cfg["exec-root"] != DEFAULTS["exec-root"]:
         cfg["hosts"] = [f"unix://{os.path.join(str(cfg['exec-root']), 'ketch.sock')}"]
@@ -162,6 +212,37 @@ class _NoImages:
         pass
 
 
+def _upstreams(cfg: dict) -> list[tuple[str, int]]:
+    """Where the embedded DNS forwards names it does not know: daemon.json's `dns`, else the
+    host's resolvers (ketchd runs in the host's network namespace, so loopback ones work too)."""
+    servers = list(cfg.get("dns") or [])
+    if not servers:
+        try:
+            with open("/etc/resolv.conf") as f:
+                servers = [w[1] for w in (line.split() for line in f) if len(w) > 1 and w[0] == "nameserver"]
+        except OSError:
+            servers = []
+    return [(s, 53) for s in servers]
+
+
+async def open_networks(cfg: dict, data_root: str, exec_root: str):
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)  # its debug lines are one per netlink message
+    from ketch.network.bridge import BridgeConfig, BridgeNetworks
+    from ketch.network.dns import DnsServer, Records
+    pools = cfg.get("default-address-pools") or None
+    bcfg = BridgeConfig(bridge=cfg["bridge"] or "ketch0", bip=cfg["bip"], fixed_cidr=cfg["fixed-cidr"],
+                        fixed_cidr_v6=cfg["fixed-cidr-v6"], ipv6=bool(cfg["ipv6"]), mtu=int(cfg["mtu"] or 0),
+                        ip_forward=bool(cfg["ip-forward"]), ip_masq=bool(cfg["ip-masq"]),
+                        iptables=bool(cfg["iptables"]), ip=cfg["ip"] or "0.0.0.0", dns=list(cfg["dns"] or []),
+                        table=cfg["firewall-table"], data_root=os.path.join(data_root, "network"),
+                        exec_root=exec_root)
+    if pools:
+        bcfg.default_address_pools = pools
+    networks = BridgeNetworks(bcfg, dns=DnsServer(Records(), _upstreams(cfg)))
+    await networks.open()
+    return networks
+
+
 async def serve(cfg: dict) -> int:
     from aiohttp import web
 
@@ -197,7 +278,8 @@ async def serve(cfg: dict) -> int:
     try:
         images = load_image_service(cfg["image-service"], data_root, insecure=cfg["insecure-registries"],
                                     registry_timeouts=(float(cfg["registry-connect-timeout"]),
-                                                       float(cfg["registry-read-timeout"])))
+                                                       float(cfg["registry-read-timeout"])),
+                                    mirrors=cfg.get("registry-mirrors") or ())
     except (ImportError, AttributeError) as e:
         log.warning("no image service; image operations are unavailable",
                     extra={"image_service": cfg["image-service"], "error": str(e)})
@@ -208,9 +290,14 @@ async def serve(cfg: dict) -> int:
             f.write(os.urandom(16).hex())
     with open(id_file) as f:
         engine_id = f.read().strip()
+    try:
+        networks = await open_networks(cfg, data_root, exec_root)
+    except (OSError, ValueError) as e:
+        log.error("networking", extra={"error": str(e)})
+        return 1
     engine = Engine(data_root=data_root, run_root=exec_root, runtime=runtime, conmon_binary=conmon_bin,
-                    images=images, cgroup_parent=cfg["cgroup-parent"], init_binary=cfg.get("init-path") or None,
-                    engine_id=engine_id)
+                    images=images, networks=networks, cgroup_parent=cfg["cgroup-parent"],
+                    init_binary=cfg.get("init-path") or None, engine_id=engine_id)
     if hasattr(images, "events"):  # image events (pull, tag, delete, ...) come from the image service
         images.events = engine.events
     if hasattr(images, "add_usage_check"):  # rmi refuses images that containers use

@@ -138,8 +138,11 @@ class Creator:
             config["StopSignal"] = body.get("StopSignal") or img.get("StopSignal")
         if body.get("StopTimeout") is not None:
             config["StopTimeout"] = int(body["StopTimeout"])
-        if body.get("ExposedPorts") or img.get("ExposedPorts"):
-            config["ExposedPorts"] = body.get("ExposedPorts") or img.get("ExposedPorts")
+        exposed = {**(img.get("ExposedPorts") or {}), **(body.get("ExposedPorts") or {})}
+        for key in (hc.get("PortBindings") or {}):
+            exposed.setdefault(key if "/" in key else key + "/tcp", {})
+        if exposed:
+            config["ExposedPorts"] = {k if "/" in k else k + "/tcp": {} for k in exposed}
         if not hc.get("Privileged"):
             hc["MaskedPaths"] = list(spec_mod.MASKED_PATHS)
             hc["ReadonlyPaths"] = list(spec_mod.READONLY_PATHS)
@@ -148,6 +151,15 @@ class Creator:
         warnings += refuse_unsupported([m for m in mounts if m.origin == "image"])
         network = req.network
         network.hostname = config["Hostname"]
+        network.name = name
+        network.exposed = sorted(config.get("ExposedPorts") or {})
+        network.links = []
+        for ref, alias in req.links:
+            try:
+                target = self.store.get(ref)
+            except NotFound:
+                raise InvalidArgument(f"could not get container for {ref}") from None
+            network.links.append([target.id, alias, target.name])
         args = list(entrypoint) + list(cmd)
         cdir = self.store.path_for(cid)
         data = {

@@ -28,6 +28,7 @@ from ketch.engine.execs import Execs
 from ketch.engine.files import ContainerFiles
 from ketch.engine.health import Health
 from ketch.engine.lifecycle import Lifecycle, MonitorConfig
+from ketch.engine.networks import NetworkOps
 from ketch.engine.ports import ImageService, NetworkService
 from ketch.engine.queries import Queries, Summaries
 from ketch.engine.sessions import Session
@@ -61,10 +62,35 @@ class Engine:
         self.health = Health(self.runtime, self.execs, self.events, self.tasks)
         self.lifecycle = Lifecycle(self.store, self.runtime, images, self.networks, self.monitor, self.execs,
                                    self.health, self.events, self.tasks)
-        self.queries = Queries(self.store, images, self.runtime)
+        self.queries = Queries(self.store, images, self.runtime, self.events)
         self.files = ContainerFiles(self.store, images)
+        self.network_ops = NetworkOps(self.store, self.networks)
+        if hasattr(self.networks, "events"):
+            self.networks.events = self.events
         self.system = System(queries=self.queries, lifecycle=self.lifecycle, images=images, networks=self.networks,
                              events=self.events, data_root=data_root, runtime_binary=runtime, engine_id=engine_id)
+
+    # --- networks --------------------------------------------------------------------
+    async def create_network(self, body: dict) -> dict:
+        return await self.network_ops.create(body)
+
+    def list_networks(self, filters: dict | None = None) -> list[dict]:
+        return self.network_ops.list(filters)
+
+    def inspect_network(self, ref: str) -> dict:
+        return self.network_ops.inspect(ref)
+
+    async def remove_network(self, ref: str) -> None:
+        await self.network_ops.remove(ref)
+
+    async def prune_networks(self, filters: dict | None = None) -> dict:
+        return await self.network_ops.prune(filters)
+
+    async def connect_network(self, ref: str, container: str, endpoint: dict | None = None) -> None:
+        await self.network_ops.connect(ref, container, endpoint)
+
+    async def disconnect_network(self, ref: str, container: str, force: bool = False) -> None:
+        await self.network_ops.disconnect(ref, container, force)
 
     # --- containers ------------------------------------------------------------------
     async def create(self, name: str | None, body: object, platform: str | None = None) -> tuple[str, list[str]]:
@@ -122,6 +148,7 @@ class Engine:
     # --- queries ---------------------------------------------------------------------
     async def list(self, all_: bool = False, limit: int = -1, filters: dict | None = None, since: str | None = None,
                    before: str | None = None, size: bool = False) -> Summaries:
+        filters = await self.queries.with_ancestors(filters or {})
         out = self.queries.list(all_=all_, limit=limit, filters=filters, since=since, before=before)
         return await self.queries.with_sizes(out) if size else out
 

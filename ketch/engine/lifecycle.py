@@ -121,10 +121,19 @@ class Lifecycle:
         rootfs = await self.images.mount_rootfs(c.id)
         try:
             joins = self._joined_namespaces(c)
-            attachment = await self.networks.attach(c.id, c.network, c.dir, joins.pop("network", None))
+            request = c.network
+            request.name = c.name
+            for target, alias, _ in request.links:
+                other = self.store.get(target) if target in self.store else None
+                if other is None or other.status is not Status.RUNNING:
+                    raise Conflict(f"Cannot link to a non running container: "
+                                   f"{other.data['Name'] if other else target} AS /{c.name}/{alias}")
+            attachment = await self.networks.attach(c.id, request, c.dir, joins.pop("network", None))
             if attachment.netns_path:
                 joins["network"] = attachment.netns_path
             c.data["NetworkSettings"] = attachment.settings
+            if attachment.env:
+                cfg = dict(cfg, Env=spec_mod.merge_env(attachment.env, cfg.get("Env") or []))
             spec = spec_mod.build_spec(cid=c.id, config=cfg, host_config=hc, rootfs=rootfs, etc_dir=c.dir,
                                        cgroup_parent=hc.get("CgroupParent") or m.cgroup_parent,
                                        init_binary=m.init_binary, mounts=c.mounts, ns_paths=joins,

@@ -22,7 +22,7 @@ from ketch.network.model import NetworkRequest
 
 SIGNALS = {s.name[3:]: int(s) for s in signal_mod.Signals if s.name.startswith("SIG") and not s.name.startswith("SIG_")}
 LOG_DRIVERS = ("json-file", "k8s-file", "local", "none")
-LOG_OPTS = ("max-size", "max-file", "compress", "labels", "env", "tag", "mode")
+LOG_OPTS = ("max-size", "max-file", "compress", "labels", "labels-regex", "env", "env-regex", "tag", "mode")
 _GO_TYPES = {list: "[]string", dict: "map[string]string", str: "string", bool: "bool", int: "int64"}
 _JSON_KINDS = {str: "string", int: "number", float: "number", bool: "bool", list: "array", dict: "object"}
 
@@ -37,6 +37,7 @@ class CreateRequest:
     mounts: list[mounts_mod.Mount]
     network: NetworkRequest
     joins: dict[str, str] = field(default_factory=dict)   # namespace -> container ref (container:<x>)
+    links: list[tuple[str, str]] = field(default_factory=list)   # --link: (container ref, alias)
     platform: str | None = None                           # the create query's platform (--platform)
 
 
@@ -129,6 +130,7 @@ def _log_config(hc: dict) -> dict:
     for k in cfg:
         if k not in LOG_OPTS:
             raise InvalidArgument(f"unknown log opt '{k}' for {ltype} log driver")
+    logs_mod.check_attribute_opts(cfg)
     if "max-size" in cfg:
         logs_mod.parse_size(cfg["max-size"])
     if "max-file" in cfg:
@@ -191,9 +193,6 @@ def _user(user: str) -> None:
 
 # HostConfig fields Ketch does not implement yet: refused by the flag the user typed, never ignored
 _NOT_YET = (
-    ("PortBindings", "-p/--publish: publishing ports is not supported yet (no bridge networking)"),
-    ("PublishAllPorts", "-P/--publish-all: publishing ports is not supported yet (no bridge networking)"),
-    ("Links", "--link: container links are not supported yet (no bridge networking)"),
     ("VolumesFrom", "--volumes-from is not supported yet (no volumes)"),
     ("DeviceRequests", "--gpus: device requests are not supported (no device driver for GPUs)"),
     ("StorageOpt", "--storage-opt is not supported by the overlay driver"),
@@ -218,27 +217,59 @@ def _not_implemented(body: dict, hc: dict, runtimes: tuple[str, ...]) -> None:
         elif name == "UsernsMode":
             if v not in (None, "", "host"):
                 raise NotImplementedYet(f"--userns={v}: user namespace remapping is not supported yet")
-        elif name == "PortBindings":
-            if v and any(v.values() if isinstance(v, dict) else [v]):
-                raise NotImplementedYet(message or name)
         elif v:
             raise NotImplementedYet(message or name)
-    if body.get("MacAddress"):
-        raise NotImplementedYet("--mac-address is not supported yet (no bridge networking)")
     exposed = body.get("ExposedPorts")
     if exposed is not None and not isinstance(exposed, dict):
         raise InvalidArgument("json: cannot unmarshal value into Go struct field ContainerConfigWrapper.ExposedPorts "
                               "of type nat.PortSet")
-    if exposed:
-        raise NotImplementedYet("--expose: exposing ports is not supported yet (no bridge networking)")
-    for name, endpoint in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).items():
-        ipam = (endpoint or {}).get("IPAMConfig") or {}
-        if ipam.get("IPv4Address") or ipam.get("IPv6Address"):
-            raise NotImplementedYet(f"--ip/--ip6 on network {name}: static addresses are not supported yet "
-                                    "(no bridge networking)")
-        if (endpoint or {}).get("Aliases") or (endpoint or {}).get("Links"):
-            raise NotImplementedYet(f"--network-alias/--link on network {name}: not supported yet "
-                                    "(no user networks)")
+
+
+def _endpoints(body: dict) -> dict[str, dict]:
+    """NetworkingConfig.EndpointsConfig, checked for shape (the network service checks the values)."""
+    nc = body.get("NetworkingConfig")
+    if nc is None:
+        return {}
+    if not isinstance(nc, dict) or not isinstance(nc.get("EndpointsConfig") or {}, dict):
+        raise InvalidArgument("json: cannot unmarshal value into Go struct field NetworkingConfig.EndpointsConfig "
+                              "of type map[string]*network.EndpointSettings")
+    out = {}
+    for name, ep in (nc.get("EndpointsConfig") or {}).items():
+        ep = ep or {}
+        if not isinstance(ep, dict):
+            raise InvalidArgument(f"json: endpoint settings of network {name} must be an object")
+        for key, kind in (("Aliases", list), ("Links", list), ("IPAMConfig", dict), ("DriverOpts", dict)):
+            if ep.get(key) is not None and not isinstance(ep[key], kind):
+                raise InvalidArgument(f"json: cannot unmarshal value into Go struct field EndpointSettings.{key}")
+        if ep.get("Links"):
+            raise InvalidArgument(f"--link on network {name}: links are only supported on the default bridge "
+                                  "(containers on a user network reach each other by name)")
+        if ep.get("DriverOpts"):
+            raise NotImplementedYet(f"driver options of an endpoint (network {name}) are not supported")
+        out[name] = {"Aliases": [str(a) for a in ep.get("Aliases") or []],
+                     "IPAMConfig": {k: v for k, v in (ep.get("IPAMConfig") or {}).items()
+                                    if k in ("IPv4Address", "IPv6Address") and v} or None,
+                     "MacAddress": ep.get("MacAddress") or ""}
+        unknown = set((ep.get("IPAMConfig") or {})) - {"IPv4Address", "IPv6Address", "LinkLocalIPs"}
+        if unknown or (ep.get("IPAMConfig") or {}).get("LinkLocalIPs"):
+            raise NotImplementedYet(f"IPAMConfig {', '.join(sorted(unknown)) or 'LinkLocalIPs'} on network {name} "
+                                    "is not supported")
+    return out
+
+
+def _links(hc: dict) -> list[tuple[str, str]]:
+    """HostConfig.Links ("name:alias", or Docker's own "/name:/container/alias") as (name, alias)."""
+    out = []
+    for link in hc.get("Links") or []:
+        if not isinstance(link, str) or not link:
+            raise InvalidArgument(f"invalid link: {link!r}")
+        name, _, alias = link.partition(":")
+        name = name.lstrip("/")
+        alias = alias.rsplit("/", 1)[-1] if alias else name
+        if not name or not alias:
+            raise InvalidArgument(f"invalid link: {link}")
+        out.append((name, alias))
+    return out
 
 
 def validate_create(body: object, *, init_available: bool = True, runtimes: tuple[str, ...] = ("runc", "ketch-runtime"),
@@ -297,12 +328,16 @@ def validate_create(body: object, *, init_available: bool = True, runtimes: tupl
                              domainname=body.get("Domainname") or "",
                              extra_hosts=list(hc.get("ExtraHosts") or []), dns=list(hc.get("Dns") or []),
                              dns_search=list(hc.get("DnsSearch") or []),
-                             dns_options=list(hc.get("DnsOptions") or []), mac_address=body.get("MacAddress") or "")
+                             dns_options=list(hc.get("DnsOptions") or []), mac_address=body.get("MacAddress") or "",
+                             endpoints=_endpoints(body), ports=dict(hc.get("PortBindings") or {}),
+                             publish_all=bool(hc.get("PublishAllPorts")),
+                             exposed=sorted((body.get("ExposedPorts") or {}).keys()))
+
     if platform:
         from ketch.oci import platform as oplatform
         oplatform.parse(platform)
     return CreateRequest(image=image, body=body, host_config=hc, restart=restart, mounts=mounts, network=network,
-                         joins=joins, platform=platform or None)
+                         joins=joins, platform=platform or None, links=_links(hc))
 
 
 UPDATE_FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod",

@@ -48,8 +48,28 @@ class BasicNetworks:
         return ["host", "null"]
 
 
-def etc_files(container_dir: str, request: NetworkRequest, host: bool) -> None:
-    """Write the container's /etc/hostname, /etc/hosts and /etc/resolv.conf."""
+def host_resolv() -> tuple[list[str], list[str]]:
+    """The host's resolv.conf search domains and options."""
+    search: list[str] = []
+    options: list[str] = []
+    try:
+        with open("/etc/resolv.conf") as f:
+            for line in f:
+                words = line.split()
+                if words and words[0] in ("search", "domain"):
+                    search = words[1:]
+                elif words and words[0] == "options":
+                    options += words[1:]
+    except OSError:
+        pass
+    return search, options
+
+
+def etc_files(container_dir: str, request: NetworkRequest, host: bool, own: list[str] | None = None,
+              links: list[str] | None = None, resolv: str | None = None) -> None:
+    """Write the container's /etc/hostname, /etc/hosts and /etc/resolv.conf. `own`: hosts lines of
+    the container's addresses (a bridge network); `links`: lines of linked containers; `resolv`:
+    the whole resolv.conf (a user network's, naming the embedded DNS)."""
     hostname, extra_hosts, dns = request.hostname, request.extra_hosts, request.dns
     with open(os.path.join(container_dir, "hostname"), "w") as f:
         f.write(hostname + "\n")
@@ -63,12 +83,18 @@ def etc_files(container_dir: str, request: NetworkRequest, host: bool) -> None:
         hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                  "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
                  "ff02::2\tip6-allrouters\n")
-        hosts += f"127.0.1.1\t{hostname}\n"
+        hosts += "".join(line + "\n" for line in own) if own else f"127.0.1.1\t{hostname}\n"
     for h in extra_hosts or []:
         name, _, ip = h.partition(":")
         hosts += f"{ip}\t{name}\n"
+    for line in links or []:
+        hosts += line + "\n"
     with open(os.path.join(container_dir, "hosts"), "w") as f:
         f.write(hosts)
+    if resolv is not None:
+        with open(os.path.join(container_dir, "resolv.conf"), "w") as f:
+            f.write(resolv)
+        return
     try:
         with open("/etc/resolv.conf") as f:
             resolv = f.read()

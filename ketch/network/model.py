@@ -16,6 +16,12 @@ class NetworkRequest:
     dns_search: list[str] = field(default_factory=list)
     dns_options: list[str] = field(default_factory=list)
     mac_address: str = ""
+    name: str = ""                     # the container's name (DNS, links), without the slash
+    endpoints: dict[str, dict] = field(default_factory=dict)  # NetworkingConfig.EndpointsConfig
+    ports: dict[str, list] = field(default_factory=dict)      # HostConfig.PortBindings
+    publish_all: bool = False
+    exposed: list[str] = field(default_factory=list)          # "80/tcp", from the image and --expose
+    links: list[list[str]] = field(default_factory=list)      # [target ID, alias, target name]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,6 +43,7 @@ class Attachment:
     netns_path: str | None = None      # a namespace to join; None: the runtime makes a new one
     host: bool = False                 # the host's own network namespace (no namespace at all)
     settings: dict = field(default_factory=dict)  # Docker's NetworkSettings
+    env: list[str] = field(default_factory=list)   # legacy link variables for the process
 
 
 def empty_endpoint() -> dict:

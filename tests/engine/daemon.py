@@ -40,6 +40,20 @@ class KetchDaemon:
         self.cgroup_parent = f"/ketch-test-{uuid.uuid4().hex[:8]}"
         self.proc: subprocess.Popen | None = None
         self.log_path = os.path.join(base, "ketchd.log")
+        self.prefix: list[str] = []  # run ketchd under this (e.g. nsenter --net=... for a network namespace)
+        self.extra_args: list[str] = []  # more ketchd flags
+        # networking of its own: a default bridge, a /24 for it, a /16 pool for user networks and an
+        # nftables table that no other daemon uses; the containers' resolvers are loopback addresses
+        # that nothing answers on, so no test container's query leaves the machine
+        n = uuid.uuid4().int
+        self.net_tag = f"{n & 0xFFFFFF:06x}"
+        self.bridge = f"kt{self.net_tag}"
+        self.firewall_table = f"ketch-test-{self.net_tag}"
+        self.pool_octet = 100 + (n >> 24) % 100
+        self.bip = f"10.{self.pool_octet}.255.1/24"
+        self.network_args = ["--bridge", self.bridge, "--bip", self.bip, "--firewall-table", self.firewall_table,
+                             "--default-address-pool", f"base=10.{self.pool_octet}.0.0/17,size=24",
+                             "--dns", "127.0.0.1"]
 
     @property
     def host(self) -> str:
@@ -47,11 +61,12 @@ class KetchDaemon:
 
     def start(self, group: str = "") -> None:
         os.makedirs(self.base, exist_ok=True)
-        args = [sys.executable, "-m", "ketch.daemon", "--config-file", os.path.join(self.base, "daemon.json"),
+        args = [*self.prefix, sys.executable, "-m", "ketch.daemon",
+                "--config-file", os.path.join(self.base, "daemon.json"),
                 "--data-root", self.data_root, "--exec-root", self.exec_root, "--runtime", runtime_binary(),
                 "--cgroup-parent", self.cgroup_parent, "--group", group,
                 "--image-service", self.image_service,
-                "--log-level", "debug"]
+                "--log-level", "debug", *self.network_args, *self.extra_args]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.time() + 20
@@ -166,7 +181,29 @@ class KetchDaemon:
                     os.rmdir(d)
                 except OSError:
                     pass
+        self.cleanup_network()
         shutil.rmtree(self.base, ignore_errors=True)
+
+    def cleanup_network(self) -> None:
+        """The bridges, namespaces and nftables table this daemon made (by the names it was given)."""
+        bridges = {self.bridge}
+        store = os.path.join(self.data_root, "network")
+        if os.path.isdir(store):
+            for name in os.listdir(store):
+                if name.endswith(".json"):
+                    try:
+                        with open(os.path.join(store, name)) as f:
+                            bridges.add(json.load(f)["bridge"])
+                    except (OSError, ValueError, KeyError):
+                        pass
+        for b in bridges:
+            subprocess.run(["ip", "link", "del", b], capture_output=True)
+        netns = os.path.join(self.exec_root, "netns")
+        if os.path.isdir(netns):
+            for name in os.listdir(netns):
+                subprocess.run(["umount", "-l", os.path.join(netns, name)], capture_output=True)
+            subprocess.run(["umount", "-l", netns], capture_output=True)
+        subprocess.run(["nft", "delete", "table", "inet", self.firewall_table], capture_output=True)
 
 
 def daemon_fixture(image_service: str | None = None, before_start=None):
