@@ -46,23 +46,9 @@ class ContainerRoutes(Routes):
                                                  platform=request.query.get("platform") or None)
         return jresp({"Id": cid, "Warnings": warnings}, 201)
 
-    async def _with_ancestor_ids(self, filters: dict) -> dict:
-        """`ancestor` values plus the image IDs they name (as dockerd resolves them), so that
-        `ancestor=busybox` matches a container made from busybox's ID or its full name."""
-        if not filters.get("ancestor"):
-            return filters
-        values = list(filters["ancestor"])
-        for v in filters["ancestor"]:
-            try:
-                values.append((await self.images.get_image(v)).id)
-            except KetchError:
-                pass  # dockerd: an unknown ancestor matches nothing (a warning in its log)
-        return {**filters, "ancestor": values}
-
     async def c_list(self, request):
-        filters = await self._with_ancestor_ids(filters_of(request))
         return jresp(await self.engine.list(all_=boolean(request, "all"), limit=integer(request, "limit", -1),
-                                            filters=filters, since=request.query.get("since"),
+                                            filters=filters_of(request), since=request.query.get("since"),
                                             before=request.query.get("before"), size=boolean(request, "size")))
 
     async def c_prune(self, request):
@@ -108,7 +94,8 @@ class ContainerRoutes(Routes):
         tty, gen = self.engine.logs(request.match_info["id"], follow=boolean(request, "follow"),
                                     stdout=boolean(request, "stdout"), stderr=boolean(request, "stderr"),
                                     since=request.query.get("since"), until=request.query.get("until"),
-                                    tail=request.query.get("tail"), timestamps=boolean(request, "timestamps"))
+                                    tail=request.query.get("tail"), timestamps=boolean(request, "timestamps"),
+                                    details=boolean(request, "details"))
         resp = web.StreamResponse(headers={"Content-Type": self._stream_type(request, tty)})
         await resp.prepare(request)
         try:

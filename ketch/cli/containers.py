@@ -486,7 +486,8 @@ def cmd_logs(args, ctx):
         try:
             resp = client.container_logs(args.container, follow=args.follow, timestamps=args.timestamps or stamp,
                                          tail=tail if last_ts is None else None,
-                                         since=since if last_ts is None else last_ts, until=until)
+                                         since=since if last_ts is None else last_ts, until=until,
+                                         details=args.details)
         except (DaemonNotRunning, ConnectionError):  # ConnectionError: also unixhttp.ConnectionLost
             if deadline is None or time.time() > deadline:  # not following a dropped stream
                 raise

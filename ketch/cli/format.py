@@ -14,6 +14,7 @@ import re
 import time
 
 from ketch.errors import KetchError
+from ketch.units import bytes_size, human_duration, human_size  # noqa: F401  (the CLI's names for them)
 
 _FIELD = re.compile(r"\{\{\s*(json\s+)?\.([A-Za-z0-9_.]*)\s*\}\}")
 
@@ -73,32 +74,10 @@ class Row(dict):
         return self.labels.get(name, "")
 
 
-def human_size(n):
-    """Docker's units.HumanSize: decimal, 3 significant digits (2.14MB)."""
-    n = float(n or 0)
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000.0
-        i += 1
-    s = f"{n:.3g}"
-    if "e" in s:
-        s = f"{n:.0f}"
-    return s + units[i]
-
-
 def since(t, now=None):
-    """'3 hours ago', like Docker's CreatedSince."""
+    """'3 hours ago', docker's CreatedSince (go-units HumanDuration + " ago")."""
     now = now or time.time()
-    d = max(0, now - (t or 0))
-    for unit, secs in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400),
-                       ("hour", 3600), ("minute", 60)):
-        if d >= secs * (2 if unit != "minute" else 1):
-            k = int(d // secs)
-            return f"{k} {unit}{'s' if k != 1 else ''} ago"
-    if d < 1:
-        return "Less than a second ago"
-    return f"{int(d)} seconds ago"
+    return human_duration(max(0.0, now - (t or 0))) + " ago"
 
 
 _SLOW = object()
@@ -254,15 +233,16 @@ def header_of(template, headers=None):
 
 
 def table(rows):
-    """Align tab-separated rows into columns (3 spaces apart), like Go's tabwriter."""
+    """Align tab-separated rows into columns as the docker CLI's tabwriter does (minimum width 10,
+    padding 3: ``IMAGE     COMMAND``)."""
     split = [line.split("\t") for line in "\n".join(rows).split("\n")]
     widths = {}
     for cells in split:
         for i, c in enumerate(cells[:-1]):
-            widths[i] = max(widths.get(i, 0), len(c))
+            widths[i] = max(widths.get(i, 10), len(c) + 3)
     out = []
     for cells in split:
-        out.append("".join(c.ljust(widths[i] + 3) if i < len(cells) - 1 else c for i, c in enumerate(cells)).rstrip())
+        out.append("".join(c.ljust(widths[i]) if i < len(cells) - 1 else c for i, c in enumerate(cells)).rstrip())
     return "\n".join(out)
 
 

@@ -6,7 +6,6 @@
 
 import sys
 
-from ketch import _json as json
 from ketch.cli import format as fmt
 from ketch.cli.containers import _client, _filters, _parser, command
 
@@ -75,12 +74,19 @@ def cmd_info(args, ctx):
         f" OSType: {i.get('OSType', '')}",
         f" Architecture: {i.get('Architecture', '')}",
         f" CPUs: {i.get('NCPU', 0)}",
-        f" Total Memory: {fmt.human_size(i.get('MemTotal', 0))}",
+        f" Total Memory: {fmt.bytes_size(i.get('MemTotal', 0))}",
         f" Name: {i.get('Name', '')}",
         f" ID: {i.get('ID', '')}",
         f" Docker Root Dir: {i.get('DockerRootDir', '')}",
-        f" Live Restore Enabled: {str(bool(i.get('LiveRestoreEnabled'))).lower()}",
     ]
+    reg = i.get("RegistryConfig") or {}
+    insecure = [n for n, c in (reg.get("IndexConfigs") or {}).items() if not c.get("Secure")]
+    insecure += reg.get("InsecureRegistryCIDRs") or []
+    if insecure:
+        lines += [" Insecure Registries:"] + [f"  {n}" for n in insecure]
+    if reg.get("Mirrors"):
+        lines += [" Registry Mirrors:"] + [f"  {m}" for m in reg["Mirrors"]]
+    lines += [f" Live Restore Enabled: {str(bool(i.get('LiveRestoreEnabled'))).lower()}"]
     print("\n".join(lines))
     for w in i.get("Warnings") or []:
         print(w, file=sys.stderr)
@@ -115,10 +121,14 @@ def cmd_events(args, ctx):
 
 @command("system df")
 def cmd_df(args, ctx):
+    if args.verbose and args.format:
+        from ketch.cli.runopts import FlagError
+        raise FlagError("the verbose and the format options conflict")
+    fmt.check(args.format)
     d = _client(args).df()
     images, containers = d.get("Images") or [], d.get("Containers") or []
     if args.verbose:
-        print(json.dumps(d, indent=2))
+        _df_verbose(d)
         return 0
     used_imgs = [i for i in images if i.get("Containers")]
     img_size = sum(i.get("Size", 0) for i in images)
@@ -128,18 +138,58 @@ def cmd_df(args, ctx):
     c_unused = sum(c.get("SizeRw", 0) or 0 for c in containers if c not in running)
 
     def pct(part, whole):
-        return f"{fmt.human_size(part)} ({int(part * 100 / whole) if whole else 0}%)"
+        return f"{fmt.human_size(part, 4)} ({int(part * 100 / whole) if whole else 0}%)"
     rows = [
-        {"Type": "Images", "TotalCount": len(images), "Active": len(used_imgs), "Size": fmt.human_size(img_size),
+        {"Type": "Images", "TotalCount": len(images), "Active": len(used_imgs), "Size": fmt.human_size(img_size, 4),
          "Reclaimable": pct(img_unused, img_size)},
         {"Type": "Containers", "TotalCount": len(containers), "Active": len(running),
-         "Size": fmt.human_size(c_size), "Reclaimable": pct(c_unused, c_size)},
+         "Size": fmt.human_size(c_size, 4), "Reclaimable": pct(c_unused, c_size)},
         {"Type": "Local Volumes", "TotalCount": 0, "Active": 0, "Size": "0B", "Reclaimable": "0B"},
         {"Type": "Build Cache", "TotalCount": 0, "Active": 0, "Size": "0B", "Reclaimable": "0B"},
     ]
     fmt.print_formatted(rows, args.format, "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
                         sys.stdout, headers={"TotalCount": "TOTAL"})
     return 0
+
+
+_DF_IMAGES = ("table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t{{.SharedSize}}\t"
+              "{{.UniqueSize}}\t{{.Containers}}")
+_DF_CONTAINERS = ("table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.LocalVolumes}}\t{{.Size}}\t{{.RunningFor}}\t"
+                  "{{.Status}}\t{{.Names}}")
+_DF_VOLUMES = "table {{.Name}}\t{{.Links}}\t{{.Size}}"
+_DF_CACHE = ("table {{.ID}}\t{{.CacheType}}\t{{.Size}}\t{{.CreatedSince}}\t{{.LastUsedSince}}\t{{.UsageCount}}\t"
+             "{{.Shared}}")
+
+
+def _df_verbose(d: dict) -> None:
+    """`system df -v` as the docker CLI prints it: a table each for images (the first tag of each),
+    containers (their own layer's size, no virtual size), local volumes and the build cache."""
+    from ketch.cli.containers import _PS_HEADERS, _ps_row
+    from ketch.cli.images import image_rows
+    images = []
+    for s in d.get("Images") or []:
+        tagged = [t for t in s.get("RepoTags") or [] if t != "<none>:<none>"]
+        images.append(image_rows([dict(s, RepoTags=tagged[:1], RepoDigests=s.get("RepoDigests") if tagged else [])])[0])
+    containers = []
+    for c in d.get("Containers") or []:
+        row = _ps_row(c, True)
+        row["Size"] = fmt.human_size(c.get("SizeRw") or 0)
+        row["LocalVolumes"] = str(sum(1 for m in c.get("Mounts") or [] if m.get("Driver") == "local"))
+        containers.append(row)
+    volumes = [{"Name": v.get("Name", ""), "Links": str((v.get("UsageData") or {}).get("RefCount", -1)),
+                "Size": fmt.human_size((v.get("UsageData") or {}).get("Size", 0))} for v in d.get("Volumes") or []]
+    cache = d.get("BuildCache") or []
+    cache_size = sum(b.get("Size", 0) for b in cache if not b.get("Shared"))
+    out = sys.stdout
+    print("Images space usage:\n", file=out)
+    fmt.print_formatted(images, None, _DF_IMAGES, out)
+    print("\nContainers space usage:\n", file=out)
+    fmt.print_formatted(containers, None, _DF_CONTAINERS, out, headers=_PS_HEADERS)
+    print("\nLocal Volumes space usage:\n", file=out)
+    fmt.print_formatted(volumes, None, _DF_VOLUMES, out, headers={"Name": "VOLUME NAME"})
+    print(f"\nBuild cache usage: {fmt.human_size(cache_size, 4)}\n", file=out)
+    fmt.print_formatted([], None, _DF_CACHE, out, headers={"ID": "CACHE ID", "LastUsedSince": "LAST USED",
+                                                          "UsageCount": "USAGE"})
 
 
 def register(sub, name, help_):

@@ -245,11 +245,12 @@ class Client:
         self.request("DELETE", f"/containers/{quote(ref)}", {"force": force or None, "v": volumes or None})
 
     def container_logs(self, ref: str, stdout=True, stderr=True, follow=False, timestamps=False, tail=None,
-                       since=None, until=None):
+                       since=None, until=None, details=False):
         """The Response of the log stream (raw for a tty container, else stdcopy frames)."""
         return self.stream("GET", f"/containers/{quote(ref)}/logs",
                            {"stdout": stdout, "stderr": stderr, "follow": follow or None,
-                            "timestamps": timestamps or None, "tail": tail, "since": since, "until": until})
+                            "timestamps": timestamps or None, "tail": tail, "since": since, "until": until,
+                            "details": details or None})
 
     def container_attach(self, ref: str, stdin=False, stdout=True, stderr=True, stream=True, logs=False,
                          detach_keys: str | None = None):

@@ -21,6 +21,7 @@ from typing import ClassVar
 from ketch.engine import mounts as mounts_mod
 from ketch.engine.state import Status
 from ketch.network.model import NetworkRequest
+from ketch.units import human_duration
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -38,34 +39,6 @@ def parse_rfc3339(s: str) -> float:
     frac = rest.rstrip("Z").split("+")[0].split("-")[0] if rest else ""
     dt = datetime.fromisoformat(base.rstrip("Z") + "+00:00")
     return dt.timestamp() + (int(frac) / 10 ** len(frac) if frac else 0.0)
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration, which `docker ps` prints."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def new_id() -> str:

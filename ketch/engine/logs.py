@@ -257,3 +257,40 @@ def parse_size(value: str) -> int:
     if n <= 0:
         raise InvalidArgument(f"invalid max-size: {value}")
     return int(n * mult)
+
+
+def check_attribute_opts(cfg: dict) -> None:
+    """At create: labels-regex and env-regex must compile (dockerd fails the logger on them)."""
+    for key in ("labels-regex", "env-regex"):
+        if cfg.get(key):
+            try:
+                re.compile(cfg[key])
+            except re.error as e:
+                raise InvalidArgument(f"invalid log opt '{key}': {cfg[key]!r}: {e}") from None
+
+
+def attributes(cfg: dict, labels: dict, env: list[str]) -> dict[str, str]:
+    """The extra attributes a log line carries (dockerd's loginfo.ExtraAttributes): the container
+    labels named by the log opt ``labels`` or matching ``labels-regex``, and the environment
+    variables named by ``env`` or matching ``env-regex``."""
+    variables = dict(e.split("=", 1) for e in env if "=" in e)
+    return {**_picked(cfg, "labels", labels), **_picked(cfg, "env", variables)}
+
+
+def _picked(cfg: dict, opt: str, values: dict[str, str]) -> dict[str, str]:
+    """The entries of ``values`` named by the log opt ``opt`` (a comma list) or matching ``opt-regex``."""
+    out = {k: values[k] for k in (cfg.get(opt) or "").split(",") if k in values}
+    if cfg.get(f"{opt}-regex"):
+        rx = re.compile(cfg[f"{opt}-regex"])
+        out.update((k, v) for k, v in values.items() if rx.search(k))
+    return out
+
+
+def details_prefix(attrs: dict[str, str]) -> bytes:
+    """What ``logs --details`` puts before each line, as dockerd writes it: the attributes sorted
+    by key, each ``key=value`` query-escaped, joined by commas, then one space (a lone space
+    when there are none)."""
+    from urllib.parse import quote_plus
+    return (",".join(f"{quote_plus(k, safe='')}={quote_plus(v, safe='')}"
+                     for k, v in sorted(attrs.items())) + " ").encode()
+

@@ -79,10 +79,11 @@ class NetworkService(Protocol):
         """The network plugins, for /info."""
 
 
-def load_image_service(spec: str, data_root: str, insecure=(), registry_timeouts: tuple[float, float] | None = None):
+def load_image_service(spec: str, data_root: str, insecure=(), registry_timeouts: tuple[float, float] | None = None,
+                       mirrors=()):
     """Instantiate an image service from "module:callable", called with the data root (and the
-    insecure registries and the registry timeouts (connect, read), when there are any and the
-    factory takes them)."""
+    insecure registries, the registry timeouts (connect, read) and docker.io's mirrors, when there
+    are any and the factory takes them)."""
     import importlib
     import inspect
     mod_name, _, attr = spec.partition(":")
@@ -93,4 +94,6 @@ def load_image_service(spec: str, data_root: str, insecure=(), registry_timeouts
         kw["insecure"] = tuple(insecure)
     if registry_timeouts and "registry_timeouts" in inspect.signature(factory).parameters:
         kw["registry_timeouts"] = registry_timeouts
+    if mirrors:
+        kw["mirrors"] = tuple(mirrors)
     return factory(data_root, **kw)

@@ -10,7 +10,7 @@ import re
 from ketch.engine import logs as logs_mod
 from ketch.engine import state as state_mod
 from ketch.engine import stats as stats_mod
-from ketch.engine.container import Container
+from ketch.engine.container import Container, container_event
 from ketch.engine.ports import ImageService
 from ketch.engine.state import Status
 from ketch.engine.store import ContainerStore
@@ -26,10 +26,11 @@ Summaries = list[dict]
 
 
 class Queries:
-    def __init__(self, store: ContainerStore, images: ImageService, runtime):
+    def __init__(self, store: ContainerStore, images: ImageService, runtime, events=None):
         self.store = store
         self.images = images
         self.runtime = runtime
+        self.events = events  # the bus `top` is published on, as dockerd does
 
     # --- list --------------------------------------------------------------------------
     def list(self, all_: bool = False, limit: int = -1, filters: dict | None = None,
@@ -54,6 +55,32 @@ class Queries:
         out = [c.summary() for c in cs if matches(c, filters)]
         return out[:limit] if limit > 0 else out
 
+    async def with_ancestors(self, filters: dict) -> dict:
+        """`ancestor` values plus the IDs of the images they name and of those images' descendants
+        that containers use, as dockerd walks an image's children: an image whose layers start
+        with all the named image's layers (busybox's, then its own) descends from it. A value
+        that names no image matches nothing (dockerd only warns)."""
+        if not filters.get("ancestor"):
+            return filters
+        values = list(filters["ancestor"])
+        named: list[list[str]] = []
+        for v in filters["ancestor"]:
+            try:
+                img = await self.images.get_image(v)
+            except KetchError:
+                continue
+            values.append(img.id)
+            if _diff_ids(img):
+                named.append(_diff_ids(img))
+        for iid in sorted({c.data["Image"] for c in self.store} - set(values)) if named else ():
+            try:
+                layers = _diff_ids(await self.images.get_image(iid))
+            except KetchError:
+                continue
+            if any(layers[:len(n)] == n for n in named):
+                values.append(iid)
+        return {**filters, "ancestor": values}
+
     async def with_sizes(self, summaries: Summaries) -> Summaries:
         for item in summaries:
             item["SizeRw"] = await self.size_rw(item["Id"])
@@ -77,8 +104,9 @@ class Queries:
 
     # --- logs --------------------------------------------------------------------------
     def logs(self, ref: str, *, follow: bool, stdout: bool, stderr: bool, since=None, until=None,
-             tail: str | None = None, timestamps: bool = False):
-        """(tty, async iterator of (stream, bytes)) of the container's log."""
+             tail: str | None = None, timestamps: bool = False, details: bool = False):
+        """(tty, async iterator of (stream, bytes)) of the container's log; with ``details`` each
+        line starts with its attributes (the log opts labels, env and their regexes), as dockerd's."""
         c = self.store.get(ref)
         if (c.host_config.get("LogConfig") or {}).get("Type") == "none":
             raise InvalidArgument('configured logging driver does not support reading')
@@ -92,13 +120,19 @@ class Queries:
                 n = None  # as dockerd: a tail that is not a number means all
         since_t = logs_mod.parse_time(since)
         until_t = logs_mod.parse_time(until)
+        prefix = b""
+        if details:
+            cfg = (c.host_config.get("LogConfig") or {}).get("Config") or {}
+            prefix = logs_mod.details_prefix(logs_mod.attributes(cfg, c.config.get("Labels") or {},
+                                                                 c.config.get("Env") or []))
 
         async def gen():
             async for e in logs_mod.stream(c.log_path, follow=follow, tail=n, since=since_t, until=until_t,
                                            running=lambda: c.running and c.id in self.store):
                 if (e.stream == "stdout" and not stdout) or (e.stream == "stderr" and not stderr):
                     continue
-                yield e.stream, (e.time.encode() + b" " + e.data) if timestamps else e.data
+                data = prefix + e.data if details else e.data
+                yield e.stream, (e.time.encode() + b" " + data) if timestamps else data
         return c.tty, gen()
 
     # --- top / stats -------------------------------------------------------------------
@@ -124,6 +158,8 @@ class Queries:
             fields = line.split(None, len(titles) - 1)
             if len(fields) > pid_index and fields[pid_index].isdigit() and int(fields[pid_index]) in pids:
                 procs.append(fields)
+        if self.events is not None:
+            container_event(self.events, c, "top")
         return {"Titles": titles, "Processes": procs}
 
     async def stats_sample(self, c: Container) -> dict:
@@ -185,6 +221,10 @@ def check_filters(filters: dict) -> None:
             raise InvalidArgument(f"Invalid filter 'is-task={v}'")
 
 
+def _diff_ids(img) -> list[str]:
+    return list((img.config.get("rootfs") or {}).get("diff_ids") or [])
+
+
 def _label_match(labels: dict, spec: str) -> bool:
     k, sep, val = spec.partition("=")
     return k in labels and (not sep or labels[k] == val)
@@ -192,8 +232,9 @@ def _label_match(labels: dict, spec: str) -> bool:
 
 def _ancestor_match(c: Container, value: str) -> bool:
     """An image named as the container's image was (name, name:tag, the ID or a prefix of it);
-    the API adds the IDs its names resolve to, so `busybox` also matches a container made from
-    `docker.io/library/busybox:latest` or from the ID."""
+    Queries.with_ancestors adds the IDs its names resolve to and their descendants' IDs, so
+    `busybox` also matches a container made from `docker.io/library/busybox:latest`, from the
+    ID, or from an image built on busybox."""
     img, iid = c.image_ref, c.data["Image"]
     if value in (img, iid):
         return True

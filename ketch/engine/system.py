@@ -35,6 +35,26 @@ class System:
         self.data_root = data_root
         self.runtime_binary = runtime_binary
         self.engine_id = engine_id
+        self.runtime_name = os.path.basename(runtime_binary)
+        self._runtime_version: str | None = None
+
+    def runtime_version(self) -> str:
+        """The OCI runtime's version, as `version` shows it (runc's first line: `runc version 1.1.5`)."""
+        if self._runtime_version is None:
+            v = ""
+            if self.runtime_name == "ketch-runtime":
+                v = ketch.__version__
+            else:
+                import subprocess
+                try:
+                    out = subprocess.run([self.runtime_binary, "--version"], capture_output=True, text=True,
+                                         timeout=5).stdout
+                    words = (out.splitlines() or [""])[0].split()
+                    v = words[-1] if words else ""
+                except (OSError, subprocess.SubprocessError):
+                    v = ""
+            self._runtime_version = v
+        return self._runtime_version
 
     def version(self) -> dict:
         u = os.uname()
@@ -47,7 +67,8 @@ class System:
                 "ApiVersion": API_VERSION, "Arch": arch, "BuildTime": "", "Experimental": "false",
                 "GitCommit": "", "GoVersion": go, "KernelVersion": u.release, "MinAPIVersion": MIN_API_VERSION,
                 "Os": "linux"}},
-                {"Name": "runtime", "Version": self.runtime_binary, "Details": {}}],
+                {"Name": self.runtime_name, "Version": self.runtime_version(),
+                 "Details": {"GitCommit": "", "Path": self.runtime_binary}}],
             "Version": v, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "GitCommit": "",
             "GoVersion": go, "Os": "linux", "Arch": arch, "KernelVersion": u.release, "BuildTime": "",
             "Experimental": False}
@@ -71,7 +92,7 @@ class System:
             pass
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         v2 = not os.path.isdir("/sys/fs/cgroup/memory")
-        rt = os.path.basename(self.runtime_binary)
+        rt = self.runtime_name
         return {
             "ID": self.engine_id, **counts, "Images": n_images, "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"]], "Plugins": {
@@ -88,19 +109,28 @@ class System:
             "NEventsListener": len(self.events.subscribers), "KernelVersion": u.release,
             "OperatingSystem": os_name, "OSVersion": "", "OSType": "linux",
             "Architecture": u.machine, "IndexServerAddress": "https://index.docker.io/v1/",
-            "RegistryConfig": {"AllowNondistributableArtifactsCIDRs": [], "AllowNondistributableArtifactsHostnames": [],
-                               "InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {}, "Mirrors": []},
+            "RegistryConfig": self.registry_config(),
             "NCPU": os.cpu_count(), "MemTotal": mem, "GenericResources": None,
             "DockerRootDir": self.data_root, "HttpProxy": "", "HttpsProxy": "", "NoProxy": "",
             "Name": socket.gethostname(), "Labels": [], "ExperimentalBuild": False,
             "ServerVersion": ketch.__version__,
-            "Runtimes": {rt: {"path": self.runtime_binary}}, "DefaultRuntime": rt,
+            # by the names `--runtime` accepts: its own, and runc's (the name clients default to)
+            "Runtimes": {name: {"path": self.runtime_binary} for name in sorted({rt, "runc"})}, "DefaultRuntime": rt,
             "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
                       "Error": "", "RemoteManagers": None},
             "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "docker-init",
             "ContainerdCommit": {"ID": ""}, "RuncCommit": {"ID": ""}, "InitCommit": {"ID": ""},
             "SecurityOptions": ["name=seccomp,profile=builtin"], "Warnings": []}
 
+
+    def registry_config(self) -> dict:
+        """/info's RegistryConfig as dockerd's: docker.io's mirrors, the insecure registries."""
+        mirrors = list(getattr(self.images, "mirrors", ()) or ())
+        indexes = {"docker.io": {"Name": "docker.io", "Mirrors": mirrors, "Secure": True, "Official": True}}
+        for name in getattr(self.images, "insecure", ()) or ():
+            indexes[name] = {"Name": name, "Mirrors": [], "Secure": False, "Official": False}
+        return {"AllowNondistributableArtifactsCIDRs": None, "AllowNondistributableArtifactsHostnames": None,
+                "InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"], "IndexConfigs": indexes, "Mirrors": mirrors}
 
     async def df(self) -> dict:
         containers = await self.queries.with_sizes(self.queries.list(all_=True))

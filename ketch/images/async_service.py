@@ -39,9 +39,12 @@ def _mounted(path):
 
 
 class AsyncImageService:
-    def __init__(self, data_root, *, insecure=(), docker_config=None, events=None, registry_timeouts=None):
-        self.svc = ImageService(data_root, insecure=insecure, docker_config=docker_config,
+    def __init__(self, data_root, *, insecure=(), mirrors=(), docker_config=None, events=None,
+                 registry_timeouts=None):
+        self.svc = ImageService(data_root, insecure=insecure, mirrors=mirrors, docker_config=docker_config,
                                 registry_timeouts=registry_timeouts)
+        self.mirrors = self.svc.mirrors    # what /info shows as RegistryConfig.Mirrors
+        self.insecure = self.svc.insecure  # and as its insecure IndexConfigs
         self.mount_root = os.path.join(self.svc.root, "rootfs")
         os.makedirs(self.mount_root, mode=0o711, exist_ok=True)
         self.events = events
@@ -319,8 +322,15 @@ class AsyncImageService:
             r = reference.parse(ref)
             if r.digest or ":" in ref.rsplit("/", 1)[-1]:
                 raise InvalidArgument("tag can't be used with --all-tags/-a")
-            async with self.svc.client(auth) as c:
-                tags = sorted(await c.list_tags(r.repository()))
+            endpoints = self.svc.pull_endpoints(r)
+            for i, mirror in enumerate(endpoints):  # the tags as the first endpoint that answers has them
+                try:
+                    async with self.svc.client(auth, mirror=mirror) as c:
+                        tags = sorted(await c.list_tags(r.repository()))
+                    break
+                except KetchError:
+                    if i == len(endpoints) - 1:
+                        raise
         except KetchError as e:
             yield {"errorDetail": {"message": str(e)}, "error": str(e)}
             return

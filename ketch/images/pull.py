@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 
-from ketch.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from ketch.errors import FailedPrecondition, InvalidArgument, KetchError, NotFound, Unavailable
 from ketch.oci import digest as dg
 from ketch.oci import image as oci
 from ketch.oci import platform as oplatform
 from ketch.oci import reference
 from ketch.snapshots import COMMITTED, DetachedUnpack
+
+log = logging.getLogger("ketch.images")
 
 CONCURRENT_DOWNLOADS = 4
 _PROGRESS_STEP = 1 << 19
@@ -228,7 +231,12 @@ class _Emitter:
 
 
 async def pull(svc, ref_str, platform=None, progress=None, auth=None):
-    """Pull ``ref_str`` into ``svc``; return the image ID. Errors are ketch.errors kinds."""
+    """Pull ``ref_str`` into ``svc``; return the image ID. Errors are ketch.errors kinds.
+
+    A docker.io reference is tried on each of the service's registry mirrors first, then on
+    docker.io, as dockerd does: any error from a mirror (unreachable, unknown manifest, refused,
+    bad content) moves on to the next endpoint; the last endpoint's error is the pull's. What a
+    mirror already delivered stays in the content store, verified by digest."""
     ref = reference.parse(ref_str)
     want = oplatform.parse(platform) if platform else None
     from ketch.linux.malloc import tune_for_streaming
@@ -236,55 +244,69 @@ async def pull(svc, ref_str, platform=None, progress=None, auth=None):
     emit = _Emitter(progress)
     lockfd = await asyncio.to_thread(_shared_gc_lock, svc)
     try:
-        async with svc.client(auth) as c:
-            emit(f"Pulling from {ref.familiar_name()}", id=ref.tag or ref.digest)
-            top = await c.get_manifest(ref)
-            index_digest = None
-            if isinstance(top.manifest, oci.Index):
-                svc.content.put(top.data, top.digest)
-                index_digest = top.digest
-                desc = top.manifest.choose(want)
-                m = await c.get_manifest(reference.Reference(ref.domain, ref.path, None, desc.digest))
-            else:
-                m = top
-            man = m.manifest
-            if not isinstance(man, oci.Manifest):
-                raise InvalidArgument(f"pull {ref}: nested index is not supported")
-            # config
-            cd = man.config
-            if not svc.content.has(cd.digest):
-                r = await c.open_blob(ref, cd.digest, size=cd.size)
-                async with r:
-                    data = await r.readall()
-                svc.content.put(data, cd.digest)
-            cfg = oci.parse_config(svc.content.read(cd.digest))
-            if want and not index_digest:
-                got = oplatform.Platform(cfg.get("os", ""), cfg.get("architecture", ""), cfg.get("variant", ""))
-                if oplatform.rank(want, got) is None:
-                    raise NotFound(f"image {ref.familiar()} is {got}, not the requested platform {want}")
-            diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
-            if len(diff_ids) != len(man.layers):
-                raise InvalidArgument(f"pull {ref}: image config has {len(diff_ids)} diff ids for "
-                                      f"{len(man.layers)} layers")
-            chains = dg.chain_ids(diff_ids) if diff_ids else []
-            await asyncio.to_thread(svc.snapshots.cleanup)
-            sizes = await _layers(svc, c, ref, man, diff_ids, chains, emit)
-            svc.content.put(m.data, m.digest)
-            tags = [str(ref)] if ref.tag else []
-            old = None
-            if ref.tag:
-                old = svc.meta.snapshot()["tags"].get(str(ref))
-            iid = svc.register(manifest_digest=m.digest, media_type=m.media_type, config_digest=cd.digest,
-                               chains=chains, layer_sizes=sizes, tags=tags,
-                               repo_digest=f"{ref.name}@{top.digest}", source=ref.name, index=index_digest)
-            emit(f"Digest: {top.digest}")
-            if old == iid:
-                emit(f"Status: Image is up to date for {ref.familiar()}")
-            else:
-                emit(f"Status: Downloaded newer image for {ref.familiar()}")
-            return iid
+        endpoints = svc.pull_endpoints(ref)
+        for i, mirror in enumerate(endpoints):
+            try:
+                async with svc.client(auth, mirror=mirror) as c:
+                    return await _pull_from(svc, c, ref, want, emit)
+            except KetchError as e:
+                if i == len(endpoints) - 1:
+                    raise
+                log.info("pull from a registry mirror failed; trying the next endpoint",
+                         extra={"mirror": mirror, "ref": str(ref), "error": str(e)})
+        raise AssertionError("unreachable: the last endpoint raises")
     finally:
         os.close(lockfd)
+
+
+async def _pull_from(svc, c, ref, want, emit):
+    """One pull attempt through client ``c`` (a registry, or a mirror standing in for docker.io)."""
+    emit(f"Pulling from {ref.familiar_name()}", id=ref.tag or ref.digest)
+    top = await c.get_manifest(ref)
+    index_digest = None
+    if isinstance(top.manifest, oci.Index):
+        svc.content.put(top.data, top.digest)
+        index_digest = top.digest
+        desc = top.manifest.choose(want)
+        m = await c.get_manifest(reference.Reference(ref.domain, ref.path, None, desc.digest))
+    else:
+        m = top
+    man = m.manifest
+    if not isinstance(man, oci.Manifest):
+        raise InvalidArgument(f"pull {ref}: nested index is not supported")
+    # config
+    cd = man.config
+    if not svc.content.has(cd.digest):
+        r = await c.open_blob(ref, cd.digest, size=cd.size)
+        async with r:
+            data = await r.readall()
+        svc.content.put(data, cd.digest)
+    cfg = oci.parse_config(svc.content.read(cd.digest))
+    if want and not index_digest:
+        got = oplatform.Platform(cfg.get("os", ""), cfg.get("architecture", ""), cfg.get("variant", ""))
+        if oplatform.rank(want, got) is None:
+            raise NotFound(f"image {ref.familiar()} is {got}, not the requested platform {want}")
+    diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
+    if len(diff_ids) != len(man.layers):
+        raise InvalidArgument(f"pull {ref}: image config has {len(diff_ids)} diff ids for "
+                              f"{len(man.layers)} layers")
+    chains = dg.chain_ids(diff_ids) if diff_ids else []
+    await asyncio.to_thread(svc.snapshots.cleanup)
+    sizes = await _layers(svc, c, ref, man, diff_ids, chains, emit)
+    svc.content.put(m.data, m.digest)
+    tags = [str(ref)] if ref.tag else []
+    old = None
+    if ref.tag:
+        old = svc.meta.snapshot()["tags"].get(str(ref))
+    iid = svc.register(manifest_digest=m.digest, media_type=m.media_type, config_digest=cd.digest,
+                       chains=chains, layer_sizes=sizes, tags=tags,
+                       repo_digest=f"{ref.name}@{top.digest}", source=ref.name, index=index_digest)
+    emit(f"Digest: {top.digest}")
+    if old == iid:
+        emit(f"Status: Image is up to date for {ref.familiar()}")
+    else:
+        emit(f"Status: Downloaded newer image for {ref.familiar()}")
+    return iid
 
 
 def _shared_gc_lock(svc):

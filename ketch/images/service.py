@@ -41,6 +41,7 @@ from ketch.oci import reference
 from ketch.snapshots import ACTIVE, COMMITTED, OverlaySnapshotter, unpack_layer
 
 IMAGE_LABEL = "ketch.image"
+Endpoints = list[str | None]  # mirror URLs, then None for the registry itself (inside the class, `list` is a method)
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 
@@ -78,16 +79,21 @@ class ImageService:
     """The image store. Methods are synchronous except ``pull`` and ``push`` (asyncio).
 
     ``insecure``: registry domains reached over http (besides loopback ones);
+    ``mirrors``: registry mirrors for docker.io (``http://host:port/`` or ``https://host[/path]/``, as
+    ketch.registry.mirror_url makes them), tried in order before docker.io by ``pull``;
     ``docker_config``: the credentials file (default $DOCKER_CONFIG/config.json or ~/.docker/config.json).
     """
 
-    def __init__(self, root, *, insecure=(), docker_config=None, credentials=None, registry_timeouts=None):
+    def __init__(self, root, *, insecure=(), mirrors=(), docker_config=None, credentials=None,
+                 registry_timeouts=None):
         self.root = os.path.abspath(root)
         os.makedirs(self.root, mode=0o711, exist_ok=True)
         self.content = ContentStore(os.path.join(self.root, "content"))
         self.snapshots = OverlaySnapshotter(os.path.join(self.root, "snapshots"))
         self.meta = Metadata(self.root)
         self.insecure = tuple(insecure)
+        from ketch.registry import mirror_url
+        self.mirrors = tuple(mirror_url(m, self.insecure) for m in mirrors)
         self.docker_config = docker_config
         self.credentials = credentials
         self.registry_timeouts = tuple(registry_timeouts) if registry_timeouts else (30.0, 120.0)  # connect, read
@@ -674,8 +680,14 @@ class ImageService:
         from ketch.images.base import make_base_image
         return make_base_image(self, ref=ref, busybox=busybox)
 
-    def client(self, auth=None):
-        """A RegistryClient; ``auth`` ({"username", "password"}) overrides stored credentials."""
+    def pull_endpoints(self, ref) -> Endpoints:
+        """Where a pull of ``ref`` goes, in order: each mirror for a docker.io reference (as
+        dockerd), then the reference's own registry (None)."""
+        return [*self.mirrors, None] if ref.domain == "docker.io" else [None]
+
+    def client(self, auth=None, mirror=None):
+        """A RegistryClient; ``auth`` ({"username", "password"}) overrides stored credentials;
+        ``mirror`` (a URL) serves docker.io's repositories in docker.io's place."""
         from ketch.registry import Credentials, RegistryClient
         creds = self.credentials
         if auth and auth.get("username") and auth.get("password"):
@@ -683,7 +695,8 @@ class ImageService:
             creds = lambda domain: given  # noqa: E731
         connect, read = self.registry_timeouts
         return RegistryClient(insecure=self.insecure, docker_config=self.docker_config, credentials=creds,
-                              connect_timeout=connect, read_timeout=read)
+                              connect_timeout=connect, read_timeout=read,
+                              endpoints={"docker.io": mirror} if mirror else None)
 
 
 def _docker_config(c):

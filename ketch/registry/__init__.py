@@ -9,7 +9,7 @@ See docs/registry.md.
 """
 
 from ketch.registry.auth import Credentials, config_path, load_credentials, remove_credentials, save_credentials
-from ketch.registry.client import BlobReader, FetchedManifest, RegistryClient, is_loopback, logout
+from ketch.registry.client import BlobReader, FetchedManifest, RegistryClient, is_loopback, logout, mirror_url
 
 __all__ = ["BlobReader", "Credentials", "FetchedManifest", "RegistryClient", "config_path", "is_loopback",
-           "load_credentials", "logout", "remove_credentials", "save_credentials"]
+           "load_credentials", "logout", "mirror_url", "remove_credentials", "save_credentials"]

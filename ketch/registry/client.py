@@ -83,6 +83,33 @@ def _host_of(domain: str) -> str:
     return domain.rsplit(":", 1)[0] if ":" in domain else domain
 
 
+def mirror_url(value: str, insecure: tuple[str, ...] | list[str] = ()) -> str:
+    """A registry mirror as dockerd normalizes it (``scheme://host[:port][/path]/``), or
+    InvalidArgument in dockerd's words. Without a scheme (``host:port``, Ketch's leniency) the
+    mirror is reached as a registry of that name would be: http when it is a loopback address or
+    one of the insecure registries, else https."""
+    v = str(value).strip()
+    if "://" not in v:
+        host = v.split("/", 1)[0]
+        plain = is_loopback(host) or host in insecure
+        v = ("http://" if plain else "https://") + v
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https"):
+        raise InvalidArgument(f"invalid mirror: unsupported scheme {parts.scheme!r} in {value!r}: must use "
+                              "either 'https://' or 'http://'")
+    if parts.query or parts.fragment:
+        raise InvalidArgument(f"invalid mirror: query or fragment at end of the URI {value!r}")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidArgument(f"invalid mirror: username/password not allowed in URI {parts.hostname!r}")
+    if not parts.hostname:
+        raise InvalidArgument(f"invalid mirror: {value!r} is not a valid URI")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise InvalidArgument(f"invalid mirror: {value!r} is not a valid URI: bad port") from None
+    return v.rstrip("/") + "/"
+
+
 def is_loopback(domain: str) -> bool:
     host = _host_of(domain)
     if host == "localhost":
@@ -283,13 +310,16 @@ class RegistryClient:
     $DOCKER_CONFIG/config.json or ~/.docker/config.json) per domain; a dict maps
     domain -> Credentials; a callable domain -> Credentials | None.
     insecure: domains (host[:port]) to reach over plain http besides the loopback ones.
+    endpoints: domain -> base URL that serves that domain's repositories instead (a registry
+    mirror for docker.io: ``{"docker.io": "http://127.0.0.1:5000/"}``; a path is kept as a prefix).
     """
 
     def __init__(self, *, credentials: dict | Callable | None = None, docker_config: str | None = None,
                  insecure: tuple[str, ...] | list[str] = (), retries: int = 4, backoff: float = 0.25,
                  user_agent: str = "ketch/0.1", connect_timeout: float = 30, read_timeout: float = 120,
-                 certs_dirs: tuple[str, ...] | list[str] | None = None):
+                 certs_dirs: tuple[str, ...] | list[str] | None = None, endpoints: dict[str, str] | None = None):
         self._credentials = credentials
+        self._endpoints = {d: u.rstrip("/") for d, u in (endpoints or {}).items()}
         self._certs_dirs = tuple(certs_dirs) if certs_dirs is not None else default_certs_dirs()
         self._ssl_contexts: dict[str, object] = {}
         self._docker_config = docker_config
@@ -380,6 +410,8 @@ class RegistryClient:
         return ctx
 
     def base_url(self, domain: str) -> str:
+        if domain in self._endpoints:
+            return self._endpoints[domain]
         # http for loopback and insecure registries, unless TLS is configured for them in certs.d
         plain = (is_loopback(domain) or domain in self._insecure) and not self.tls_dir(domain)
         scheme = "http" if plain else "https"

@@ -57,7 +57,10 @@ class Registry:
                 self.proc.wait()
 
 
-def start_registry(tmp_path, auth: dict | None = None, name: str = "registry") -> Registry:
+def start_registry(tmp_path, auth: dict | None = None, name: str = "registry", netns: str | None = None,
+                   accesslog: bool = False) -> Registry:
+    """``netns``: run it in that named network namespace (its 127.0.0.1 is the namespace's own);
+    ``accesslog``: log every request (to ``reg.log``), so a test can tell what it served."""
     if not os.path.exists(REGISTRY_BIN):
         pytest.skip("docker-registry is not installed")
     d = tmp_path / name
@@ -65,7 +68,7 @@ def start_registry(tmp_path, auth: dict | None = None, name: str = "registry") -
     port = free_port()
     cfg = {
         "version": 0.1,
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "log": {"level": "info" if netns else "warn", "accesslog": {"disabled": not accesslog}},
         "storage": {"filesystem": {"rootdirectory": str(d / "storage")}, "delete": {"enabled": True}},
         "http": {"addr": f"127.0.0.1:{port}"},
     }
@@ -74,10 +77,19 @@ def start_registry(tmp_path, auth: dict | None = None, name: str = "registry") -
     (d / "config.yml").write_text(json.dumps(cfg))
     log = str(d / "registry.log")
     with open(log, "wb") as lf:
-        proc = subprocess.Popen([REGISTRY_BIN, "serve", str(d / "config.yml")], stdout=lf, stderr=lf,
+        prefix = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
+        proc = subprocess.Popen([*prefix, REGISTRY_BIN, "serve", str(d / "config.yml")], stdout=lf, stderr=lf,
                                 stdin=subprocess.DEVNULL)
     reg = Registry(port, str(d / "storage"), proc, log)
     deadline = time.monotonic() + 20
+    while netns:  # not reachable from here: its own log says when it listens
+        with open(log) as f:
+            if "listening on" in f.read():
+                return reg
+        if proc.poll() is not None or time.monotonic() > deadline:
+            reg.stop()
+            raise RuntimeError("registry did not start: " + open(log).read()[-2000:])
+        time.sleep(0.05)
     while True:
         try:
             urllib.request.urlopen(f"http://{reg.domain}/v2/", timeout=1).close()

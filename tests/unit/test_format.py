@@ -10,15 +10,25 @@ from ketch.cli import format as fmt
 
 @pytest.mark.parametrize("n, text", [
     (0, "0B"), (None, "0B"), (999, "999B"), (1000, "1kB"), (2_140_000, "2.14MB"), (1_234_567_890, "1.23GB"),
-    (5 * 10**18, "5000PB"),
+    (5 * 10**18, "5EB"), (999_950, "1e+03kB"),  # Go's %g, as the docker CLI prints it
 ])
 def test_human_size(n, text):
     assert fmt.human_size(n) == text
 
 
+@pytest.mark.parametrize("n, text", [
+    (0, "0B"), (1023, "1023B"), (1024, "1KiB"), (25_200_000_000, "23.47GiB"), (8 * 1024**3, "8GiB"),
+    (1536 * 1024**2, "1.5GiB"),
+])
+def test_bytes_size_is_go_units_binary(n, text):
+    assert fmt.bytes_size(n) == text
+
+
 @pytest.mark.parametrize("ago, text", [
-    (0, "Less than a second ago"), (5, "5 seconds ago"), (60, "1 minute ago"), (150, "2 minutes ago"),
-    (3600, "60 minutes ago"), (2 * 3600, "2 hours ago"), (3 * 86400, "3 days ago"), (15 * 86400, "2 weeks ago"),
+    (0, "Less than a second ago"), (0.9, "Less than a second ago"), (1, "1 second ago"), (1.7, "1 second ago"),
+    (5, "5 seconds ago"), (60, "About a minute ago"), (119, "About a minute ago"), (150, "2 minutes ago"),
+    (3599, "59 minutes ago"), (3600, "About an hour ago"), (90 * 60, "2 hours ago"), (2 * 3600, "2 hours ago"),
+    (3 * 86400, "3 days ago"), (15 * 86400, "2 weeks ago"),
     (400 * 86400, "13 months ago"), (800 * 86400, "2 years ago"), (-10, "Less than a second ago"),
 ])
 def test_since(ago, text):
@@ -51,7 +61,8 @@ def test_header_and_table_alignment():
     assert fmt.header_of("{{.ID}}\\t{{.CreatedSince}}\\t{{.RepoTags}}\\t{{json .}}") == \
         "IMAGE ID\tCREATED\tREPO TAGS\tJSON"
     assert fmt.header_of("{{.Names}}", {"Names": "NAMES!"}) == "NAMES!"
-    assert fmt.table(["A\tBB\tC", "long-cell\tx\tlast  "]) == "A           BB   C\nlong-cell   x    last"
+    # the docker CLI's tabwriter: minimum width 10, padding 3
+    assert fmt.table(["A\tBB\tC", "long-cell\tx\tlast  "]) == "A           BB        C\nlong-cell   x         last"
 
 
 def test_print_formatted_table_and_lines():
@@ -61,7 +72,7 @@ def test_print_formatted_table_and_lines():
     assert out.getvalue() == "CONTAINER ID   NAME\n1              one\n22             two\n"
     out = io.StringIO()
     fmt.print_formatted(items, "table", "table {{.Name}}\t{{.ID}}", out)   # bare `table`: the default columns
-    assert out.getvalue() == "NAME   IMAGE ID\none    1\ntwo    22\n"
+    assert out.getvalue() == "NAME      IMAGE ID\none       1\ntwo       22\n"
     out = io.StringIO()
     fmt.print_formatted(items, "{{.Name}}", "table {{.ID}}", out)
     assert out.getvalue() == "one\ntwo\n"

@@ -118,11 +118,11 @@ def _print(fmt_, default="table {{.ID}}", headers=None):
 def test_docker_style_formats():
     assert _print("table {{.ID}}\\t{{.Names}}") == "CONTAINER ID   NAMES\n1111           web\n22             db\n"
     assert _print('{{.Label "tier"}}|{{.Label "nope"}}') == "front|\n|\n"
-    assert _print('table {{.Names}}\\t{{.Label "com.example.team"}}') == "NAMES   team\nweb     a\ndb\n"
+    assert _print('table {{.Names}}\\t{{.Label "com.example.team"}}') == "NAMES     team\nweb       a\ndb\n"
     assert _print("table {{.ID}}\\t{{if .Mounts}}{{.Mounts}}{{else}}-{{end}}") == \
         "CONTAINER ID   MOUNTS\n1111           /data\n22             -\n"
     assert _print("table {{upper .Names}}\\t{{.Status | lower}}") == \
-        "NAMES   status\nWEB     up 1 second\nDB      exited (0)\n"
+        "NAMES     status\nWEB       up 1 second\nDB        exited (0)\n"
     assert _print("{{range $k, $v := .}}{{$k}} {{end}}") == "ID Mounts Names Status \n" * 2
     assert [json.loads(x) for x in _print("json").splitlines()] == [dict(r) for r in ROWS]
 

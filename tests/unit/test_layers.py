@@ -6,14 +6,14 @@ import ast
 import os
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "ketch")
-SHARED = {"errors", "_json", "detachkeys", "events"}
+SHARED = {"errors", "_json", "detachkeys", "events", "units"}
 
 ALLOWED = {
     "linux": set(),
     "oci": set(),
     "events": set(),
     "monitor": set(),
-    "network": set(),
+    "network": {"linux"},
     "runtime": {"linux"},
     "content": {"oci"},
     "registry": {"oci"},
@@ -22,7 +22,7 @@ ALLOWED = {
     "images": {"archive", "content", "linux", "oci", "registry", "snapshots"},
     "engine": {"archive", "images", "monitor", "network", "oci", "runtime"},
     "api": {"engine"},
-    "daemon": {"api", "engine"},
+    "daemon": {"api", "engine", "network"},
     "client": set(),
     "cli": {"client", "images", "archive", "oci"},
 }
