@@ -90,7 +90,10 @@ class Creator:
             except NotFound:
                 # a 400, not a 404: on a 404 the docker CLI would go and pull the image
                 raise InvalidArgument(f"cannot join the {ns} namespace of {ref}: No such container: {ref}") from None
-        self.networks.check(req.network)
+        try:
+            self.networks.check(req.network)
+        except NotFound as e:
+            raise InvalidArgument(str(e)) from None  # a 404 would send the docker CLI pulling the image
         warnings = refuse_unsupported(req.mounts)
         name = self.store.reserve(name)
         try:

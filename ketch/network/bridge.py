@@ -198,6 +198,7 @@ class BridgeNetworks:
         self.reserved: dict[str, _Reservation] = {}
         self.lock = asyncio.Lock()
         self.events = None                  # set by the engine: network events
+        self.started = now_rfc3339()        # the Created of the host and none networks
 
     # --- set-up -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -406,7 +407,8 @@ class BridgeNetworks:
         return self.get_network(ref).inspect()
 
     def _pseudo(self, name: str) -> dict:
-        return {"Name": name, "Id": hashlib.sha256(name.encode()).hexdigest(), "Created": "", "Scope": "local",
+        return {"Name": name, "Id": hashlib.sha256(name.encode()).hexdigest(), "Created": self.started,
+                "Scope": "local",
                 "Driver": "null" if name == "none" else name, "EnableIPv4": name != "none", "EnableIPv6": False,
                 "IPAM": {"Driver": "default", "Options": None, "Config": []}, "Internal": False,
                 "Attachable": False, "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
