@@ -155,6 +155,9 @@ class Creator:
         network = req.network
         network.hostname = config["Hostname"]
         network.name = name
+        if network.mode not in ("host", "none") and network.container is None:
+            # the endpoints are the container's networks from now on, the mode's among them
+            network.endpoints.setdefault("bridge" if network.mode in ("default", "bridge") else network.mode, {})
         network.exposed = sorted(config.get("ExposedPorts") or {})
         network.links = []
         for ref, alias in req.links:

@@ -130,10 +130,8 @@ class NetworkOps:
         req = c.network
         if req.container is not None or req.mode in ("host", "none"):
             return [req.mode] if req.container is None else []
-        first = "bridge" if req.mode in ("default", "bridge") else req.mode
-        names = [first] + [n for n in req.endpoints if n not in (first, "default")]
         out = []
-        for n in names:
+        for n in self.service.network_of(req):
             try:
                 out.append(self.service.inspect_network(n)["Name"])
             except NotFound:
@@ -193,14 +191,14 @@ class NetworkOps:
             if c.status is Status.RUNNING:
                 await svc.disconnect(c.id, net["Id"])
                 (c.data["NetworkSettings"].get("Networks") or {}).pop(net["Name"], None)
-            for key in [k for k in req.endpoints if k == net["Name"] or (k == "default" and net["Name"] == "bridge")]:
-                del req.endpoints[key]
-            primary = "bridge" if req.mode in ("default", "bridge") else req.mode
-            if primary == net["Name"] or (primary == "bridge" and net["Name"] == "bridge"):
-                rest = [n for n in req.endpoints]
-                req.mode = rest[0] if rest else "none"
+            for key in list(req.endpoints):
+                try:
+                    same = svc.inspect_network("bridge" if key == "default" else key)["Id"] == net["Id"]
+                except NotFound:
+                    same = key == ref
+                if same:
+                    del req.endpoints[key]
             c.notes.network = req.to_dict()
-            c.host_config["NetworkMode"] = req.mode
             if c.status is not Status.RUNNING:
                 c.data["NetworkSettings"] = svc.settings(c.id, req)
             c.save()

@@ -435,13 +435,17 @@ class BridgeNetworks:
         self._event("destroy", net)
 
     def network_of(self, request: NetworkRequest) -> list[str]:
-        """The names of the bridge networks a container is on (mode first)."""
+        """The bridge networks a container is on: its endpoints (create puts the mode's network there;
+        disconnect takes a network out, connect puts one in), the mode's network first."""
         mode = request.mode
         if mode in ("none", "host") or request.container is not None:
             return []
         first = "bridge" if mode in ("default", "bridge") else mode
-        return [first] + [n for n in request.endpoints if n != first and n not in ("default", "bridge")
-                          or (n in ("bridge", "default") and first != "bridge")]
+        names = list(dict.fromkeys("bridge" if n == "default" else n for n in request.endpoints))
+        if first in names:
+            names.remove(first)
+            names.insert(0, first)
+        return names
 
     # --- NetworkService ------------------------------------------------------------------
     def check(self, request: NetworkRequest) -> None:
@@ -514,7 +518,7 @@ class BridgeNetworks:
         return settings_for(nets)
 
     async def attach(self, cid: str, request: NetworkRequest, etc_dir: str, join: str | None) -> Attachment:
-        if request.container is not None or request.mode in ("host", "none"):
+        if request.container is not None or request.mode in ("host", "none") or not self.network_of(request):
             host = request.mode == "host"
             etc_files(etc_dir, request, host)
             return Attachment(netns_path=join, host=host, settings=self.settings(cid, request))
