@@ -207,6 +207,20 @@ class Container:
             return "Exited ({}) Less than a second ago".format(st["ExitCode"])
         return f"Exited ({st['ExitCode']}) {human_duration(now - parse_rfc3339(st['FinishedAt']))} ago"
 
+    def port_list(self) -> list[dict]:
+        """The summary's Ports: each published binding, and each exposed port without one (Docker's shape)."""
+        out: list[dict] = []
+        for key, binds in (self.data["NetworkSettings"].get("Ports") or {}).items():
+            port, _, proto = key.partition("/")
+            if not port.isdigit():
+                continue
+            if not binds:
+                out.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+            for b in binds or []:
+                out.append({"IP": b.get("HostIp") or "", "PrivatePort": int(port),
+                            "PublicPort": int(b.get("HostPort") or 0), "Type": proto or "tcp"})
+        return out
+
     def summary(self) -> dict:
         """An item of GET /containers/json."""
         args = [self.data["Path"]] + list(self.data["Args"])
@@ -218,7 +232,7 @@ class Container:
             "ImageID": self.data["Image"],
             "Command": cmd,
             "Created": int(parse_rfc3339(self.data["Created"])),
-            "Ports": [],
+            "Ports": self.port_list(),
             "Labels": self.config.get("Labels") or {},
             "State": self.status.value,
             "Status": self.status_text(),

@@ -230,6 +230,29 @@ def _label_match(labels: dict, spec: str) -> bool:
     return k in labels and (not sep or labels[k] == val)
 
 
+def _port_match(c, key: str, wanted: str) -> bool:
+    """Docker's publish/expose filters: PORT[/PROTO] or a range START-END[/PROTO]."""
+    port, _, proto = wanted.partition("/")
+    lo, _, hi = port.partition("-")
+    try:
+        first, last = int(lo), int(hi or lo)
+    except ValueError:
+        raise InvalidArgument(f"invalid port filter {wanted!r}") from None
+    proto = proto or "tcp"
+    for p in c.port_list():
+        if p["Type"] != proto:
+            continue
+        n = p.get("PublicPort") if key == "publish" else p["PrivatePort"]
+        if n and first <= n <= last:
+            return True
+    if key == "expose":
+        for k in c.config.get("ExposedPorts") or {}:
+            num, _, pr = k.partition("/")
+            if num.isdigit() and (pr or "tcp") == proto and first <= int(num) <= last:
+                return True
+    return False
+
+
 def _ancestor_match(c: Container, value: str) -> bool:
     """An image named as the container's image was (name, name:tag, the ID or a prefix of it);
     Queries.with_ancestors adds the IDs its names resolve to and their descendants' IDs, so
@@ -278,6 +301,6 @@ def matches(c: Container, filters: dict) -> bool:
                 return False
         if key == "is-task" and values[-1] in ("true", "1"):
             return False  # no swarm: no container is a task
-        if key in ("publish", "expose"):
-            return False  # no port is published or exposed until networking lands
+        if key in ("publish", "expose") and not any(_port_match(c, key, v) for v in values):
+            return False
     return True
