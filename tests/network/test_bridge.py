@@ -333,3 +333,26 @@ def test_published_port_survives_kill_9_of_ketchd(ketchd):
     finally:
         ketchd.docker("rm", "-f", "lasting")
     assert str(port) not in table(ketchd)
+
+
+def test_the_user_chain_restricts_a_published_port_and_survives_a_restart(ketchd, outside):
+    port = free_port()
+    ketchd.docker("run", "-d", "--name", "guarded", "-p", f"{port}:80", "busybox",
+                  "nc", "-ll", "-p", "80", "-e", "echo", "open")
+    try:
+        wait_for(lambda: "open" in (_try(lambda: tcp_get("127.0.0.1", port)) or ""))
+        # as docs/network.md shows: only a source range may reach the port (here: not the outside host)
+        sh("nft", "add", "rule", "inet", ketchd.firewall_table, "user", "meta", "l4proto", "tcp", "ct", "original",
+           "proto-dst", str(port),
+           "ip", "saddr", outside["ip"], "drop")
+        r = in_ns(outside["ns"], "busybox", "nc", "-w", "2", outside["host_ip"], str(port))
+        assert "open" not in r.stdout
+        ketchd.stop()
+        ketchd.start()
+        assert f"proto-dst {port}" in table(ketchd)   # ketchd rebuilt its chains, not the users'
+        r = in_ns(outside["ns"], "busybox", "nc", "-w", "2", outside["host_ip"], str(port))
+        assert "open" not in r.stdout
+        assert "open" in tcp_get("127.0.0.1", port)   # other sources still get through
+    finally:
+        sh("nft", "flush", "chain", "inet", ketchd.firewall_table, "user", check=False)
+        ketchd.docker("rm", "-f", "guarded")
