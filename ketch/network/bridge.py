@@ -215,7 +215,9 @@ class BridgeNetworks:
             await self._default_bridge()
         for net in self.store.all():
             await self._realize(net)
-        self.fw.setup([self._rules(n) for n in self.store.all()], [])
+        # the table's objects only: its rules and elements are rebuilt by restore() in one
+        # transaction, so live containers' published ports never blink across a restart
+        self.fw.ensure()
 
     async def _default_bridge(self) -> None:
         existing = next((n for n in self.store.all() if n.default), None)

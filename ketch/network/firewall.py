@@ -199,6 +199,12 @@ class Firewall:
         cmds += self._port_elements(ports, "add")
         self._nft.run(cmds)
 
+    def ensure(self) -> None:
+        """The table and its chains, sets and maps, made where missing (nothing flushed)."""
+        if self.enabled:
+            assert self._nft is not None
+            self._nft.run(self._structure())
+
     def add_network(self, net: NetworkRules) -> None:
         if self.enabled:
             assert self._nft is not None
