@@ -44,6 +44,15 @@ def _host_state():
         state.add(("netns", d))
     for d in glob.glob("/sys/class/net/*"):
         state.add(("link", os.path.basename(d)))
+    import json
+    import subprocess
+    try:
+        out = subprocess.run(["nft", "-j", "list", "tables"], capture_output=True, text=True, timeout=10).stdout
+        for o in json.loads(out or "{}").get("nftables", []):
+            if "table" in o:
+                state.add(("nftables table", f"{o['table']['family']} {o['table']['name']}"))
+    except (OSError, ValueError, subprocess.SubprocessError):
+        pass
     return state
 
 
