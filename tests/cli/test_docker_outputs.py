@@ -138,8 +138,8 @@ def _derived_image(k, tmp_path, name: str) -> None:
     import hashlib
     out = tmp_path / "derived.tar"
     with tarfile.open(saved) as src, tarfile.open(out, "w") as dst:
-        manifest = json.load(src.extractfile("manifest.json"))[0]
-        config = json.load(src.extractfile(manifest["Config"]))
+        manifest = json.load(src.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        config = json.load(src.extractfile(manifest["Config"]))  # type: ignore[arg-type]
         config["rootfs"]["diff_ids"].append("sha256:" + hashlib.sha256(layer.getvalue()).hexdigest())
         for m in src.getmembers():
             if m.isfile() and m.name in manifest["Layers"]:

@@ -189,7 +189,8 @@ def test_user_network_names_aliases_isolation_and_cleanup(ketchd):
     octet = ketchd.pool_octet
     ketchd.docker("network", "create", "--subnet", f"10.{octet}.201.0/24", "front")
     ketchd.docker("network", "create", "back")
-    bridges = ["kt-" + json.loads(ketchd.docker("network", "inspect", n).stdout)[0]["Id"][:12] for n in ("front", "back")]
+    bridges = ["kt-" + json.loads(ketchd.docker("network", "inspect", n).stdout)[0]["Id"][:12]
+               for n in ("front", "back")]
     assert all(b in links_on_host() for b in bridges)
     try:
         ketchd.docker("run", "-d", "--name", "srv1", "--network", "front", "--network-alias", "svc",

@@ -22,7 +22,7 @@ ALLOWED = {
     "images": {"archive", "content", "linux", "oci", "registry", "snapshots"},
     "engine": {"archive", "images", "monitor", "network", "oci", "runtime"},
     "api": {"engine"},
-    "daemon": {"api", "engine", "network"},
+    "daemon": {"api", "engine", "network", "registry"},
     "client": set(),
     "cli": {"client", "images", "archive", "oci"},
 }
