@@ -17,7 +17,7 @@ fi
 echo "ketchd is serving on unix://$sock"
 ketch image base
 ketch run --rm --name ketch-demo --hostname ketch-demo busybox sh -c \
-  'echo; echo "hello from a Ketch container: $(hostname), pid $$, $(id)"; echo "its processes:"; ps; echo "its root:"; ls /'
+  'echo; echo "hello from a Ketch container: $(hostname), pid $$, $(id)"; echo "its network:"; ip -o -4 addr show eth0; echo "its processes:"; ps; echo "its root:"; ls /'
 echo
 echo "ketchd keeps running: try 'ketch run -it busybox sh', 'ketch ps', or the docker CLI with"
 echo "  DOCKER_HOST=unix://$sock docker run --rm busybox echo hi"
