@@ -85,7 +85,7 @@ def parse_port_spec(raw: str) -> list[tuple[str, dict]]:
         raise PortError("invalid proto: " + proto)
     if ip.startswith("["):
         if not ip.endswith("]") or "[" in ip[1:] or "]" in ip[:-1]:
-            raise PortError(f"invalid IP address {ip}: address {ip}:: missing port in address" if "]" not in ip
+            raise PortError(f"invalid IP address {ip}: address {ip}:: missing ']' in address" if "]" not in ip
                             else f"invalid IP address {ip}: address {ip}:: unexpected ']' in address")
         ip = ip[1:-1]
     if ip and not _is_ip(ip):
@@ -138,17 +138,32 @@ def parse_port_specs(specs: list) -> tuple[dict, dict]:
     return exposed, bindings
 
 
+def _uint16(raw: str) -> int:
+    """strconv.ParseUint(raw, 10, 16), in its words."""
+    if not re.fullmatch(r"[0-9]+", raw):
+        raise PortError(f'strconv.ParseUint: parsing "{raw}": invalid syntax')
+    if int(raw) > 65535:
+        raise PortError(f'strconv.ParseUint: parsing "{raw}": value out of range')
+    return int(raw)
+
+
 def parse_expose(values: list, exposed: dict) -> None:
-    """--expose PORT[/PROTO] or START-END[/PROTO], added to ``exposed``."""
+    """--expose PORT[/PROTO] or START-END[/PROTO], added to ``exposed`` (the docker CLI 28's checks:
+    nat.SplitProtoPort and go-connections 0.5's ParsePortRange, with their words)."""
     for e in values:
+        if ":" in e:
+            raise PortError(f"invalid port format for --expose: {e}")
         rng, _, proto = e.partition("/")
-        if e == "":
-            raise PortError("invalid range format for --expose: invalid port range: value is empty")
         try:
-            start, end = port_range(rng)
+            if rng == "":
+                raise PortError("empty string specified for ports")
+            start_s, sep, end_s = rng.partition("-")
+            start = _uint16(start_s)
+            end = _uint16(end_s.split("-")[0]) if sep else start
+            if end < start:
+                raise PortError(f"invalid range specified for port: {rng}")
         except PortError as err:
-            msg = str(err).replace("empty string specified for ports", "invalid start port '': value is empty")
-            raise PortError(f"invalid range format for --expose: {msg}") from None
+            raise PortError(f"invalid range format for --expose: {e}, error: {err}") from None
         for p in range(start, end + 1):
             exposed.setdefault(f"{p}/{(proto or 'tcp').lower()}", {})
 
@@ -289,7 +304,12 @@ def _apply_container_options(n: dict, args) -> None:
 
 def network_config(args) -> tuple[str | None, dict]:
     """(HostConfig.NetworkMode or None, NetworkingConfig.EndpointsConfig) for --network and friends."""
-    nets = [_long_network(v) for v in args.network or []]
+    nets = []
+    for v in args.network or []:
+        try:
+            nets.append(_long_network(v))
+        except PortError as e:
+            raise PortError(f'invalid argument "{v}" for "--network" flag: {e}') from None
     if args.mac_address:
         check_mac(args.mac_address)
     endpoints: dict = {}
@@ -330,7 +350,12 @@ def apply(args, cfg: dict, hc: dict) -> dict | None:
         hc["PortBindings"] = bindings
     if args.publish_all:
         hc["PublishAllPorts"] = True
-    links = [parse_link(v) for v in args.link or []]
+    links = []
+    for v in args.link or []:
+        try:
+            links.append(parse_link(v))
+        except PortError as e:
+            raise PortError(f'invalid argument "{v}" for "--link" flag: {e}') from None
     mode, endpoints = network_config(args)
     if mode is not None:
         hc["NetworkMode"] = mode

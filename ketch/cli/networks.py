@@ -219,12 +219,13 @@ def rows(networks: list, no_trunc=False) -> list:
     for n in sorted(networks, key=lambda n: natural_key(n.get("Name", ""))):
         nid = n.get("Id", "")
         labels = n.get("Labels") or {}
-        out.append(fmt.Row({
+        fields = {
             "ID": nid if no_trunc else nid[:12], "Name": n.get("Name", ""), "Driver": n.get("Driver", ""),
             "Scope": n.get("Scope", ""), "IPv4": "true" if n.get("EnableIPv4", True) else "false",
             "IPv6": "true" if n.get("EnableIPv6") else "false", "Internal": "true" if n.get("Internal") else "false",
             "Labels": ",".join(sorted(f"{k}={v}" for k, v in labels.items())),
-            "CreatedAt": _created_at(n.get("Created", ""))}, labels))
+            "CreatedAt": _created_at(n.get("Created", ""))}
+        out.append(fmt.Row(dict(sorted(fields.items())), labels))   # {{json .}}: Go's map, keys in order
     return out
 
 
@@ -379,7 +380,7 @@ def port_lines(ports: dict, private: str | None = None, container: str = "") -> 
             raise InvalidArgument(str(e)) from None
         frontends = (ports or {}).get(key) or []
         if not frontends:
-            raise NotFound(f"no public port '{private}' published for {container}")
+            raise NotFound(f"No public port '{private}' published for {container}")
         out = [_join_host_port(b.get("HostIp", ""), b.get("HostPort", "")) for b in frontends]
     else:
         for port, frontends in (ports or {}).items():

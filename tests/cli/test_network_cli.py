@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from tests.cli.test_containers import K, _make_base
-from tests.engine.daemon import daemon_fixture
+from tests.engine.daemon import DOCKER, daemon_fixture
 
 ketchd = daemon_fixture("ketch.images.async_service:AsyncImageService", _make_base)
 
@@ -180,7 +180,7 @@ def test_publish_port_ps_and_inspect(k, made):
     assert http_get(f"http://{other.split(' -> ')[1]}/") == "hello\n"     # the daemon's pick answers too
     assert sorted(k("port", c, "80/tcp").stdout.split()) == sorted(ln.split(" -> ")[1] for ln in lines)
     r = k("port", c, "81", check=False)
-    assert r.returncode == 1 and f"no public port '81' published for {c}" in r.stderr
+    assert r.returncode == 1 and f"No public port '81' published for {c}" in r.stderr
     hc = inspect(k, c)["HostConfig"]
     assert hc["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(hp)},
                                              {"HostIp": "127.0.0.1", "HostPort": ""}]}
@@ -244,3 +244,29 @@ def test_prune_removes_unused_networks_only(k, made):
     r = k("network", "prune", "--filter", f"label=ktprune={tag}", input="n\n")
     assert r.stdout.startswith("WARNING! This will remove all custom networks") and used in \
         k("network", "ls", "--format", "{{.Name}}").stdout.split()
+
+
+@pytest.mark.skipif(not DOCKER, reason="the docker CLI is not installed")
+def test_outputs_are_the_docker_clis(k, ketchd, made):
+    """The same daemon through the real docker CLI and through ketch: the same text."""
+    s = subnet()
+    n = made.net("--subnet", f"{s}.0/24", "--label", "team=web")
+    c = made.ctr("--network", n, "-p", "127.0.0.1::80", "-p", f"127.0.0.1:{_free_port()}:81/udp", "busybox",
+                 "sleep", "300")
+    for argv in (["network", "ls"], ["network", "ls", "-q"], ["network", "ls", "--no-trunc", "-f", f"name={n}"],
+                 ["network", "ls", "--format", "{{json .}}", "-f", f"name={n}"],
+                 ["network", "ls", "--format", "table {{.Name}}\t{{.IPv6}}\t{{.Internal}}\t{{.Labels}}"],
+                 ["network", "inspect", n], ["network", "inspect", "-f", "{{json .IPAM}}", n],
+                 ["port", c], ["port", c, "80"], ["port", c, "81/udp"], ["container", "port", c],
+                 ["ps", "--format", "{{.Names}} {{.Ports}}", "-f", f"name={c}"]):
+        mine, theirs = k(*argv).stdout, ketchd.docker(*argv).stdout
+        if "table" in argv[-1]:      # ketch's tables drop the padding before an empty last cell; docker's keep it
+            mine, theirs = ([ln.rstrip() for ln in t.splitlines()] for t in (mine, theirs))
+        assert mine == theirs, argv
+    for argv in (["network", "rm", "ktnonexistent"], ["network", "inspect", "ktnonexistent"],
+                 ["port", c, "82"], ["network", "disconnect", n, "ktnonexistent"]):
+        mine, theirs = k(*argv, check=False), ketchd.docker(*argv, check=False)
+        assert (mine.returncode, mine.stdout) == (theirs.returncode, theirs.stdout), argv
+        # docker 28 adds its own "exit status 1" line after rm's errors (a cli.StatusError); ketch does not
+        theirs_err = theirs.stderr.replace("exit status 1\n", "")
+        assert theirs_err in (mine.stderr, mine.stderr.removeprefix("Error: ")), argv

@@ -189,8 +189,8 @@ def test_port_prints_dockers_lines(rec, capsys):  # noqa: F811
     assert r.requests[-1]["path"] == "/v1.43/containers/web/json"
     assert run(r, capsys, "port", "web", "80") == (0, "0.0.0.0:8080\n[::]:8080\n", "")
     assert run(r, capsys, "port", "web", "53/udp")[1] == "0.0.0.0:5353\n"
-    assert run(r, capsys, "port", "web", "443") == (1, "", "Error: no public port '443' published for web\n")
-    assert run(r, capsys, "port", "web", "53")[2] == "Error: no public port '53' published for web\n"
+    assert run(r, capsys, "port", "web", "443") == (1, "", "Error: No public port '443' published for web\n")
+    assert run(r, capsys, "port", "web", "53")[2] == "Error: No public port '53' published for web\n"
     assert run(r, capsys, "port", "web", "x/tcp")[2] == "Error: invalid port 'x': invalid syntax\n"
     none = rec(body=b'{"NetworkSettings":{"Ports":{}}}')
     assert run(none, capsys, "port", "web") == (0, "", "")
