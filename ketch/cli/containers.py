@@ -610,9 +610,10 @@ def cmd_inspect(args, ctx):
     found, rc = [], 0
     for ref in args.names:
         obj = None
-        for kind in ([args.type] if args.type else ["container", "image"]):
+        for kind in ([args.type] if args.type else ["container", "image", "network"]):
             try:
-                obj = client.container_inspect(ref, args.size) if kind == "container" else client.image_inspect(ref)
+                obj = (client.container_inspect(ref, args.size) if kind == "container" else
+                       client.image_inspect(ref) if kind == "image" else client.network_inspect(ref))
                 break
             except NotFound:
                 continue
@@ -952,7 +953,7 @@ def register(sub, name, help_):
         p = _parser(sub, name, help_)
         p.add_argument("-f", "--format", help="format the output using the given Go template")
         p.add_argument("-s", "--size", action="store_true", help="display total file sizes")
-        p.add_argument("--type", choices=["container", "image"], help="return JSON for the given type")
+        p.add_argument("--type", choices=["container", "image", "network"], help="return JSON for the given type")
         p.add_argument("names", nargs="+", metavar="NAME|ID")
         p.set_defaults(func=cmd_inspect)
     elif name == "update":

@@ -257,6 +257,7 @@ def test_outputs_are_the_docker_clis(k, ketchd, made):
                  ["network", "ls", "--format", "{{json .}}", "-f", f"name={n}"],
                  ["network", "ls", "--format", "table {{.Name}}\t{{.IPv6}}\t{{.Internal}}\t{{.Labels}}"],
                  ["network", "inspect", n], ["network", "inspect", "-f", "{{json .IPAM}}", n],
+                 ["inspect", "-f", "{{.Name}} {{.Driver}}", n], ["inspect", "--type", "network", n],
                  ["port", c], ["port", c, "80"], ["port", c, "81/udp"], ["container", "port", c],
                  ["ps", "--format", "{{.Names}} {{.Ports}}", "-f", f"name={c}"]):
         mine, theirs = k(*argv).stdout, ketchd.docker(*argv).stdout
