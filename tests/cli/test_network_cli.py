@@ -221,6 +221,9 @@ def test_static_ip_mac_and_connect_disconnect(k, made):
     assert f"{s2}.60" not in k("exec", c, "ip", "-o", "-4", "addr").stdout
     r = k("network", "disconnect", b, c, check=False)
     assert r.returncode == 1 and "Error response from daemon: " in r.stderr
+    # without --network the options go to the "default" endpoint (the daemon's default bridge)
+    assert k("run", "--rm", "--mac-address", "02:42:0a:e7:00:33", "busybox", "cat",
+             "/sys/class/net/eth0/address").stdout == "02:42:0a:e7:00:33\n"
 
 
 def test_several_networks_at_run(k, made):
