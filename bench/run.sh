@@ -11,3 +11,6 @@ $py bench/pull.py --runs 3
 echo
 echo "== engine: run --rm latency and 100 idle containers (ketch vs podman vs docker)"
 $py bench/engine.py -n 15 --idle 100
+echo
+echo "== network: run --rm on the default network vs none, iperf3 throughput, connection rate (ketch vs podman)"
+$py bench/network.py
