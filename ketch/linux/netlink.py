@@ -233,10 +233,16 @@ class Links:
         fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             kw = {"mtu": mtu} if mtu else {}
-            await self.ipr.link("add", ifname=host_name, kind="veth",
-                                peer={"ifname": peer_name, "net_ns_fd": fd, **kw}, **kw)
-        except NetlinkError as e:
-            raise _fail(e, f"create veth {host_name}") from None
+            for attempt in (1, 2):
+                try:
+                    await self.ipr.link("add", ifname=host_name, kind="veth",
+                                        peer={"ifname": peer_name, "net_ns_fd": fd, **kw}, **kw)
+                    break
+                except NetlinkError as e:
+                    # one left by the container's last run, not yet taken down with its namespace
+                    if e.code == errno.EEXIST and attempt == 1 and await self.delete(host_name):
+                        continue
+                    raise _fail(e, f"create veth {host_name}") from None
         finally:
             os.close(fd)
         br = await self.index(bridge)

@@ -199,6 +199,7 @@ class BridgeNetworks:
         self.lock = asyncio.Lock()
         self.events = None                  # set by the engine: network events
         self.started = now_rfc3339()        # the Created of the host and none networks
+        self._reaping: set[asyncio.Task] = set()
 
     # --- set-up -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -615,15 +616,16 @@ class BridgeNetworks:
         return Attachment(netns_path=path, host=False, settings=self._settings_running(cid, request, made),
                           env=self._link_env(request))
 
-    async def _release(self, net: Network, ep: Endpoint) -> None:
+    async def _release(self, net: Network, ep: Endpoint, delete_veth: bool = True) -> None:
         """Undo one endpoint: names, veth, leases (the namespace is the caller's)."""
         if self.dns is not None:
             self.dns.records.remove(net.name, ep.container)
-        try:
-            async with netlink.Links() as host:
-                await host.delete(ep.veth)
-        except OSError as e:
-            log.warning("delete veth", extra={"veth": ep.veth, "error": str(e)})
+        if delete_veth:
+            try:
+                async with netlink.Links() as host:
+                    await host.delete(ep.veth)
+            except OSError as e:
+                log.warning("delete veth", extra={"veth": ep.veth, "error": str(e)})
         for s in net.subnets:
             s.release_owner(ep.container)
         net.endpoints.pop(ep.container, None)
@@ -740,6 +742,7 @@ class BridgeNetworks:
         r = self.reserved.pop(cid, None)
         if r is not None:
             r.close()
+        veths = []
         for net in self.store.all():
             ep = net.endpoints.get(cid)
             if ep is None:
@@ -748,9 +751,28 @@ class BridgeNetworks:
                 self.fw.unpublish([Published(**p) for p in ep.ports])
             except OSError as e:
                 log.warning("unpublish", extra={"container": cid, "error": str(e)})
-            await self._release(net, ep)
+            # the veth goes with the namespace: deleting it here would wait ~25 ms on the kernel
+            # (an RCU grace period) on the path of every `run --rm`
+            await self._release(net, ep, delete_veth=False)
+            veths.append(ep.veth)
             self._event("disconnect", net, container=cid)
         netlink.remove_netns(os.path.join(self.netns_dir, cid))
+        if veths:
+            task = asyncio.get_running_loop().create_task(self._reap(veths))
+            self._reaping.add(task)
+            task.add_done_callback(self._reaping.discard)
+
+    async def _reap(self, veths: list[str]) -> None:
+        """Delete what the kernel has not yet taken down with the namespace (it does so in the
+        background; something else may also hold the namespace)."""
+        await asyncio.sleep(0.2)
+        async with self.lock:
+            try:
+                async with netlink.Links() as host:
+                    for v in veths:
+                        await host.delete(v)
+            except OSError as e:
+                log.warning("delete veth", extra={"veths": ",".join(veths), "error": str(e)})
 
     async def remove(self, cid: str, request: NetworkRequest) -> None:
         async with self.lock:

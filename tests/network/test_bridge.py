@@ -158,7 +158,7 @@ def test_port_taken_by_another_program_fails_the_start_and_leaves_nothing(ketchd
         assert r.returncode != 0 and f"0.0.0.0:{port}" in r.stderr and "already" in r.stderr, r.stderr
     finally:
         s.close()
-    assert os.listdir(f"/sys/class/net/{ketchd.bridge}/brif") == []
+    wait_for(lambda: os.listdir(f"/sys/class/net/{ketchd.bridge}/brif") == [], timeout=5)
     assert os.listdir(os.path.join(ketchd.exec_root, "netns")) == []
 
 
@@ -226,7 +226,7 @@ def test_user_network_names_aliases_isolation_and_cleanup(ketchd):
             ketchd.docker("rm", "-f", c, check=False)
         ketchd.docker("network", "rm", "front", "back", check=False)
     assert not set(bridges) & links_on_host()
-    assert os.listdir(f"/sys/class/net/{ketchd.bridge}/brif") == []
+    wait_for(lambda: os.listdir(f"/sys/class/net/{ketchd.bridge}/brif") == [], timeout=5)
     assert ketchd.docker("network", "ls", "--format", "{{.Name}}").stdout.split() == ["bridge", "host", "none"]
     t = table(ketchd)
     assert f"10.{octet}.201" not in t and "front" not in t
