@@ -11,4 +11,4 @@ See docs/storage.md for the safety rules.
 
 from ketch.archive.apply import ApplyResult, apply_layer, clean_name, extract_archive, fix_implied_dirs  # noqa: F401
 from ketch.archive.compression import detect as detect_compression  # noqa: F401
-from ketch.archive.create import LayerInfo, create_layer  # noqa: F401
+from ketch.archive.create import LayerInfo, create_archive, create_layer, stat_in_root  # noqa: F401

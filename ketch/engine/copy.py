@@ -1,7 +1,8 @@
 """`docker cp`: stat, tar out, and untar into a path of a container's filesystem.
 
-Paths are resolved as the container sees them (ketch.engine.rootpath): symlinks in the
-image cannot lead outside the root. Archives coming in are hostile: every member's path
+Paths are resolved as the container sees them, by the kernel (openat2 RESOLVE_IN_ROOT, in
+ketch.archive): symlinks of the container, even one swapped in while we copy, cannot lead
+outside the root. Archives coming in are hostile: every member's path
 is resolved in the container's root the same way (absolute names and `..` cannot leave
 the destination, a symlink from the archive or the image is followed in-root, never on
 the host), files are opened with O_NOFOLLOW, device nodes are skipped.
@@ -11,12 +12,8 @@ import base64
 import json
 import os
 import stat as stat_mod
-import tarfile
 import tempfile
 from datetime import datetime, timezone
-
-from ketch.engine.rootpath import resolve
-from ketch.errors import NotFound
 
 # Go's os.FileMode type bits, which the docker CLI decodes
 _GO_DIR = 1 << 31
@@ -53,26 +50,11 @@ def go_mode(st_mode: int) -> int:
     return m
 
 
-def host_path(rootfs: str, path: str, extra: dict[str, str], follow_final: bool = False) -> str:
-    """The host path for `path` in the container: bind mounts (`extra`) first, then the root."""
-    norm = os.path.normpath("/" + path)
-    best = None
-    for dst in extra:
-        if norm == dst or norm.startswith(dst.rstrip("/") + "/"):
-            if best is None or len(dst) > len(best):
-                best = dst
-    if best is not None:
-        rest = norm[len(best):].lstrip("/")
-        return resolve(extra[best], rest, follow_final) if rest else extra[best]
-    return resolve(rootfs, path, follow_final)
-
-
-def path_stat(hp: str, path: str) -> dict:
-    try:
-        st = os.lstat(hp)
-    except (FileNotFoundError, NotADirectoryError):
-        raise NotFound(f"Could not find the file {path} in container") from None
-    target = os.readlink(hp) if stat_mod.S_ISLNK(st.st_mode) else ""
+def path_stat(rootfs: str, path: str, extra: dict[str, str], follow_final: bool) -> dict:
+    """Docker's stat of `path` in the container, resolved race-free inside its root."""
+    from ketch.archive import stat_in_root
+    root, rel = in_root(rootfs, path, extra)
+    st, target = stat_in_root(root, rel, follow_final=follow_final)
     mtime = datetime.fromtimestamp(st.st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     name = os.path.basename(os.path.normpath(path)) or "/"
     return {"name": name, "size": st.st_size, "mode": go_mode(st.st_mode), "mtime": mtime, "linkTarget": target}
@@ -82,14 +64,30 @@ def stat_header(st: dict) -> str:
     return base64.b64encode(json.dumps(st).encode()).decode()
 
 
-def make_tar(hp: str, path: str) -> tempfile.SpooledTemporaryFile:
-    """A tar of hp named after the last component of `path` (as Docker's TarWithOptions rebase)."""
+def in_root(rootfs: str, path: str, extra: dict[str, str]) -> tuple[str, str]:
+    """(the root a path of the container lives under, the path inside it): a bind mount's source
+    when `path` is in one (the longest match), else the container's root."""
+    norm = os.path.normpath("/" + path)
+    best = None
+    for dst in extra:
+        if norm == dst or norm.startswith(dst.rstrip("/") + "/"):
+            if best is None or len(dst) > len(best):
+                best = dst
+    if best is not None:
+        return extra[best], "/" + norm[len(best):].lstrip("/")
+    return rootfs, norm
+
+
+def make_tar(rootfs: str, path: str, extra: dict[str, str], follow_final: bool) -> tempfile.SpooledTemporaryFile:
+    """A tar of `path` named after its last component (as Docker's TarWithOptions rebase), read
+    race-free inside the root it lives in (ketch.archive.create_archive)."""
+    from ketch.archive import create_archive
     f = tempfile.SpooledTemporaryFile(max_size=8 << 20)
     name = os.path.basename(os.path.normpath(path)) or "."
     if path.endswith("/.") or path == "/":
         name = "."
-    with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.add(hp, arcname=name, recursive=True)
+    root, rel = in_root(rootfs, path, extra)
+    create_archive(root, rel, name, f, follow_final=follow_final)
     f.seek(0)
     return f
 

@@ -45,8 +45,7 @@ class ContainerFiles:
         path = self._check(path)
 
         async def fn(c: Container, root: str, extra: dict):
-            hp = copy_mod.host_path(root, path, extra, follow_final=_follows(path))
-            return copy_mod.stat_header(copy_mod.path_stat(hp, path))
+            return copy_mod.stat_header(copy_mod.path_stat(root, path, extra, _follows(path)))
         return await self._with_root(ref, fn)
 
     async def get(self, ref: str, path: str | None):
@@ -54,9 +53,9 @@ class ContainerFiles:
         path = self._check(path)
 
         async def fn(c: Container, root: str, extra: dict):
-            hp = copy_mod.host_path(root, path, extra, follow_final=_follows(path))
-            st = copy_mod.path_stat(hp, path)
-            f = await asyncio.get_running_loop().run_in_executor(None, copy_mod.make_tar, hp, path)
+            st = copy_mod.path_stat(root, path, extra, _follows(path))
+            f = await asyncio.get_running_loop().run_in_executor(None, copy_mod.make_tar, root, path, extra,
+                                                                 _follows(path))
             return copy_mod.stat_header(st), f
         return await self._with_root(ref, fn)
 

@@ -44,3 +44,35 @@ def test_whiteout_names_stay_files_both_ways(ketchd, tmp_path):
         assert ketch(ketchd, "exec", "wh", "cat", "/d/.wh.back").stdout == "back\n"
     finally:
         ketch(ketchd, "rm", "-f", "wh")
+
+
+def test_cp_out_never_follows_a_symlink_swapped_in_onto_the_host(ketchd, tmp_path):
+    """CVE-2018-15664: the container swaps a directory for a symlink to a host path while we copy out
+    of it; the copy must resolve in the container's root (where that path does not exist), never on
+    the host, where it holds a secret."""
+    import time
+    secret_dir = tmp_path / "host-secret"
+    secret_dir.mkdir()
+    (secret_dir / "flag").write_text("HOST-SECRET\n")
+    swap = (f"mkdir -p /d && echo inside > /d/flag && "
+            f"while true; do mv /d /d.real; ln -s {secret_dir} /d; rm /d; mv /d.real /d; done")
+    ketch(ketchd, "run", "-d", "--name", "swapper", "busybox", "sh", "-c", swap)
+    try:
+        import io
+        import tarfile
+        deadline = time.time() + 4
+        tries = leaked = 0
+        while time.time() < deadline:
+            for path in ("/d/flag", "/d/"):
+                status, _, body = ketchd.request("GET", f"/containers/swapper/archive?path={path}")
+                tries += 1
+                assert status in (200, 404), (status, body[:300])
+                if status == 200:
+                    with tarfile.open(fileobj=io.BytesIO(body)) as tf:
+                        for m in tf.getmembers():
+                            f = tf.extractfile(m) if m.isfile() else None
+                            if f is not None and b"HOST-SECRET" in f.read():
+                                leaked += 1
+        assert tries > 100 and leaked == 0, (tries, leaked)
+    finally:
+        ketch(ketchd, "rm", "-f", "swapper", check=False)
