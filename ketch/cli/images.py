@@ -160,8 +160,9 @@ def image_rows(summaries, no_trunc=False):
                 "ID": iid, "Repository": repo, "Tag": tag, "Digest": digests.get(repo, "<none>"),
                 "CreatedSince": fmt.since(s["Created"]),
                 "CreatedAt": _created_at(s["Created"]),
-                "Size": fmt.human_size(s["Size"]), "SharedSize": fmt.human_size(shared) if shared >= 0 else "N/A",
-                "UniqueSize": fmt.human_size(s["Size"] - shared) if shared >= 0 else "N/A",
+                # as the docker CLI: Size to 3 significant digits, SharedSize and UniqueSize to 4
+                "Size": fmt.human_size(s["Size"]), "SharedSize": fmt.human_size(shared, 4) if shared >= 0 else "N/A",
+                "UniqueSize": fmt.human_size(s["Size"] - shared, 4) if shared >= 0 else "N/A",
                 "VirtualSize": fmt.human_size(s.get("VirtualSize", s["Size"])),
                 "Containers": str(s.get("Containers", -1)) if s.get("Containers", -1) >= 0 else "N/A",
             }, s.get("Labels") or {}))

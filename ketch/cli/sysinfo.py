@@ -126,36 +126,59 @@ def cmd_df(args, ctx):
         raise FlagError("the verbose and the format options conflict")
     fmt.check(args.format)
     d = _client(args).df()
-    images, containers = d.get("Images") or [], d.get("Containers") or []
     if args.verbose:
         _df_verbose(d)
         return 0
-    used_imgs = [i for i in images if i.get("Containers")]
-    img_size = sum(i.get("Size", 0) for i in images)
-    img_unused = sum(i.get("Size", 0) for i in images if not i.get("Containers"))
-    running = [c for c in containers if c.get("State") in ("running", "paused", "restarting")]
-    c_size = sum(c.get("SizeRw", 0) or 0 for c in containers)
-    c_unused = sum(c.get("SizeRw", 0) or 0 for c in containers if c not in running)
-
-    def pct(part, whole):
-        return f"{fmt.human_size(part, 4)} ({int(part * 100 / whole) if whole else 0}%)"
-    rows = [
-        {"Type": "Images", "TotalCount": len(images), "Active": len(used_imgs), "Size": fmt.human_size(img_size, 4),
-         "Reclaimable": pct(img_unused, img_size)},
-        {"Type": "Containers", "TotalCount": len(containers), "Active": len(running),
-         "Size": fmt.human_size(c_size, 4), "Reclaimable": pct(c_unused, c_size)},
-        {"Type": "Local Volumes", "TotalCount": 0, "Active": 0, "Size": "0B", "Reclaimable": "0B"},
-        {"Type": "Build Cache", "TotalCount": 0, "Active": 0, "Size": "0B", "Reclaimable": "0B"},
-    ]
-    fmt.print_formatted(rows, args.format, "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
+    fmt.print_formatted(_df_rows(d), args.format,
+                        "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
                         sys.stdout, headers={"TotalCount": "TOTAL"})
     return 0
+
+
+def _df_rows(d: dict) -> list[dict]:
+    """The summary as the docker CLI computes it from /system/df (its reclaimable images: LayersSize
+    less the unique bytes of images containers use), plus a row of Ketch's own for the containers'
+    logs, which Docker leaves out."""
+    images, containers = d.get("Images") or [], d.get("Containers") or []
+    volumes = d.get("Volumes") or []
+
+    def pct(part, whole):
+        return f"{fmt.human_size(part, 4)} ({part * 100 // whole}%)" if whole > 0 else fmt.human_size(part, 4)
+    layers = d.get("LayersSize") or 0
+    used = sum(i.get("Size", 0) - i.get("SharedSize", 0) for i in images
+               if i.get("Containers") and i.get("Size", -1) != -1 and i.get("SharedSize", -1) != -1)
+
+    def active(c):
+        return any(s in (c.get("State") or "") for s in ("running", "paused", "restarting"))
+    c_size = sum(c.get("SizeRw") or 0 for c in containers)
+    c_unused = sum(c.get("SizeRw") or 0 for c in containers if not active(c))
+    usage = [v.get("UsageData") or {} for v in volumes]
+    v_size = sum(u.get("Size", 0) for u in usage if u.get("Size", -1) != -1)
+    v_unused = sum(u.get("Size", 0) for u in usage if u.get("Size", -1) != -1 and u.get("RefCount", 0) == 0)
+    logs = d.get("Logs") or []
+    by_id = {c["Id"]: c for c in containers}
+    l_unused = sum(x["Size"] for x in logs if not active(by_id.get(x["Id"]) or {}))
+    return [
+        {"Type": "Images", "TotalCount": len(images), "Active": sum(1 for i in images if i.get("Containers")),
+         "Size": fmt.human_size(layers, 4), "Reclaimable": pct(layers - used, layers)},
+        {"Type": "Containers", "TotalCount": len(containers), "Active": sum(1 for c in containers if active(c)),
+         "Size": fmt.human_size(c_size, 4), "Reclaimable": pct(c_unused, c_size)},
+        {"Type": "Local Volumes", "TotalCount": len(volumes),
+         "Active": sum(1 for u in usage if u.get("RefCount", 0) > 0),
+         "Size": fmt.human_size(v_size, 4), "Reclaimable": pct(v_unused, v_size)},
+        {"Type": "Build Cache", "TotalCount": len(d.get("BuildCache") or []), "Active": 0, "Size": "0B",
+         "Reclaimable": "0B"},
+        {"Type": "Container Logs", "TotalCount": len(logs),
+         "Active": sum(1 for x in logs if active(by_id.get(x["Id"]) or {})),
+         "Size": fmt.human_size(d.get("LogsSize") or 0, 4), "Reclaimable": pct(l_unused, d.get("LogsSize") or 0)},
+    ]
 
 
 _DF_IMAGES = ("table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t{{.SharedSize}}\t"
               "{{.UniqueSize}}\t{{.Containers}}")
 _DF_CONTAINERS = ("table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.LocalVolumes}}\t{{.Size}}\t{{.RunningFor}}\t"
                   "{{.Status}}\t{{.Names}}")
+_DF_LOGS = "table {{.ID}}\t{{.Names}}\t{{.Files}}\t{{.Size}}\t{{.Status}}"
 _DF_VOLUMES = "table {{.Name}}\t{{.Links}}\t{{.Size}}"
 _DF_CACHE = ("table {{.ID}}\t{{.CacheType}}\t{{.Size}}\t{{.CreatedSince}}\t{{.LastUsedSince}}\t{{.UsageCount}}\t"
              "{{.Shared}}")
@@ -190,6 +213,67 @@ def _df_verbose(d: dict) -> None:
     print(f"\nBuild cache usage: {fmt.human_size(cache_size, 4)}\n", file=out)
     fmt.print_formatted([], None, _DF_CACHE, out, headers={"ID": "CACHE ID", "LastUsedSince": "LAST USED",
                                                           "UsageCount": "USAGE"})
+    # Ketch's own: the containers' log files (Docker's df leaves them out)
+    names = {c["Id"]: c for c in d.get("Containers") or []}
+    logs = [{"ID": x["Id"][:12], "Names": ",".join(n.lstrip("/") for n in x.get("Names") or []),
+             "Files": str(x.get("Files", 0)), "Size": fmt.human_size(x.get("Size") or 0),
+             "Status": (names.get(x["Id"]) or {}).get("Status", "")} for x in d.get("Logs") or []]
+    print(f"\nContainer logs space usage: {fmt.human_size(d.get('LogsSize') or 0, 4)}\n", file=out)
+    fmt.print_formatted(logs, None, _DF_LOGS, out, headers={"ID": "CONTAINER ID"})
+
+
+@command("system prune")
+def cmd_system_prune(args, ctx):
+    """As the docker CLI's: stopped containers, unused networks, (--volumes) unused anonymous
+    volumes, dangling (-a: unused) images, each through its own prune endpoint with the filters."""
+    filters = _filters(args.filter)
+    for k, _v in filters:
+        if k not in ("until", "label", "label!"):
+            from ketch.cli.runopts import FlagError
+            raise FlagError(f"invalid filter '{k}'")
+    if args.volumes and any(k == "until" for k, _ in filters):
+        print('ERROR: The "until" filter is not supported with "--volumes"', file=sys.stderr)
+        return 1
+    if not args.force:
+        what = ["all stopped containers", "all networks not used by at least one container"]
+        if args.volumes:
+            what.append("all anonymous volumes not used by at least one container")
+        what.append("all images without at least one container associated to them" if args.all
+                    else "all dangling images")
+        sys.stdout.write("WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in what) +
+                         "\nAre you sure you want to continue? [y/N] ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    client = _client(args)
+    reclaimed = 0
+    out = client.container_prune(filters)
+    reclaimed += out.get("SpaceReclaimed") or 0
+    _deleted("Containers", out.get("ContainersDeleted"))
+    _deleted("Networks", client.network_prune(filters).get("NetworksDeleted"))
+    if args.volumes:
+        vf = [(k, v) for k, v in filters if k != "until"] + ([("all", "true")] if args.all else [])
+        out = client.json("POST", "/volumes/prune", {"filters": _filter_json(vf)}) or {}
+        reclaimed += out.get("SpaceReclaimed") or 0
+        _deleted("Volumes", out.get("VolumesDeleted"))
+    out = client.image_prune(filters + ([("dangling", "false")] if args.all else []) or None)
+    reclaimed += out.get("SpaceReclaimed") or 0
+    _deleted("Images", [f"{k.lower()}: {v}" for r in out.get("ImagesDeleted") or [] for k, v in r.items()])
+    print(f"Total reclaimed space: {fmt.human_size(reclaimed)}")
+    return 0
+
+
+def _filter_json(pairs):
+    from ketch.client import _filters as to_json
+    return to_json(pairs)
+
+
+def _deleted(what: str, items) -> None:
+    if items:
+        print(f"Deleted {what}:")
+        for i in items:
+            print(i)
+        print()
 
 
 def register(sub, name, help_):
@@ -229,6 +313,12 @@ def _register_system(sub, name, help_):
     df.add_argument("-v", "--verbose", action="store_true", help="show detailed information on space usage")
     df.add_argument("--format", help="format the output using the given Go template")
     df.set_defaults(func=cmd_df)
+    pr = _parser(s, "prune", "Remove unused data")
+    pr.add_argument("-a", "--all", action="store_true", help="remove all unused images, not just dangling ones")
+    pr.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    pr.add_argument("--volumes", action="store_true", help="prune anonymous volumes")
+    pr.add_argument("--filter", action="append", default=[], help="provide filter values (e.g. 'label=<key>=<value>')")
+    pr.set_defaults(func=cmd_system_prune)
     i = _parser(s, "info", "Display system-wide information")
     i.add_argument("-f", "--format")
     i.set_defaults(func=cmd_info)

@@ -81,11 +81,32 @@ class Queries:
                 values.append(iid)
         return {**filters, "ancestor": values}
 
-    async def with_sizes(self, summaries: Summaries) -> Summaries:
+    async def with_sizes(self, summaries: Summaries, image_sizes: dict[str, int] | None = None) -> Summaries:
+        """SizeRw (the writable layer's bytes) and SizeRootFs (that plus the image's), as Docker's."""
+        if image_sizes is None:
+            image_sizes = await self._image_sizes()
         for item in summaries:
             item["SizeRw"] = await self.size_rw(item["Id"])
-            item["SizeRootFs"] = item["SizeRw"]
+            item["SizeRootFs"] = item["SizeRw"] + image_sizes.get(item.get("ImageID", item.get("Image", "")), 0)
         return summaries
+
+    async def _image_sizes(self) -> dict[str, int]:
+        try:
+            return {im["Id"]: im.get("Size", 0) for im in await self.images.list_images()}  # type: ignore[attr-defined]
+        except (KetchError, AttributeError):
+            return {}
+
+    def log_usage(self, cid: str) -> tuple[int, int]:
+        """(bytes, files) of a container's log: the live file and the rotated ones."""
+        c = self.store.get(cid)
+        n = files = 0
+        for path in logs_mod.files_of(c.log_path):
+            try:
+                n += os.stat(path).st_size
+                files += 1
+            except FileNotFoundError:
+                pass
+        return n, files
 
     async def size_rw(self, cid: str) -> int:
         try:
@@ -98,8 +119,7 @@ class Queries:
         c = self.store.get(ref)
         out = c.inspect()
         if size:
-            out["SizeRw"] = await self.size_rw(c.id)
-            out["SizeRootFs"] = out["SizeRw"]
+            await self.with_sizes([out])
         return out
 
     # --- logs --------------------------------------------------------------------------

@@ -37,6 +37,7 @@ class System:
         self.engine_id = engine_id
         self.runtime_name = os.path.basename(runtime_binary)
         self._runtime_version: str | None = None
+        self.volumes = None  # a service with `usage() -> [Docker's volume with UsageData]`, when wired
 
     def runtime_version(self) -> str:
         """The OCI runtime's version, as `version` shows it (runc's first line: `runc version 1.1.5`)."""
@@ -133,15 +134,31 @@ class System:
                 "InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"], "IndexConfigs": indexes, "Mirrors": mirrors}
 
     async def df(self) -> dict:
-        containers = await self.queries.with_sizes(self.queries.list(all_=True))
+        """/system/df in bytes of content (st_size sums, hard links once, as Docker counts them, not
+        disk blocks): images with Size and SharedSize, LayersSize (each layer once), containers'
+        writable layers (SizeRw) and whole roots (SizeRootFs: SizeRw plus the image), volumes, the
+        build cache, and Ketch's own: each container's log files (``Logs``, ``LogsSize``), which
+        Docker leaves out."""
         images: list[dict] = []
         layers = 0
         if hasattr(self.images, "list_images"):
             images = await self.images.list_images()
-            for im in images:
-                im["Containers"] = sum(1 for c in containers if c["ImageID"] == im["Id"])
+        summaries = self.queries.list(all_=True)
+        containers = await self.queries.with_sizes(summaries, {im["Id"]: im.get("Size", 0) for im in images})
+        for im in images:
+            im["Containers"] = sum(1 for c in containers if c["ImageID"] == im["Id"])
+        if hasattr(self.images, "layers_size"):
+            layers = await self.images.layers_size()
+        else:
             layers = sum(im.get("Size", 0) for im in images)
-        return {"LayersSize": layers, "Images": images, "Containers": containers, "Volumes": [], "BuildCache": []}
+        logs = [{"Id": c["Id"], "Names": c["Names"], "Size": n, "Files": f}
+                for c, (n, f) in ((c, self.queries.log_usage(c["Id"])) for c in summaries)]
+        volumes: list[dict] = []
+        if self.volumes is not None:  # the volume service's usage() walks the volumes: off the loop
+            usage = self.volumes.usage
+            volumes = await usage() if asyncio.iscoroutinefunction(usage) else await asyncio.to_thread(usage)
+        return {"LayersSize": layers, "Images": images, "Containers": containers, "Volumes": volumes,
+                "BuildCache": [], "BuilderSize": 0, "Logs": logs, "LogsSize": sum(x["Size"] for x in logs)}
 
     async def prune_containers(self, filters: dict) -> dict:
         """Remove stopped containers (filters, as dockerd's: label and label! (k or k=v), until (a
@@ -159,7 +176,7 @@ class System:
                 continue
             if until is not None and s["Created"] >= until:
                 continue
-            size = await self.queries.size_rw(s["Id"])
+            size = await self.queries.size_rw(s["Id"]) + self.queries.log_usage(s["Id"])[0]  # its logs go too
             try:
                 await self.lifecycle.remove(s["Id"])
             except (NotFound, KetchError):

@@ -123,6 +123,10 @@ class AsyncImageService:
         except NotFound:
             return 0
 
+    async def layers_size(self):
+        """/system/df's LayersSize: every unpacked layer's bytes, each layer once."""
+        return await asyncio.to_thread(self.svc.layers_size)
+
     # --- the /images endpoints ----------------------------------------------------------
 
     async def list_images(self, all_=False, filters=None):

@@ -98,6 +98,7 @@ class ImageService:
         self.credentials = credentials
         self.registry_timeouts = tuple(registry_timeouts) if registry_timeouts else (30.0, 120.0)  # connect, read
         self._usage_checks = []
+        self._layer_bytes = {}  # ChainID -> bytes of its files: a committed layer never changes
 
     # ---------------------------------------------------------------- usage (in-use hook)
 
@@ -276,8 +277,22 @@ class ImageService:
 
     # ---------------------------------------------------------------- queries
 
+    def layer_bytes(self, chain, recorded=None):
+        """The bytes of a committed layer's files as Docker's overlay2 counts them (st_size, hard
+        links once, directories not counted), read from the layer's directory once; a layer not
+        unpacked counts what its record says."""
+        n = self._layer_bytes.get(chain)
+        if n is None:
+            try:
+                n = self.snapshots.usage(chain)["bytes"]
+            except NotFound:
+                return recorded or 0
+            self._layer_bytes[chain] = n
+        return n
+
     def _sizes(self, doc):
-        """(size per image, shared size per image): uncompressed layer bytes, shared = used by 2+ images."""
+        """(size per image, shared size per image): the bytes of its layers' files; shared = in
+        layers that 2+ images use (Docker's Size and SharedSize)."""
         count = {}
         for rec in doc["images"].values():
             for c in set(rec.get("chains") or []):
@@ -285,10 +300,15 @@ class ImageService:
         size, shared = {}, {}
         for iid, rec in doc["images"].items():
             chains = rec.get("chains") or []
-            sizes = rec.get("layer_sizes") or [0] * len(chains)
-            size[iid] = sum(s or 0 for s in sizes)
-            shared[iid] = sum(s or 0 for c, s in zip(chains, sizes, strict=False) if count.get(c, 0) > 1)
+            recorded = list(rec.get("layer_sizes") or [])
+            sizes = [self.layer_bytes(c, recorded[i] if i < len(recorded) else 0) for i, c in enumerate(chains)]
+            size[iid] = sum(sizes)
+            shared[iid] = sum(s for c, s in zip(chains, sizes, strict=True) if count.get(c, 0) > 1)
         return size, shared
+
+    def layers_size(self):
+        """Docker's LayersSize: every committed layer's bytes, each layer once."""
+        return sum(self.layer_bytes(s["name"]) for s in self.snapshots.list() if s["kind"] == COMMITTED)
 
     def list(self, all=False, dangling=None, reference_filter=None):
         """Docker /images/json summaries, newest first."""
