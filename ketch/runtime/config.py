@@ -11,6 +11,7 @@ from ketch import _json as json
 from ketch.errors import InvalidArgument, NotFound
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
+PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable", "runbindable")
 
 
 def load(bundle: str) -> tuple[str, dict]:
@@ -73,6 +74,8 @@ def check(cfg: dict, path: str = "config.json") -> None:
         _want(m["destination"].startswith("/"), path, f"mounts: destination `{m['destination']}` must be absolute")
     linux = cfg.get("linux", {})
     _want(isinstance(linux, dict), path, "linux must be an object")
+    prop = linux.get("rootfsPropagation")
+    _want(prop in (None, "") or prop in PROPAGATIONS, path, f"rootfsPropagation={prop} is not supported")
     seen = set()
     for ns in linux.get("namespaces", []) or []:
         _want(isinstance(ns, dict) and ns.get("type") in NAMESPACE_TYPES, path,

@@ -156,9 +156,7 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
         if cfg.get("domainname"):
             sc.setdomainname(cfg["domainname"])
     if "mount" in nss:
-        prop = rfs.PROPAGATION.get(linux.get("rootfsPropagation") or "", sc.MS_SLAVE | sc.MS_REC)
-        sc.mount(None, "/", None, prop if prop & sc.MS_REC else prop | sc.MS_REC, None)
-        sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC, None)
+        rfs.prepare_root(rootfs, linux.get("rootfsPropagation"))
         cg_paths = opts.get("cgroup_paths") or {}
         dev_is_mount = False
         for m in cfg.get("mounts", []) or []:
@@ -181,9 +179,7 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
             rfs.move_root(rootfs)
         else:
             rfs.pivot(rootfs)
-        rp = linux.get("rootfsPropagation")
-        if rp in rfs.PROPAGATION:
-            sc.mount(None, "/", None, rfs.PROPAGATION[rp], None)
+        rfs.root_propagation(linux.get("rootfsPropagation"))
         rfs.apply_sysctl(linux.get("sysctl"))
         rfs.readonly_paths(linux.get("readonlyPaths"))
         rfs.mask_paths(linux.get("maskedPaths"))

@@ -119,6 +119,23 @@ def _locked_flags(path):
     return out
 
 
+# what runc lets a mount cover inside /proc (files lxcfs emulates)
+VALID_PROC_MOUNTS = ("/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+                     "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev", "/proc/sys/kernel/ns_last_pid")
+
+
+def check_proc_mount(rootfs: str, dest: str, mtype: str, shown: str) -> None:
+    """runc's checkProcMount: nothing is mounted inside /proc (a bind over /proc/sys would
+    hand the container the host's sysctls) but a few files, and only proc itself on /proc.
+    `dest` is the resolved path, so a symlink into /proc does not get past."""
+    inner = os.path.normpath("/" + os.path.relpath(dest, rootfs))
+    if inner == "/proc":
+        if mtype != "proc":
+            raise InvalidArgument(f"mount `{shown}`: \"/proc\" cannot be mounted because it is not of type proc")
+    elif inner.startswith("/proc/") and inner not in VALID_PROC_MOUNTS:
+        raise InvalidArgument(f"mount `{shown}`: \"{inner}\" cannot be mounted because it is inside /proc")
+
+
 def mount_one(rootfs: str, m: dict, *, userns: bool = False, cgroup_paths: dict | None = None,
               cgroupns: bool = False) -> None:
     mtype = m.get("type") or ""
@@ -128,6 +145,7 @@ def mount_one(rootfs: str, m: dict, *, userns: bool = False, cgroup_paths: dict 
     dest = secure_join(rootfs, m["destination"])
     if dest == rootfs.rstrip("/") and m["destination"] != "/":
         raise InvalidArgument(f"mount `{m['destination']}`: resolves to the container root")
+    check_proc_mount(rootfs, dest, mtype, m["destination"])
     is_bind = bool(flags & sc.MS_BIND) or mtype == "bind"
     if is_bind:
         flags |= sc.MS_BIND
@@ -266,6 +284,35 @@ def default_symlinks(rootfs: str) -> None:
         if os.path.lexists(ptmx):
             os.unlink(ptmx)
         os.symlink("pts/ptmx", ptmx)
+
+
+def prepare_root(rootfs: str, propagation: str | None) -> None:
+    """As runc's prepareRoot: `/` gets rootfsPropagation (rslave by default; recursive only when
+    the spec says r...), then the mount holding the root is made private (slave when the spec asks
+    for slave), so the root's bind joins no peer group: else every mount under it would reach the
+    host (a failed create left them there), and pivot_root fails with EINVAL under a shared parent.
+    mount(2) on a path that is no mount point fails with EINVAL: walk up until one answers."""
+    flag = PROPAGATION.get(propagation or "", sc.MS_SLAVE | sc.MS_REC)
+    sc.mount(None, "/", None, flag, None)
+    parent_flag = sc.MS_SLAVE if flag & sc.MS_SLAVE else sc.MS_PRIVATE
+    path = rootfs
+    while True:
+        try:
+            sc.mount(None, path, None, parent_flag, None)
+            break
+        except OSError as e:
+            if e.errno != errno.EINVAL or path == "/":
+                raise
+            path = os.path.dirname(path)
+    sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC, None)
+
+
+def root_propagation(propagation: str | None) -> None:
+    """After pivot_root: shared or unbindable on the new `/` (private and slave are there already:
+    the root's bind was made under a private or slave parent)."""
+    flag = PROPAGATION.get(propagation or "", 0)
+    if flag & (sc.MS_SHARED | sc.MS_UNBINDABLE):
+        sc.mount(None, "/", None, flag, None)
 
 
 def pivot(rootfs: str) -> None:

@@ -39,6 +39,34 @@ class RT:
         b = self.bundle(args, mutate)
         return self.rt("run", "--bundle", b.path, b.id, **kw)
 
+    def runc(self, *args, runtime="runc", timeout=60, **kw):
+        """Run runc (or crun) on this test's own --root, output through files as for ketch-runtime."""
+        if not shutil.which(runtime):
+            pytest.skip(f"{runtime} is not installed (make test installs it)")
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            r = subprocess.run([runtime, "--root", os.path.join(self.tmp, runtime + "-state")] + list(args),
+                               stdout=out, stderr=err, text=True, timeout=timeout, **kw)
+            out.seek(0)
+            err.seek(0)
+            r.stdout, r.stderr = out.read(), err.read()
+        return r
+
+    def both(self, args, mutate=None, prepare=None, runtimes=("ketch", "runc")):
+        """Run one config under ketch-runtime and under runc, each on a bundle of its own (so one's
+        writes into the root cannot fool the other); {"ketch": result, "runc": result}.
+        prepare(bundle) runs on each bundle before its run."""
+        out = {}
+        for name in runtimes:
+            b = self.bundle(args, mutate)
+            if prepare:
+                prepare(b)
+            if name == "ketch":
+                out[name] = self.rt("run", "--bundle", b.path, b.id)
+            else:
+                out[name] = self.runc("run", "--bundle", b.path, b.id, runtime=name)
+                self.runc("delete", "--force", b.id, runtime=name)
+        return out
+
     def cgroup_file(self, controller, cid, name):
         return open(f"/sys/fs/cgroup/{controller}/{self.cg_parent}/{cid}/{name}").read().strip()
 
