@@ -59,6 +59,8 @@ def matches(ev: dict, filters: dict) -> bool:
                 k, sep, val = v.partition("=")
                 if k not in attrs or (sep and attrs[k] != val):
                     return False
+        if key == "volume" and (ev["Type"] != "volume" or ev["Actor"]["ID"] not in values):
+            return False
         if key == "scope" and "local" not in values:
             return False
     return True

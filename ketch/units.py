@@ -58,3 +58,19 @@ def human_size(n: float | None, precision: int = 3) -> str:
 def bytes_size(n: float | None) -> str:
     """go-units BytesSize: binary units, 4 significant digits ("23.47GiB")."""
     return _scaled(float(n or 0), 1024.0, _BINARY, 4)
+
+
+def ram_in_bytes(text: str) -> int:
+    """go-units RAMInBytes: "64m", "1g", "512k", "1.5GiB", "100" (binary multiples); ValueError otherwise."""
+    s = text.strip().lower()
+    mult = 1
+    for suffix, m in (("kib", 1 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("tib", 1 << 40), ("kb", 1 << 10),
+                      ("mb", 1 << 20), ("gb", 1 << 30), ("tb", 1 << 40), ("k", 1 << 10), ("m", 1 << 20),
+                      ("g", 1 << 30), ("t", 1 << 40), ("b", 1)):
+        if s.endswith(suffix):
+            s, mult = s[:-len(suffix)], m
+            break
+    value = float(s)
+    if value < 0 or value != value:
+        raise ValueError(text)
+    return int(value * mult)

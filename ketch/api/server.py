@@ -23,6 +23,7 @@ from ketch.api.networks import NetworkRoutes
 from ketch.api.request import API_VERSION, MAX_JSON_BODY, MIN_API_VERSION, _vtuple, jresp
 from ketch.api.system import SystemRoutes
 from ketch.api.unsupported import UnsupportedRoutes
+from ketch.api.volumes import VolumeRoutes
 from ketch.errors import InvalidArgument, KetchError
 
 log = logging.getLogger("ketch.api")
@@ -39,7 +40,8 @@ class Api:
         self.config = config
         self.started = time.time()
         self.groups = [cls(engine, images, config) for cls in (SystemRoutes, ContainerRoutes, ExecRoutes,
-                                                                ImageRoutes, NetworkRoutes, UnsupportedRoutes)]
+                                                                ImageRoutes, NetworkRoutes, VolumeRoutes,
+                                                                UnsupportedRoutes)]
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.middleware], client_max_size=MAX_JSON_BODY)

@@ -8,9 +8,8 @@ teardown, docker compose, the docker CLI's `info`, BuildKit) go on instead of me
 - plugins: none are installed (`GET /plugins` is `[]`, a named plugin is 404 `plugin "x" not
   found`); installing one is refused (501);
 - `POST /session` (BuildKit's upgraded session) and `GET /distribution/{name}/json`: 501;
-- prune of volumes and the build cache (what `docker system prune` asks for): this daemon
-  has none of them yet, so nothing is deleted and that is the truthful answer; their other
-  endpoints stay absent until the networking, storage and build work lands.
+- prune of the build cache (what `docker system prune` asks for): this daemon has no builder,
+  so nothing is deleted and that is the truthful answer.
 """
 
 from aiohttp import web
@@ -40,12 +39,8 @@ class UnsupportedRoutes(Routes):
         *[("POST", rf"/plugins/{{name:.+}}/{op}", "plugin")
           for op in ("enable", "disable", "upgrade", "push", "set")],
         ("POST", "/session", "session"), ("GET", r"/distribution/{name:.+}/json", "distribution"),
-        ("POST", "/volumes/prune", "prune_volumes"),
         ("POST", "/build/prune", "prune_build"),
     ]
-
-    async def prune_volumes(self, request) -> web.Response:
-        return jresp({"VolumesDeleted": None, "SpaceReclaimed": 0})
 
     async def prune_build(self, request) -> web.Response:
         return jresp({"CachesDeleted": None, "SpaceReclaimed": 0})

@@ -2,7 +2,10 @@
 
 Docker's merge rules for the image's config (a user entrypoint drops the image's cmd; labels,
 env and health check merged), the HostConfig defaults inspect shows, the typed mounts and the
-network request stored in the record's notes.
+network request stored in the record's notes. Volumes are resolved here, as dockerd does at
+create: `--volumes-from` copies the other container's bind and volume mounts, a named volume
+is made on first use, an anonymous one (`-v /path`, the image's VOLUME) is made with a random
+name; the container becomes a user of each (released at remove, or here if the create fails).
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from typing import Any
 
 from ketch.engine import spec as spec_mod
 from ketch.engine.container import ZERO_TIME, Container, Notes, container_event, new_id, now_rfc3339
+from ketch.engine.mounts import from_container, from_notes, parse_volumes_from, prepare_sources
 from ketch.engine.mounts import parse as parse_mounts
-from ketch.engine.mounts import prepare_sources, refuse_unsupported
 from ketch.engine.ports import ImageService, NetworkService
 from ketch.engine.store import ContainerStore
 from ketch.engine.validate import CreateRequest
@@ -53,8 +56,10 @@ def merge_command(body: dict, image_config: dict) -> tuple[list[str], list[str]]
 
 
 class Creator:
-    def __init__(self, store: ContainerStore, images: ImageService, networks: NetworkService, events):
+    def __init__(self, store: ContainerStore, images: ImageService, networks: NetworkService, events,
+                 volumes=None):
         self.store = store
+        self.volumes = volumes
         self.images = images
         self.networks = networks
         self.events = events
@@ -94,7 +99,13 @@ class Creator:
             self.networks.check(req.network)
         except NotFound as e:
             raise InvalidArgument(str(e)) from None  # a 404 would send the docker CLI pulling the image
-        warnings = refuse_unsupported(req.mounts)
+        for spec in req.host_config.get("VolumesFrom") or []:
+            ref, _ = parse_volumes_from(spec)
+            try:
+                self.store.get(ref)
+            except NotFound:
+                raise InvalidArgument(f"No such container: {ref}") from None  # a 400: see above
+        warnings: list[str] = []
         name = self.store.reserve(name)
         try:
             return await self._create(name, req, warnings)
@@ -151,7 +162,12 @@ class Creator:
             hc["ReadonlyPaths"] = list(spec_mod.READONLY_PATHS)
         # the image's VOLUMEs join the user's mounts (a user mount on the same path wins)
         mounts = parse_mounts(req.host_config, img.get("Volumes"), user_volumes=body.get("Volumes"))
-        warnings += refuse_unsupported([m for m in mounts if m.origin == "image"])
+        for spec in hc.get("VolumesFrom") or []:   # they cover the image's VOLUMEs, not the user's own mounts
+            ref, mode = parse_volumes_from(spec)
+            extra = from_container(from_notes(self.store.get(ref).notes.mounts), mode,
+                                   {m.target for m in mounts if m.origin != "image"})
+            covered = {m.target for m in extra}
+            mounts = [m for m in mounts if not (m.origin == "image" and m.target in covered)] + extra
         network = req.network
         network.hostname = config["Hostname"]
         network.name = name
@@ -194,14 +210,18 @@ class Creator:
             "Config": config,
             "NetworkSettings": self.networks.settings(cid, network),
         }
-        notes = Notes(image_ref=req.image, mounts=[m.to_dict() for m in mounts], network=network.to_dict())
-        c = Container(cdir, data, notes)
-        os.makedirs(c.bundle, exist_ok=True)
+        os.makedirs(os.path.join(cdir, "bundle"), exist_ok=True)
         try:
+            if self.volumes is not None:
+                self.volumes.resolve(cid, mounts)
+            notes = Notes(image_ref=req.image, mounts=[m.to_dict() for m in mounts], network=network.to_dict())
+            c = Container(cdir, data, notes)
             prepare_sources(mounts)
             await self.images.create_rootfs(image.id, cid)
             c.save()
         except BaseException:
+            if self.volumes is not None:
+                self.volumes.release(cid, mounts, remove_anonymous=True)
             shutil.rmtree(cdir, ignore_errors=True)
             raise
         self.store.release(name)

@@ -9,6 +9,7 @@
     queries    Queries           list, inspect, logs, top, stats            (queries.py)
     files      ContainerFiles    docker cp                                  (files.py)
     system     System            version, info, df, prune, events           (system.py)
+    volumes    VolumeOps         /volumes, a container's volumes            (volumes.py)
 
 Dependencies run one way: every collaborator uses the store, lifecycle uses execs and health,
 system uses queries and lifecycle; none calls back into this facade. Below it: the
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import os
 
-from ketch.engine import logs as logs_mod
 from ketch.engine import ociruntime
 from ketch.engine import spec as spec_mod
 from ketch.engine.creation import Creator
@@ -37,19 +37,21 @@ from ketch.engine.store import ContainerStore
 from ketch.engine.system import System
 from ketch.engine.tasks import Tasks
 from ketch.engine.validate import validate_create
+from ketch.engine.volumes import VolumeOps
 from ketch.events import EventBus
 from ketch.network.basic import BasicNetworks
 
 # inside Engine the name `list` is a method, not the builtin: annotations there use these
 Names = list[str]
+Records = list[dict]
 
 
 class Engine:
     def __init__(self, *, data_root: str, run_root: str, runtime: str, conmon_binary: str, images: ImageService,
                  networks: NetworkService | None = None, cgroup_parent: str = "/ketch",
-                 init_binary: str | None = None, events: EventBus | None = None, engine_id: str = ""):
+                 init_binary: str | None = None, events: EventBus | None = None, engine_id: str = "",
+                 volumes=None):
         self.data_root = data_root
-        self.log_opts = dict(logs_mod.DEFAULT_LOG_OPTS)  # daemon.json's log-opts (ketchd sets them)
         self.runtime_binary = runtime
         self.images = images
         self.networks = networks or BasicNetworks()
@@ -59,11 +61,16 @@ class Engine:
         self.monitor = MonitorConfig(conmon=conmon_binary, runtime_binary=runtime, cgroup_parent=cgroup_parent,
                                      init_binary=spec_mod.find_init(init_binary))
         self.store = ContainerStore(os.path.join(data_root, "containers"))
-        self.creator = Creator(self.store, images, self.networks, self.events)
+        if volumes is None:
+            from ketch.volumes import VolumeService
+            volumes = VolumeService(os.path.join(data_root, "volumes"), self.events)
+        self.volume_service = volumes
+        self.volumes = VolumeOps(self.store, volumes)
+        self.creator = Creator(self.store, images, self.networks, self.events, self.volumes)
         self.execs = Execs(self.store, self.runtime, self.monitor, self.events, self.tasks)
         self.health = Health(self.runtime, self.execs, self.events, self.tasks)
         self.lifecycle = Lifecycle(self.store, self.runtime, images, self.networks, self.monitor, self.execs,
-                                   self.health, self.events, self.tasks)
+                                   self.health, self.events, self.tasks, self.volumes)
         self.queries = Queries(self.store, images, self.runtime, self.events)
         self.files = ContainerFiles(self.store, images)
         self.network_ops = NetworkOps(self.store, self.networks)
@@ -71,6 +78,7 @@ class Engine:
             self.networks.events = self.events
         self.system = System(queries=self.queries, lifecycle=self.lifecycle, images=images, networks=self.networks,
                              events=self.events, data_root=data_root, runtime_binary=runtime, engine_id=engine_id)
+        self.system.volumes = volumes   # system df's Volumes: VolumeService.usage()
 
     # --- networks --------------------------------------------------------------------
     async def create_network(self, body: dict) -> dict:
@@ -94,11 +102,26 @@ class Engine:
     async def disconnect_network(self, ref: str, container: str, force: bool = False) -> None:
         await self.network_ops.disconnect(ref, container, force)
 
+    # --- volumes ---------------------------------------------------------------------
+    def create_volume(self, body: dict) -> dict:
+        return self.volumes.create(body)
+
+    def list_volumes(self, filters: dict | None = None) -> tuple[Records, Names | None]:
+        return self.volumes.list(filters)
+
+    def inspect_volume(self, name: str) -> dict:
+        return self.volumes.inspect(name)
+
+    async def remove_volume(self, name: str, force: bool = False) -> None:
+        await self.volumes.remove(name, force)
+
+    async def prune_volumes(self, filters: dict | None = None) -> dict:
+        return await self.volumes.prune(filters)
+
     # --- containers ------------------------------------------------------------------
     async def create(self, name: str | None, body: object, platform: str | None = None) -> tuple[str, list[str]]:
         req = validate_create(body, init_available=self.monitor.init_binary is not None,
                               runtimes=("runc", os.path.basename(self.runtime_binary)), platform=platform)
-        req.host_config["LogConfig"] = logs_mod.with_defaults(req.host_config["LogConfig"], self.log_opts)
         return await self.creator.create(name, req)
 
     async def start(self, ref: str) -> bool:

@@ -59,8 +59,9 @@ class MonitorConfig:
 
 class Lifecycle:
     def __init__(self, store: ContainerStore, runtime, images: ImageService, networks: NetworkService,
-                 monitor: MonitorConfig, execs: Execs, health: Health, events, tasks):
+                 monitor: MonitorConfig, execs: Execs, health: Health, events, tasks, volumes=None):
         self.store = store
+        self.volumes = volumes    # VolumeOps: mounted at start, unmounted at exit, released at remove
         self.runtime = runtime
         self.images = images
         self.networks = networks
@@ -72,10 +73,8 @@ class Lifecycle:
         self._rotate_task: asyncio.Task | None = None
 
     def _monitor_paths(self, c: Container) -> conmon.MonitorPaths:
-        lc = c.host_config.get("LogConfig") or {}
-        no_log = lc.get("Type") == "none"
-        return conmon.MonitorPaths.under(os.path.join(c.dir, "monitor"), c.bundle, None if no_log else c.log_path,
-                                         logs_mod.monitor_bound(lc.get("Config") or {}))
+        no_log = (c.host_config.get("LogConfig") or {}).get("Type") == "none"
+        return conmon.MonitorPaths.under(os.path.join(c.dir, "monitor"), c.bundle, None if no_log else c.log_path)
 
     # --- start -----------------------------------------------------------------------
     async def start(self, ref: str) -> bool:
@@ -96,7 +95,7 @@ class Lifecycle:
                 await self._start(c)
             except KetchError:
                 if c.host_config.get("AutoRemove"):  # as Docker: a failed start of --rm removes it
-                    self.tasks.spawn(self.remove(c.id, force=True))
+                    self.tasks.spawn(self.remove(c.id, force=True, volumes=True))
                 raise
             return True
 
@@ -122,6 +121,8 @@ class Lifecycle:
         hc, cfg, m = c.host_config, c.config, self.monitor
         rootfs = await self.images.mount_rootfs(c.id)
         try:
+            if self.volumes is not None:
+                await self.volumes.mount(c, rootfs)
             joins = self._joined_namespaces(c)
             request = c.network
             request.name = c.name
@@ -201,6 +202,8 @@ class Lifecycle:
                 await undo()
             except KetchError:
                 pass
+        if self.volumes is not None:
+            self.volumes.unmount(c)
         if exc is not None and not wrap:
             raise exc
         text = f"failed to create task for container: OCI runtime create failed: {message}: unknown"
@@ -218,10 +221,6 @@ class Lifecycle:
         self.health.watch(c)
         lc = c.host_config.get("LogConfig") or {}
         if lc.get("Config", {}).get("max-size"):
-            try:  # hold the live file from the start: conmon may cut it before the next round
-                self._rotate(c)
-            except (OSError, KetchError) as e:
-                log.warning("rotate log", extra={"container": c.id, "error": str(e)})
             self._ensure_rotator()
 
     def _exit_code(self, c: Container) -> tuple[int | None, bool, str]:
@@ -270,6 +269,8 @@ class Lifecycle:
             await self.images.unmount_rootfs(c.id)
         except KetchError as e:
             log.warning("unmount rootfs", extra={"container": c.id, "error": str(e)})
+        if self.volumes is not None:
+            self.volumes.unmount(c)
         if oom and code in (137, 255, -1):
             code = 137
         c.state.update({"ExitCode": code, "OOMKilled": oom, "Pid": 0, "FinishedAt": finished})
@@ -466,6 +467,8 @@ class Lifecycle:
                 await self.networks.remove(c.id, c.network)
                 await self._retry_busy(self.images.unmount_rootfs, c.id)
                 await self._retry_busy(self.images.remove_rootfs, c.id)
+                if self.volumes is not None:
+                    self.volumes.release(c.id, c.mounts, remove_anonymous=volumes)
             except Conflict:
                 c.set_status(Status.DEAD)
                 c.save()
@@ -603,40 +606,22 @@ class Lifecycle:
             self._rotate_task = self.tasks.spawn(self._rotate_loop())
 
     async def _rotate_loop(self) -> None:
-        """conmon cuts the logs at max-size; this keeps each cut file as ``.1`` (logs.rotate_if_needed)
-        before the next cut: every half second, and every 50 ms for 10 s after a log was rotated
-        or passed half its max-size (a busy writer)."""
-        hot_until = 0.0
         while True:
-            await asyncio.sleep(0.05 if time.monotonic() < hot_until else 0.5)
+            await asyncio.sleep(0.5)
             busy = False
             for c in self.store:
-                if not c.status.alive:
+                cfg = (c.host_config.get("LogConfig") or {}).get("Config") or {}
+                if not cfg.get("max-size") or not c.status.alive:
                     continue
+                busy = True
                 try:
-                    capped, hot = self._rotate(c)
+                    if logs_mod.rotate_if_needed(c.log_path, logs_mod.parse_size(cfg["max-size"]),
+                                                 int(cfg.get("max-file") or 1)):
+                        conmon.reopen_log(c.bundle)
                 except (OSError, KetchError) as e:
                     log.warning("rotate log", extra={"container": c.id, "error": str(e)})
-                    continue
-                busy = busy or capped
-                if hot:
-                    hot_until = time.monotonic() + 10
             if not busy:
                 return
-
-    def _rotate(self, c: Container) -> tuple[bool, bool]:
-        """One rotation round for c's log: (it has a max-size, it is busy: rotated or past half of it)."""
-        cfg = (c.host_config.get("LogConfig") or {}).get("Config") or {}
-        if not cfg.get("max-size"):
-            return False, False
-        max_size = logs_mod.parse_size(cfg["max-size"])
-        reopen, rotated = logs_mod.rotate_if_needed(c.log_path, max_size, int(cfg.get("max-file") or 1))
-        if reopen:
-            conmon.reopen_log(c.bundle)
-        try:
-            return True, rotated or os.path.getsize(c.log_path) >= max_size // 2
-        except FileNotFoundError:
-            return True, rotated
 
     # --- restore ---------------------------------------------------------------------
     async def _reconcile(self, c: Container) -> None:
@@ -695,6 +680,8 @@ class Lifecycle:
         """Load every container; re-attach to live ones; settle the ones that ended meanwhile;
         clean what a kill of ketchd left half-made."""
         loaded = self.store.load()
+        if self.volumes is not None:   # users from the records; those still running keep theirs mounted
+            self.volumes.restore(loaded, {c.id for c in loaded if c.status.alive})
         await self._clean_orphans()
         ended = []
         for c in loaded:

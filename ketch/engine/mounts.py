@@ -4,13 +4,15 @@
     --mount / HostConfig.Mounts  type=bind|volume|tmpfs with their options
     --tmpfs / HostConfig.Tmpfs   {DST: "opts"}
     the image's VOLUME           anonymous volumes
+    --volumes-from / VolumesFrom the bind and volume mounts of another container (`from_container`)
 
 `parse` turns a HostConfig (and the image's volumes) into a list of `Mount`, checked with
 Docker's messages, that is stored with the container (its notes) and used by everything after:
 spec generation (`to_oci`), inspect's `Mounts` (`to_inspect`), `docker cp` (`host_paths`) and
-validation. Volumes are a kind of their own; until the volumes layer exists they are refused at
-create with a "not supported yet" error that names the mount (an anonymous volume is never
-silently dropped). (After moby's volume/mounts parser: one parser, typed mount points.)
+validation. Volumes are a kind of their own: at create the engine resolves each one through the
+volume service (a name made on first use, an anonymous one made with a random name) and keeps
+the volume's name in `source` and its mount point in `path`. (After moby's volume/mounts parser:
+one parser, typed mount points.)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-from ketch.errors import InvalidArgument, NotImplementedYet
+from ketch.errors import Internal, InvalidArgument, NotImplementedYet
 
 BIND, VOLUME, TMPFS = "bind", "volume", "tmpfs"
 PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
@@ -37,9 +39,12 @@ class Mount:
     mode: str = ""                 # the -v mode string, shown as inspect's Mode
     tmpfs_options: list[str] = field(default_factory=list)  # size=, mode=, and --tmpfs's own words
     nocopy: bool = False           # volume: no copy-up from the image
-    origin: str = "binds"          # binds | mounts | tmpfs | image
+    origin: str = "binds"          # binds | mounts | tmpfs | image | from (--volumes-from)
     labels: dict = field(default_factory=dict)
     driver_options: dict = field(default_factory=dict)
+    path: str = ""                 # volume: its mount point on the host (set at create)
+    copied: bool = False           # volume: the copy-up from the image was done (first start)
+    anonymous: bool = False        # volume: made for this container (rm -v and --rm remove it)
 
     # --- persistence -----------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -58,6 +63,8 @@ class Mount:
             return f"--mount type={self.type},target={self.target}"
         if self.origin == "tmpfs":
             return f"--tmpfs {self.target}"
+        if self.origin == "from":
+            return f"--volumes-from {self.target}"
         return f"-v {self.source + ':' if self.source else ''}{self.target}{':' + self.mode if self.mode else ''}"
 
     def to_inspect(self) -> dict:
@@ -66,8 +73,9 @@ class Mount:
             return {"Type": BIND, "Source": self.source, "Destination": self.target, "Mode": self.mode,
                     "RW": not self.read_only, "Propagation": self.propagation or "rprivate"}
         if self.type == VOLUME:
-            return {"Type": VOLUME, "Name": self.source, "Source": "", "Destination": self.target,
-                    "Driver": "local", "Mode": self.mode or "z", "RW": not self.read_only, "Propagation": ""}
+            mode = self.mode or ("z" if self.origin == "binds" and not self.anonymous else "")
+            return {"Type": VOLUME, "Name": self.source, "Source": self.path, "Destination": self.target,
+                    "Driver": "local", "Mode": mode, "RW": not self.read_only, "Propagation": ""}
         return {"Type": TMPFS, "Source": "", "Destination": self.target, "Mode": "", "RW": not self.read_only,
                 "Propagation": ""}
 
@@ -87,7 +95,10 @@ class Mount:
             if self.read_only and "ro" not in opts:
                 opts.append("ro")
             return {"destination": self.target, "type": "tmpfs", "source": "tmpfs", "options": opts}
-        raise NotImplementedYet(f"volumes are not supported yet: {self.describe()}")
+        if not self.path:
+            raise Internal(f"{self.describe()}: the volume was not resolved at create")
+        return {"destination": self.target, "type": "bind", "source": self.path,
+                "options": ["rbind", "rprivate", "ro" if self.read_only else "rw"]}
 
 
 # --- parsers ----------------------------------------------------------------------------
@@ -226,6 +237,19 @@ def parse_tmpfs(target: str, options: object) -> Mount:
                  tmpfs_options=[w for w in words if w not in ("ro", "rw")])
 
 
+# what runc lets a mount cover inside /proc (files lxcfs emulates); the runtime checks it again on
+# the resolved path (a symlink in the image), this is the same rule at create, as a 400
+VALID_PROC_MOUNTS = ("/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+                     "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev", "/proc/sys/kernel/ns_last_pid")
+
+
+def _check_proc(m: Mount) -> None:
+    if m.target == "/proc" or (m.target.startswith("/proc/") and m.target not in VALID_PROC_MOUNTS):
+        why = "is not of type proc" if m.target == "/proc" else "is inside /proc"
+        raise InvalidArgument(f"error mounting \"{m.source or m.type}\" to rootfs at \"{m.target}\": "
+                              f"\"{m.target}\" cannot be mounted because it {why}")
+
+
 def parse(host_config: dict, image_volumes: dict | None = None, user_volumes: object = None) -> list[Mount]:
     """Every mount of a container, in the order the runtime mounts them; duplicates refused.
 
@@ -251,6 +275,7 @@ def parse(host_config: dict, image_volumes: dict | None = None, user_volumes: ob
     out += [parse_api_mount(m) for m in api_mounts]
     seen: dict[str, Mount] = {}
     for m in out:
+        _check_proc(m)
         if m.target in seen:
             raise InvalidArgument(f"Duplicate mount point: {m.target}")
         seen[m.target] = m
@@ -269,25 +294,34 @@ def from_notes(items: list[dict] | None) -> list[Mount]:
     return [Mount.from_dict(d) for d in items or []]
 
 
-def refuse_unsupported(mounts: list[Mount]) -> list[str]:
-    """Volumes the user asked for are refused by name; the image's own VOLUMEs are returned as
-    warnings (their data stays in the container's writable layer until volumes exist)."""
-    warnings = []
-    for m in mounts:
-        if m.type != VOLUME:
-            continue
-        if m.origin == "image":
-            warnings.append(f"volumes are not supported yet: {m.describe()} is kept in the container's "
-                            "writable layer")
-            continue
-        kind = "a named volume" if m.source else "an anonymous volume"
-        raise NotImplementedYet(f"volumes are not supported yet: {m.describe()} ({kind})")
-    return warnings
-
-
 def oci_mounts(mounts: list[Mount]) -> list[dict]:
-    """The runtime-spec mounts (image volumes, not yet backed, are left to the writable layer)."""
-    return [m.to_oci() for m in mounts if not (m.type == VOLUME and m.origin == "image")]
+    """The runtime-spec mounts, a parent before what is mounted inside it (as moby sorts them)."""
+    return [m.to_oci() for m in sorted(mounts, key=lambda m: m.target.rstrip("/").count("/"))]
+
+
+def parse_volumes_from(spec: object) -> tuple[str, str]:
+    """One --volumes-from / HostConfig.VolumesFrom entry: (container, "" | "ro" | "rw")."""
+    if not isinstance(spec, str) or not spec:
+        raise InvalidArgument(f"invalid volumes-from specification: '{spec}'")
+    ref, _, mode = spec.partition(":")
+    if not ref or mode not in ("", "ro", "rw", "z", "Z", "ro,z", "rw,z", "ro,Z", "rw,Z"):
+        raise InvalidArgument(f"invalid mode: {mode}" if ref else f"invalid volumes-from specification: '{spec}'")
+    return ref, mode.split(",")[0] if mode.split(",")[0] in ("ro", "rw") else ""
+
+
+def from_container(others: list[Mount], mode: str, taken: set[str]) -> list[Mount]:
+    """The bind and volume mounts of another container, for --volumes-from (tmpfs are its own);
+    `mode` ro/rw overrides theirs; a target this container mounts itself is left to its own."""
+    out = []
+    for o in others:
+        if o.type == TMPFS or o.target in taken:
+            continue
+        m = Mount.from_dict(o.to_dict())
+        m.origin, m.create_source, m.copied = "from", False, True   # its data is the other's, already there
+        if mode:
+            m.read_only = mode == "ro"
+        out.append(m)
+    return out
 
 
 def host_paths(mounts: list[Mount]) -> dict[str, str]:

@@ -119,11 +119,7 @@ def _namespace_modes(hc: dict) -> dict[str, str]:
 
 
 def _log_config(hc: dict) -> dict:
-    return validate_log_config(hc.get("LogConfig") or {})
-
-
-def validate_log_config(lc) -> dict:
-    """A LogConfig (a create's, or daemon.json's log-opts as json-file's) checked and normalized."""
+    lc = hc.get("LogConfig") or {}
     if not isinstance(lc, dict):
         raise InvalidArgument("json: cannot unmarshal value into Go struct field HostConfig.LogConfig "
                               "of type container.LogConfig")
@@ -197,7 +193,6 @@ def _user(user: str) -> None:
 
 # HostConfig fields Ketch does not implement yet: refused by the flag the user typed, never ignored
 _NOT_YET = (
-    ("VolumesFrom", "--volumes-from is not supported yet (no volumes)"),
     ("DeviceRequests", "--gpus: device requests are not supported (no device driver for GPUs)"),
     ("StorageOpt", "--storage-opt is not supported by the overlay driver"),
     ("OomKillDisable", "--oom-kill-disable is not supported"),
@@ -218,6 +213,9 @@ def _not_implemented(body: dict, hc: dict, runtimes: tuple[str, ...]) -> None:
         elif name == "CgroupnsMode":
             if v not in (None, "", "host", "private"):
                 raise InvalidArgument(f"invalid cgroup namespace mode: {v}")
+        elif name == "VolumeDriver":
+            if v not in (None, "", "local"):
+                raise InvalidArgument(f"--volume-driver {v}: no such volume driver (only local exists)")
         elif name == "UsernsMode":
             if v not in (None, "", "host"):
                 raise NotImplementedYet(f"--userns={v}: user namespace remapping is not supported yet")
@@ -326,6 +324,12 @@ def validate_create(body: object, *, init_available: bool = True, runtimes: tupl
     hostconfig.rlimits(hc)
     hostconfig.resources(hc)
     mounts = mounts_mod.parse(hc, user_volumes=body.get("Volumes"))
+    vfrom = hc.get("VolumesFrom")
+    if vfrom is not None and not isinstance(vfrom, list):
+        raise InvalidArgument("json: cannot unmarshal value into Go struct field HostConfig.VolumesFrom "
+                              "of type []string")
+    for spec in vfrom or []:
+        mounts_mod.parse_volumes_from(spec)
     if body.get("StopSignal"):
         parse_signal(body["StopSignal"])
     network = NetworkRequest(mode=hc["NetworkMode"], hostname=body.get("Hostname") or "",

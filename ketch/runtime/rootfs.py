@@ -119,7 +119,7 @@ def _locked_flags(path):
     return out
 
 
-# what runc lets a mount cover inside /proc (files lxcfs emulates)
+# what runc lets a mount cover inside /proc (files lxcfs emulates); ketch.engine.mounts has the same list
 VALID_PROC_MOUNTS = ("/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
                      "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev", "/proc/sys/kernel/ns_last_pid")
 
@@ -137,7 +137,8 @@ def check_proc_mount(rootfs: str, dest: str, mtype: str, shown: str) -> None:
 
 
 def mount_one(rootfs: str, m: dict, *, userns: bool = False, cgroup_paths: dict | None = None,
-              cgroupns: bool = False) -> None:
+              cgroupns: bool = False) -> str:
+    """Mount one `mounts` entry under rootfs; returns the mount point (resolved inside the root)."""
     mtype = m.get("type") or ""
     options = m.get("options") or []
     flags, prop, data = parse_options(options)
@@ -179,6 +180,7 @@ def mount_one(rootfs: str, m: dict, *, userns: bool = False, cgroup_paths: dict 
                 raise
     for p in prop:
         sc.mount(None, dest, None, p, None)
+    return dest
 
 
 def _v1_hierarchies():

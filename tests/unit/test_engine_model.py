@@ -9,7 +9,7 @@ from ketch.engine import mounts, restart, state
 from ketch.engine.container import Container, Notes
 from ketch.engine.state import Status
 from ketch.engine.validate import parse_signal, validate_create, validate_update
-from ketch.errors import Internal, InvalidArgument, NotFound, NotImplementedYet
+from ketch.errors import Internal, InvalidArgument, NotFound
 from ketch.network.basic import BasicNetworks
 from ketch.network.model import NetworkRequest
 
@@ -137,16 +137,42 @@ def test_parse_refuses_duplicates_and_user_mounts_win_over_image_volumes(tmp_pat
     ms = mounts.parse({"Binds": [f"{tmp_path}:/data"]}, {"/data": {}, "/logs": {}})
     assert [(m.type, m.target, m.origin) for m in ms] == [("bind", "/data", "binds"), ("volume", "/logs", "image")]
     assert mounts.host_paths(ms) == {"/data": str(tmp_path)}
-    assert [m["destination"] for m in mounts.oci_mounts(ms)] == ["/data"]
+    ms[1].source, ms[1].path = "anon", "/vols/anon/_data"   # what the engine resolves at create
+    assert [(m["destination"], m["source"]) for m in mounts.oci_mounts(ms)] == [
+        ("/data", str(tmp_path)), ("/logs", "/vols/anon/_data")]
 
 
-def test_volumes_are_refused_by_name_never_dropped():
-    with pytest.raises(NotImplementedYet, match=r"-v /data \(an anonymous volume\)"):
-        mounts.refuse_unsupported(mounts.parse({"Binds": ["/data"]}))
-    with pytest.raises(NotImplementedYet, match="named volume"):
-        mounts.refuse_unsupported(mounts.parse({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v"}]}))
-    warnings = mounts.refuse_unsupported(mounts.parse({}, {"/var/lib/db": {}}))
-    assert len(warnings) == 1 and "VOLUME /var/lib/db" in warnings[0]
+def test_a_volume_is_never_dropped_and_mounts_nest_in_order():
+    anon = mounts.parse({"Binds": ["/data/sub:/data/sub"], "Mounts": [{"Type": "volume", "Source": "v",
+                                                                        "Target": "/data"}]})
+    with pytest.raises(Internal, match="--mount type=volume,target=/data: the volume was not resolved"):
+        mounts.oci_mounts(anon)
+    anon[1].path = "/vols/v/_data"
+    assert [m["destination"] for m in mounts.oci_mounts(anon)] == ["/data", "/data/sub"]
+    assert mounts.oci_mounts(anon)[0]["options"] == ["rbind", "rprivate", "rw"]
+    assert anon[1].to_inspect() == {"Type": "volume", "Name": "v", "Source": "/vols/v/_data", "Destination": "/data",
+                                    "Driver": "local", "Mode": "", "RW": True, "Propagation": ""}
+
+
+@pytest.mark.parametrize("target", ["/proc/sys", "/proc", "/proc/self/x"])
+def test_a_mount_inside_proc_is_refused_as_runc_refuses_it(target):
+    with pytest.raises(InvalidArgument, match="cannot be mounted because it is"):
+        mounts.parse({"Binds": [f"/x:{target}"]})
+
+
+def test_proc_files_lxcfs_emulates_and_sys_may_be_covered():
+    assert [m.target for m in mounts.parse({"Binds": ["/x:/proc/meminfo", "/sys/fs/cgroup:/sys/fs/cgroup:ro"]})] == [
+        "/proc/meminfo", "/sys/fs/cgroup"]
+
+
+def test_volumes_from_takes_binds_and_volumes_with_the_mode_asked():
+    other = mounts.parse({"Binds": ["/h:/h", "v1:/v:ro"], "Tmpfs": {"/t": ""}})
+    assert mounts.parse_volumes_from("db:ro") == ("db", "ro") and mounts.parse_volumes_from("db") == ("db", "")
+    with pytest.raises(InvalidArgument, match="invalid mode: rx"):
+        mounts.parse_volumes_from("db:rx")
+    got = mounts.from_container(other, "rw", {"/h"})
+    assert [(m.type, m.target, m.read_only, m.origin) for m in got] == [("volume", "/v", False, "from")]
+    assert [m.read_only for m in mounts.from_container(other, "", set())] == [False, True]
 
 
 # --- validation --------------------------------------------------------------------------
@@ -218,12 +244,14 @@ def test_basic_networks(tmp_path):
 
 def test_config_volumes_are_anonymous_volumes_the_user_asked_for():
     # the docker CLI sends `-v /data` as Config.Volumes, not as a bind
-    with pytest.raises(NotImplementedYet, match=r"-v /data \(an anonymous volume\)"):
-        mounts.refuse_unsupported(validate_create({"Image": "b", "Volumes": {"/data": {}}}).mounts)
+    ms = validate_create({"Image": "b", "Volumes": {"/data": {}}}).mounts
+    assert [(m.type, m.target, m.source, m.origin) for m in ms] == [("volume", "/data", "", "binds")]
     req = validate_create({"Image": "b", "Volumes": {"/data": {}}, "HostConfig": {"Binds": ["/srv:/data"]}})
     assert [(m.type, m.target) for m in req.mounts] == [("bind", "/data")]
     with pytest.raises(InvalidArgument, match="Volumes"):
         validate_create({"Image": "b", "Volumes": ["/data"]})
+    with pytest.raises(InvalidArgument, match="VolumesFrom"):
+        validate_create({"Image": "b", "HostConfig": {"VolumesFrom": "db"}})
 
 
 def test_event_image_filter_matches_image_events_by_name_too():
