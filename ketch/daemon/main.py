@@ -57,6 +57,8 @@ DEFAULTS = {
     "dns": [],
     # Ketch's own: the name of its nftables table
     "firewall-table": "ketch",
+    # the log opts of containers that do not set them (json-file/k8s-file): a cap by default
+    "log-opts": {"max-size": "20m", "max-file": "3"},
 }
 CONFIG_FILE = "/etc/ketch/daemon.json"
 
@@ -150,6 +152,7 @@ def load_config(args) -> dict:
     for key in ("insecure-registries", "registry-mirrors"):
         if not isinstance(cfg[key], list) or not all(isinstance(x, str) for x in cfg[key]):
             raise SystemExit(f"ketchd: {key}: a list of strings is expected, not {cfg[key]!r}")
+    check_log_opts(cfg["log-opts"])
     from ketch.errors import InvalidArgument
     from ketch.registry import mirror_url
     try:
@@ -160,6 +163,19 @@ def load_config(args) -> dict:
             cfg["exec-root"] != DEFAULTS["exec-root"]:
         cfg["hosts"] = [f"unix://{os.path.join(str(cfg['exec-root']), 'ketch.sock')}"]
     return cfg
+
+
+def check_log_opts(opts) -> None:
+    """daemon.json's log-opts: strings, as a container's --log-opt would take them."""
+    from ketch.engine.validate import validate_log_config
+    from ketch.errors import InvalidArgument
+    if not isinstance(opts, dict) or not all(isinstance(v, str) for v in opts.values()):
+        raise SystemExit(f'ketchd: log-opts: an object of strings is expected (e.g. {{"max-size": "20m"}}), '
+                         f"not {opts!r}")
+    try:
+        validate_log_config({"Type": "json-file", "Config": opts})
+    except InvalidArgument as e:
+        raise SystemExit(f"ketchd: log-opts: {e}") from None
 
 
 def ensure_group(name: str) -> int:
@@ -298,6 +314,7 @@ async def serve(cfg: dict) -> int:
     engine = Engine(data_root=data_root, run_root=exec_root, runtime=runtime, conmon_binary=conmon_bin,
                     images=images, networks=networks, cgroup_parent=cfg["cgroup-parent"],
                     init_binary=cfg.get("init-path") or None, engine_id=engine_id)
+    engine.log_opts = dict(cfg["log-opts"])
     if hasattr(images, "events"):  # image events (pull, tag, delete, ...) come from the image service
         images.events = engine.events
     if hasattr(images, "add_usage_check"):  # rmi refuses images that containers use

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 
+from ketch.engine import logs as logs_mod
 from ketch.engine import ociruntime
 from ketch.engine import spec as spec_mod
 from ketch.engine.creation import Creator
@@ -52,6 +53,7 @@ class Engine:
                  init_binary: str | None = None, events: EventBus | None = None, engine_id: str = "",
                  volumes=None):
         self.data_root = data_root
+        self.log_opts = dict(logs_mod.DEFAULT_LOG_OPTS)  # daemon.json's log-opts (ketchd sets them)
         self.runtime_binary = runtime
         self.images = images
         self.networks = networks or BasicNetworks()
@@ -122,6 +124,7 @@ class Engine:
     async def create(self, name: str | None, body: object, platform: str | None = None) -> tuple[str, list[str]]:
         req = validate_create(body, init_available=self.monitor.init_binary is not None,
                               runtimes=("runc", os.path.basename(self.runtime_binary)), platform=platform)
+        req.host_config["LogConfig"] = logs_mod.with_defaults(req.host_config["LogConfig"], self.log_opts)
         return await self.creator.create(name, req)
 
     async def start(self, ref: str) -> bool:

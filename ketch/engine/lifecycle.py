@@ -73,8 +73,10 @@ class Lifecycle:
         self._rotate_task: asyncio.Task | None = None
 
     def _monitor_paths(self, c: Container) -> conmon.MonitorPaths:
-        no_log = (c.host_config.get("LogConfig") or {}).get("Type") == "none"
-        return conmon.MonitorPaths.under(os.path.join(c.dir, "monitor"), c.bundle, None if no_log else c.log_path)
+        lc = c.host_config.get("LogConfig") or {}
+        no_log = lc.get("Type") == "none"
+        return conmon.MonitorPaths.under(os.path.join(c.dir, "monitor"), c.bundle, None if no_log else c.log_path,
+                                         logs_mod.monitor_bound(lc.get("Config") or {}))
 
     # --- start -----------------------------------------------------------------------
     async def start(self, ref: str) -> bool:
@@ -221,6 +223,10 @@ class Lifecycle:
         self.health.watch(c)
         lc = c.host_config.get("LogConfig") or {}
         if lc.get("Config", {}).get("max-size"):
+            try:  # hold the live file from the start: conmon may cut it before the next round
+                self._rotate(c)
+            except (OSError, KetchError) as e:
+                log.warning("rotate log", extra={"container": c.id, "error": str(e)})
             self._ensure_rotator()
 
     def _exit_code(self, c: Container) -> tuple[int | None, bool, str]:
@@ -606,22 +612,40 @@ class Lifecycle:
             self._rotate_task = self.tasks.spawn(self._rotate_loop())
 
     async def _rotate_loop(self) -> None:
+        """conmon cuts the logs at max-size; this keeps each cut file as ``.1`` (logs.rotate_if_needed)
+        before the next cut: every half second, and every 50 ms for 10 s after a log was rotated
+        or passed half its max-size (a busy writer)."""
+        hot_until = 0.0
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.05 if time.monotonic() < hot_until else 0.5)
             busy = False
             for c in self.store:
-                cfg = (c.host_config.get("LogConfig") or {}).get("Config") or {}
-                if not cfg.get("max-size") or not c.status.alive:
+                if not c.status.alive:
                     continue
-                busy = True
                 try:
-                    if logs_mod.rotate_if_needed(c.log_path, logs_mod.parse_size(cfg["max-size"]),
-                                                 int(cfg.get("max-file") or 1)):
-                        conmon.reopen_log(c.bundle)
+                    capped, hot = self._rotate(c)
                 except (OSError, KetchError) as e:
                     log.warning("rotate log", extra={"container": c.id, "error": str(e)})
+                    continue
+                busy = busy or capped
+                if hot:
+                    hot_until = time.monotonic() + 10
             if not busy:
                 return
+
+    def _rotate(self, c: Container) -> tuple[bool, bool]:
+        """One rotation round for c's log: (it has a max-size, it is busy: rotated or past half of it)."""
+        cfg = (c.host_config.get("LogConfig") or {}).get("Config") or {}
+        if not cfg.get("max-size"):
+            return False, False
+        max_size = logs_mod.parse_size(cfg["max-size"])
+        reopen, rotated = logs_mod.rotate_if_needed(c.log_path, max_size, int(cfg.get("max-file") or 1))
+        if reopen:
+            conmon.reopen_log(c.bundle)
+        try:
+            return True, rotated or os.path.getsize(c.log_path) >= max_size // 2
+        except FileNotFoundError:
+            return True, rotated
 
     # --- restore ---------------------------------------------------------------------
     async def _reconcile(self, c: Container) -> None:

@@ -6,10 +6,11 @@ turns each run of P pieces and its F end back into the exact bytes the container
 with Docker's UTC RFC3339Nano timestamps; ``since``, ``until`` and ``tail`` work on
 those entries as they do on Docker's json-file records.
 
-Rotation (``--log-opt max-size``/``max-file``) is ketchd's: when the live file passes
-max-size it is renamed to ``.1`` (older ones shift up, the oldest is dropped) and conmon
-is told through its control fifo to reopen its log, so nothing written meanwhile is lost.
-conmon's own ``--log-size-max`` is not used: it truncates in place.
+Rotation (``--log-opt max-size``/``max-file``, capped by default: daemon.json's log-opts)
+is shared: conmon cuts the live file at max-size (``--log-size-max``: a new file renamed over
+the name), and ketchd keeps the cut file by a hard link and renames it ``.1`` (older ones
+shift up, the oldest is dropped); see ``rotate_if_needed``. Reading goes across the files,
+oldest first.
 """
 
 import asyncio
@@ -62,12 +63,16 @@ def parse_line(line: bytes) -> tuple[str, str, bool, bytes] | None:
 
 
 def files_of(log_path: str) -> list[str]:
-    """The rotated files, oldest first, then the live file."""
+    """The rotated files, oldest first, then the file conmon cut last (``.pending``, until ketchd
+    makes it ``.1``), then the live file."""
     rotated = []
     n = 1
     while os.path.exists(f"{log_path}.{n}"):
         rotated.append(f"{log_path}.{n}")
         n += 1
+    held = _ino(f"{log_path}.pending")
+    if held is not None and held != _ino(log_path):
+        rotated.insert(0, f"{log_path}.pending")
     return list(reversed(rotated)) + [log_path]
 
 
@@ -219,26 +224,64 @@ async def stream(log_path: str, *, follow: bool, tail: int | None, since: int | 
             f.close()
 
 
-def rotate_if_needed(log_path: str, max_size: int, max_file: int) -> bool:
-    """Rotate the live file if it reached max_size; return True if the monitor must reopen."""
+def _ino(path: str) -> int | None:
     try:
-        size = os.path.getsize(log_path)
+        return os.stat(path).st_ino
     except FileNotFoundError:
-        return False
-    if max_size <= 0 or size < max_size:
-        return False
-    max_file = max(1, max_file)
-    oldest = f"{log_path}.{max_file - 1}" if max_file > 1 else None
-    if oldest and os.path.exists(oldest):
+        return None
+
+
+def _shift(log_path: str, max_file: int) -> None:
+    """Make room for a new ``.1``: drop the oldest, move ``.n`` to ``.n+1``."""
+    oldest = f"{log_path}.{max_file - 1}"
+    if max_file > 1 and os.path.exists(oldest):
         os.unlink(oldest)
     for n in range(max_file - 2, 0, -1):
         if os.path.exists(f"{log_path}.{n}"):
             os.rename(f"{log_path}.{n}", f"{log_path}.{n + 1}")
-    if max_file > 1:
-        os.rename(log_path, f"{log_path}.1")
-    else:
-        os.unlink(log_path)
-    return True
+
+
+def rotate_if_needed(log_path: str, max_size: int, max_file: int) -> tuple[bool, bool]:
+    """One round of rotation: (the monitor must reopen its log, a file was rotated).
+
+    conmon cuts the live file at max-size itself (``--log-size-max``): it writes on in a new
+    file that it renames over the old name, so nothing waits for this round to come. What it
+    would drop, the old file, ketchd keeps by a hard link, ``<log>.pending``, made on the round
+    after each cut: here it becomes ``.1`` (older ones shift up, beyond max-file they go).
+    A live file that grew past max-size without a cut (a new conmon counts from zero on a file
+    it appends to) is rotated here, and conmon told to reopen."""
+    if max_size <= 0:
+        return False, False
+    max_file = max(1, max_file)
+    pending = f"{log_path}.pending"
+    live, held = _ino(log_path), _ino(pending)
+    rotated = False
+    if held is not None and held != live:  # conmon cut the file: the old one becomes .1
+        if max_file > 1:
+            _shift(log_path, max_file)
+            os.rename(pending, f"{log_path}.1")
+        else:
+            os.unlink(pending)
+        held, rotated = None, True
+    try:
+        size = os.path.getsize(log_path)
+    except FileNotFoundError:
+        return False, rotated
+    if size >= max_size + max_size // 2:
+        _shift(log_path, max_file)
+        if max_file > 1:
+            os.rename(log_path, f"{log_path}.1")
+        else:
+            os.unlink(log_path)
+        if held is not None:
+            os.unlink(pending)
+        return True, True
+    if held is None and max_file > 1:
+        try:
+            os.link(log_path, pending)
+        except FileNotFoundError:
+            pass
+    return False, rotated
 
 
 def parse_size(value: str) -> int:
@@ -294,3 +337,24 @@ def details_prefix(attrs: dict[str, str]) -> bytes:
     return (",".join(f"{quote_plus(k, safe='')}={quote_plus(v, safe='')}"
                      for k, v in sorted(attrs.items())) + " ").encode()
 
+
+
+# --- the default cap ---------------------------------------------------------------------
+
+# what a container of a log-file driver gets when neither it nor daemon.json's log-opts say
+# otherwise, so that logs no longer grow without bound by default
+DEFAULT_LOG_OPTS = {"max-size": "20m", "max-file": "3"}
+FILE_DRIVERS = ("json-file", "k8s-file")
+
+
+def with_defaults(lc: dict, daemon_opts: dict) -> dict:
+    """A container's LogConfig with the daemon's log opts (dockerd's merge: each opt the
+    container does not set itself), for the file drivers, whose cap they are."""
+    if lc.get("Type") not in FILE_DRIVERS:
+        return lc
+    return {**lc, "Config": {**daemon_opts, **(lc.get("Config") or {})}}
+
+
+def monitor_bound(cfg: dict) -> int:
+    """conmon's cut of the live file (``--log-size-max``): max-size; 0 (none) without one."""
+    return parse_size(str(cfg["max-size"])) if cfg.get("max-size") else 0

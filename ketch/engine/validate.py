@@ -119,7 +119,11 @@ def _namespace_modes(hc: dict) -> dict[str, str]:
 
 
 def _log_config(hc: dict) -> dict:
-    lc = hc.get("LogConfig") or {}
+    return validate_log_config(hc.get("LogConfig") or {})
+
+
+def validate_log_config(lc) -> dict:
+    """A LogConfig (a create's, or daemon.json's log-opts as json-file's) checked and normalized."""
     if not isinstance(lc, dict):
         raise InvalidArgument("json: cannot unmarshal value into Go struct field HostConfig.LogConfig "
                               "of type container.LogConfig")

@@ -50,9 +50,11 @@ class MonitorPaths:
     exit_dir: str
     persist_dir: str
     log_path: str | None
+    # conmon's own bound on the live log file (0: none): past it conmon starts the file afresh
+    log_size_max: int = 0
 
     @classmethod
-    def under(cls, directory: str, bundle: str, log_path: str | None) -> "MonitorPaths":
+    def under(cls, directory: str, bundle: str, log_path: str | None, log_size_max: int = 0) -> "MonitorPaths":
         return cls(
             bundle=bundle,
             pid_file=os.path.join(directory, "pidfile"),
@@ -60,6 +62,7 @@ class MonitorPaths:
             exit_dir=os.path.join(directory, "exits"),
             persist_dir=os.path.join(directory, "persist"),
             log_path=log_path,
+            log_size_max=log_size_max,
         )
 
     def exit_file(self, cid: str) -> str:
@@ -117,6 +120,8 @@ def _base_args(conmon: str, runtime: str, runtime_args: list[str], cid: str, uui
             "--exit-dir", paths.exit_dir, "--persist-dir", paths.persist_dir, "--full-attach",
             "--log-level", "warning", "--syslog"]
     args += ["-l", f"k8s-file:{paths.log_path}" if paths.log_path else "none"]
+    if paths.log_path and paths.log_size_max > 0:
+        args += ["--log-size-max", str(paths.log_size_max)]
     for a in runtime_args:
         args += ["--runtime-arg", a]
     if terminal:

@@ -477,8 +477,6 @@ class BridgeNetworks:
             net = self.get_network(name)
             self._check_endpoint(net, ep)
         bindings(request, self.cfg.ip)
-        if request.mac_address and not re.match(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$", request.mac_address):
-            raise InvalidArgument(f"invalid MAC address: {request.mac_address}")
         for link in request.links:
             if self.network_of(request)[0] != "bridge":
                 raise InvalidArgument("links are only supported on the default bridge network (use a user "

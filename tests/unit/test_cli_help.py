@@ -90,7 +90,7 @@ def test_bash_completion_from_the_parser(tmp_path):
     assert _complete(script, "ketch", "ru") == ["run"]
     assert "--network" in _complete(script, "ketch", "run", "--net")
     assert _complete(script, "ketch", "-H", "unix:///x", "container", "l") == ["list", "logs", "ls"]
-    assert _complete(script, "ketch", "system", "") == ["check", "df", "events", "info"]
+    assert _complete(script, "ketch", "system", "") == ["check", "df", "events", "info", "prune"]
     assert _complete(script, "ketch", "network", "") == ["connect", "create", "disconnect", "inspect", "ls",
                                                          "prune", "rm"]
     assert "--subnet" in _complete(script, "ketch", "network", "create", "--sub")

@@ -128,22 +128,49 @@ def test_follow_sees_what_is_written_later_and_across_a_rotation(tmp_path):
 
 def test_rotation_shifts_and_drops_the_oldest(tmp_path):
     p = str(tmp_path / "ctr.log")
-    assert not logs.rotate_if_needed(p, 10, 3)              # no file yet
+    assert logs.rotate_if_needed(p, 10, 3) == (False, False)   # no file yet
     for gen in range(4):
         with open(p, "w") as f:
             f.write(f"gen{gen}" * 3)
-        assert not logs.rotate_if_needed(p, 1000, 3)       # below max-size: stays
-        assert logs.rotate_if_needed(p, 5, 3)
-        assert not os.path.exists(p)
+        assert logs.rotate_if_needed(p, 1000, 3) == (False, False)   # below max-size: stays (held)
+        assert logs.rotate_if_needed(p, 5, 3) == (True, True)   # past 1.5 max-size, uncut: ketchd's own
+        assert not os.path.exists(p) and not os.path.exists(p + ".pending")
     assert sorted(os.listdir(tmp_path)) == ["ctr.log.1", "ctr.log.2"]     # max-file 3: live + 2 kept
     assert open(p + ".1").read().startswith("gen3") and open(p + ".2").read().startswith("gen2")
     with open(p, "w") as f:
         f.write("x" * 10)
-    assert logs.rotate_if_needed(p, 5, 1)                   # max-file 1: the live file is dropped
+    assert logs.rotate_if_needed(p, 5, 1)[0]                # max-file 1: the live file is dropped
     assert not os.path.exists(p) and os.path.exists(p + ".1")
     with open(p, "w") as f:
         f.write("x" * 10)
-    assert not logs.rotate_if_needed(p, 0, 3)               # max-size 0: no rotation
+    assert logs.rotate_if_needed(p, 0, 3) == (False, False)  # max-size 0: no rotation
+
+
+def test_a_file_conmon_cut_is_kept_by_its_link_and_becomes_dot_1(tmp_path):
+    """conmon (--log-size-max) cuts by renaming a new file over the name; the round before held the
+    old one by a hard link (.pending), which is read in order and then renamed .1."""
+    p = str(tmp_path / "ctr.log")
+    write_log(p, line(0, "stdout", "F", "zero"))
+    assert logs.rotate_if_needed(p, 100, 3) == (False, False)
+    assert os.stat(p).st_ino == os.stat(p + ".pending").st_ino and logs.files_of(p) == [p]
+
+    def cut(text, i):  # what conmon does at max-size
+        with open(p + ".tmp", "wb") as f:
+            f.write(line(i, "stdout", "F", text))
+        os.rename(p + ".tmp", p)
+    cut("one", 1)
+    assert logs.files_of(p) == [p + ".pending", p]          # before ketchd's round: read in order too
+    assert [e.data for e in collect(p)] == [b"zero\n", b"one\n"]
+    assert logs.rotate_if_needed(p, 100, 3) == (False, True)
+    assert sorted(os.listdir(tmp_path)) == ["ctr.log", "ctr.log.1", "ctr.log.pending"]
+    for i, text in enumerate(("two", "three"), 2):
+        cut(text, i)
+        logs.rotate_if_needed(p, 100, 3)
+    assert sorted(os.listdir(tmp_path)) == ["ctr.log", "ctr.log.1", "ctr.log.2", "ctr.log.pending"]
+    assert [e.data for e in collect(p)] == [b"one\n", b"two\n", b"three\n"]   # max-file 3
+    cut("four", 4)
+    logs.rotate_if_needed(p, 100, 1)                       # max-file 1: nothing is kept
+    assert sorted(os.listdir(tmp_path)) == ["ctr.log", "ctr.log.1", "ctr.log.2"]
 
 
 def test_follow_with_since_skips_what_is_older_written_later_too(tmp_path):
