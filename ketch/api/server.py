@@ -15,6 +15,7 @@ import time
 from aiohttp import web
 
 import ketch
+from ketch.api.changes import ChangeRoutes
 from ketch.api.containers import ContainerRoutes
 from ketch.api.errors import status_for
 from ketch.api.execs import ExecRoutes
@@ -40,7 +41,7 @@ class Api:
         self.config = config
         self.started = time.time()
         self.groups = [cls(engine, images, config) for cls in (SystemRoutes, ContainerRoutes, ExecRoutes,
-                                                                ImageRoutes, NetworkRoutes, VolumeRoutes,
+                                                                ChangeRoutes, ImageRoutes, NetworkRoutes, VolumeRoutes,
                                                                 UnsupportedRoutes)]
 
     def app(self) -> web.Application:

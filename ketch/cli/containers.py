@@ -1024,7 +1024,9 @@ def _register_container_group(sub, name, help_):
         register(s, n, f"{n} (see ketch {n} --help)")
     for n in ("ls", "list", "ps"):
         _ps_flags(_parser(s, n, "List containers"))
-    from ketch.cli import networks  # `container port` is `port`
+    from ketch.cli import changes, networks  # `container port` is `port`; diff, commit, export
+    for n in ("commit", "diff", "export"):
+        changes.register(s, n, f"{n} (see ketch {n} --help)")
     networks.register(s, "port", "List port mappings or a specific mapping for the container")
     rm = _parser(s, "prune", "Remove all stopped containers")
     rm.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")

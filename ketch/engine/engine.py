@@ -8,6 +8,7 @@
     health     Health            health probes                              (health.py)
     queries    Queries           list, inspect, logs, top, stats            (queries.py)
     files      ContainerFiles    docker cp                                  (files.py)
+    changes    ContainerChanges  docker diff, commit, export                (changes.py)
     system     System            version, info, df, prune, events           (system.py)
     volumes    VolumeOps         /volumes, a container's volumes            (volumes.py)
 
@@ -25,6 +26,7 @@ import os
 from ketch.engine import logs as logs_mod
 from ketch.engine import ociruntime
 from ketch.engine import spec as spec_mod
+from ketch.engine.changes import ContainerChanges
 from ketch.engine.creation import Creator
 from ketch.engine.execs import Execs
 from ketch.engine.files import ContainerFiles
@@ -44,6 +46,7 @@ from ketch.network.basic import BasicNetworks
 
 # inside Engine the name `list` is a method, not the builtin: annotations there use these
 Names = list[str]
+Changes = list[dict]  # docker diff's [{"Path", "Kind"}]
 Records = list[dict]
 
 
@@ -75,6 +78,7 @@ class Engine:
                                    self.health, self.events, self.tasks, self.volumes)
         self.queries = Queries(self.store, images, self.runtime, self.events)
         self.files = ContainerFiles(self.store, images)
+        self.changes = ContainerChanges(self.store, images, self.lifecycle, self.events)
         self.network_ops = NetworkOps(self.store, self.networks)
         if hasattr(self.networks, "events"):
             self.networks.events = self.events
@@ -218,6 +222,16 @@ class Engine:
 
     async def archive_put(self, ref: str, path: str | None, chunks, no_overwrite_dir_non_dir: bool = False) -> None:
         await self.files.put(ref, path, chunks, no_overwrite_dir_non_dir)
+
+    # --- copy-on-write: diff, commit, export --------------------------------------------
+    async def diff(self, ref: str) -> Changes:
+        return await self.changes.diff(ref)
+
+    async def commit(self, ref: str, **kw) -> str:
+        return await self.changes.commit(ref, **kw)
+
+    async def export(self, ref: str):
+        return await self.changes.export(ref)
 
     # --- system ----------------------------------------------------------------------
     def version(self) -> dict:

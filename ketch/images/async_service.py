@@ -410,6 +410,27 @@ class AsyncImageService:
         for ev in events:
             yield ev
 
+    # --- a container's writable layer: diff and commit (ketch/images/commit.py) --------------
+
+    async def rootfs_changes(self, key, placeholders=()):
+        """GET /containers/{id}/changes: [{"Path", "Kind"}] of container root ``key``."""
+        from ketch.images.commit import container_changes
+        return await asyncio.to_thread(container_changes, self.svc, key, placeholders)
+
+    async def commit_rootfs(self, key, *, run_config, author="", comment="", created_by="", ref=None,
+                            placeholders=()):
+        """POST /commit: container root ``key``'s changes as a new image (tagged ``ref``); its ID.
+        A tag event follows when it is tagged, as dockerd publishes one."""
+        from ketch.images.commit import commit_container
+
+        def run():
+            return commit_container(self.svc, key, run_config=run_config, author=author, comment=comment,
+                                    created_by=created_by, ref=ref, placeholders=placeholders)
+        iid = await asyncio.to_thread(run)
+        if ref:
+            self._publish("tag", iid, reference.parse(ref).familiar())
+        return iid
+
 
 # --- helpers of the /images endpoints ------------------------------------------------------
 
