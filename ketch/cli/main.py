@@ -35,6 +35,7 @@ COMMANDS = {
     "logout": ("ketch.cli.registry", "Log out from a registry"),
     "system": ("ketch.cli.sysinfo", "Manage Ketch (check, df, info, events)"),
     "network": ("ketch.cli.networks", "Manage networks"),
+    "volume": ("ketch.cli.volumes", "Manage volumes"),
     "port": ("ketch.cli.networks", "List port mappings or a specific mapping for the container"),
     # container commands, through ketchd (ketch.client)
     "run": ("ketch.cli.containers", "Create and run a new container from an image"),
@@ -57,9 +58,6 @@ COMMANDS = {
     "rename": ("ketch.cli.containers", "Rename a container"),
     "update": ("ketch.cli.containers", "Update configuration of one or more containers"),
     "cp": ("ketch.cli.containers", "Copy files/folders between a container and the local filesystem"),
-    "diff": ("ketch.cli.changes", "Inspect changes to files or directories on a container's filesystem"),
-    "commit": ("ketch.cli.changes", "Create a new image from a container's changes"),
-    "export": ("ketch.cli.changes", "Export a container's filesystem as a tar archive"),
     "container": ("ketch.cli.containers", "Manage containers"),
     "events": ("ketch.cli.sysinfo", "Get real time events from the server"),
     "info": ("ketch.cli.sysinfo", "Display system-wide information"),
@@ -69,7 +67,7 @@ COMMANDS = {
 }
 
 # docker's top-level help lists these first, as "Management Commands"
-MANAGEMENT = ("container", "image", "network", "system")
+MANAGEMENT = ("container", "image", "network", "system", "volume")
 
 
 class Context:

@@ -307,21 +307,6 @@ class Client:
                      {"path": path, "noOverwriteDirNonDir": no_overwrite_dir_non_dir or None}, raw=data,
                      headers={"Content-Type": "application/x-tar"})
 
-    # --- copy-on-write: diff, commit, export -------------------------------------------
-    def container_changes(self, ref: str) -> list:
-        return self.json("GET", f"/containers/{quote(ref)}/changes") or []
-
-    def container_commit(self, ref: str, repo: str | None = None, tag: str | None = None, comment: str | None = None,
-                         author: str | None = None, pause: bool = True, changes=(), config: dict | None = None) -> dict:
-        """POST /commit: {"Id": image ID}; ``changes`` are Dockerfile instructions, one per item."""
-        params = [("container", ref), ("repo", repo), ("tag", tag), ("comment", comment), ("author", author),
-                  ("pause", bool(pause))] + [("changes", c) for c in changes]
-        return self.json("POST", "/commit", params, config)
-
-    def container_export(self, ref: str):
-        """The Response streaming the container's flattened root file system as a tar."""
-        return self.stream("GET", f"/containers/{quote(ref)}/export")
-
     # --- exec ------------------------------------------------------------------------
     def exec_create(self, ref: str, config: dict) -> dict:
         return self.json("POST", f"/containers/{quote(ref)}/exec", None, config)
@@ -402,6 +387,25 @@ class Client:
         {"Status": "Login Succeeded", "IdentityToken": ...}. Nothing is stored (see ketch.client.auth)."""
         return self.json("POST", "/auth", None, {"username": username, "password": password,
                                                  "serveraddress": serveraddress})
+
+    # --- volumes -----------------------------------------------------------------------
+    def volume_list(self, filters=None) -> dict:
+        """GET /volumes: {"Volumes": [...], "Warnings": ...}; filters: dangling, driver, label, name."""
+        return self.json("GET", "/volumes", {"filters": _filters(filters)})
+
+    def volume_create(self, body: dict) -> dict:
+        """POST /volumes/create with Docker's VolumeCreateBody (Name, Driver, DriverOpts, Labels)."""
+        return self.json("POST", "/volumes/create", None, body)
+
+    def volume_inspect(self, name: str) -> dict:
+        return self.json("GET", f"/volumes/{quote(name)}")
+
+    def volume_remove(self, name: str, force=False) -> None:
+        self.request("DELETE", f"/volumes/{quote(name)}", {"force": force or None})
+
+    def volume_prune(self, filters=None) -> dict:
+        """POST /volumes/prune: {"VolumesDeleted", "SpaceReclaimed"}; filters: label, label!, all."""
+        return self.json("POST", "/volumes/prune", {"filters": _filters(filters)})
 
     # --- networks ----------------------------------------------------------------------
     def network_list(self, filters=None) -> list:

@@ -69,7 +69,8 @@ def test_top_level_help_is_grouped_as_dockers():
     lines = out.splitlines()
     m, c, g = lines.index("Management Commands:"), lines.index("Commands:"), lines.index("Global Options:")
     assert m < c < g
-    assert [ln.split()[0] for ln in lines[m + 1:c] if ln.strip()] == ["container", "image", "network", "system"]
+    management = [ln.split()[0] for ln in lines[m + 1:c] if ln.strip()]
+    assert management == ["container", "image", "network", "system", "volume"]
     cmds = [ln.split()[0] for ln in lines[c + 1:g] if ln.strip()]
     assert cmds == sorted(cmds) and {"run", "ps", "completion", "help", "version"} <= set(cmds)
     assert "container" not in cmds and "network" not in cmds and "port" in cmds
