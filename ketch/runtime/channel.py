@@ -57,13 +57,17 @@ class Channel:
         return json.loads(line)
 
     def expect(self, kind: str) -> dict:
+        return self.expect_any(kind)
+
+    def expect_any(self, *kinds: str) -> dict:
+        """The next message, which must be of one of `kinds`."""
         msg = self.recv()
         if msg is None:
-            raise Internal(f"container init exited before `{kind}`")
+            raise Internal(f"container init exited before `{kinds[-1]}`")
         if msg["type"] == "error":
             raise _ChildError(msg["msg"], msg.get("kind", "Internal"))
-        if msg["type"] != kind:
-            raise Internal(f"unexpected message `{msg['type']}` from init, wanted `{kind}`")
+        if msg["type"] not in kinds:
+            raise Internal(f"unexpected message `{msg['type']}` from init, wanted `{kinds[-1]}`")
         return msg
 
     def close(self) -> None:

@@ -88,6 +88,7 @@ def check(cfg: dict, path: str = "config.json") -> None:
                   f"linux.{key}: bad entry {mp!r}")
     if (linux.get("uidMappings") or linux.get("gidMappings")) and "user" not in seen:
         raise InvalidArgument(f"config `{path}`: uid/gid mappings need a user namespace")
+    _check_namespaced(cfg, linux, seen)
     hooks = cfg.get("hooks", {}) or {}
     _want(isinstance(hooks, dict), path, "hooks must be an object")
     for kind, lst in hooks.items():
@@ -99,3 +100,55 @@ def check(cfg: dict, path: str = "config.json") -> None:
 def namespaces(cfg: dict) -> dict[str, str | None]:
     """{type: path-or-None} of the namespaces the container gets."""
     return {ns["type"]: ns.get("path") or None for ns in cfg.get("linux", {}).get("namespaces", []) or []}
+
+
+# sysctls that the IPC namespace holds (fs.mqueue.* too), as runc's validator lists them
+_IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax",
+                "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+def _sysctl_dots(key: str) -> str:
+    """runc's convertSysctlVariableToDotsSeparator: `net/ipv4/conf/eno2.100/rp_filter` (slashes
+    first) becomes `net.ipv4.conf.eno2/100.rp_filter`."""
+    for ch in key:
+        if ch == ".":
+            return key
+        if ch == "/":
+            return key.translate(str.maketrans("./", "/."))
+    return key
+
+
+def _same_netns_as_ours(path: str) -> bool:
+    try:
+        return os.stat(path).st_ino == os.stat("/proc/self/ns/net").st_ino
+    except OSError as e:
+        raise InvalidArgument(f"invalid netns path: {e.strerror.lower() if e.strerror else e}") from None
+
+
+def _check_namespaced(cfg: dict, linux: dict, nss: set) -> None:
+    """What only a namespace of the container's own may change, in runc's words (its
+    configs/validate): the hostname, masked and read-only paths, sysctls."""
+    if cfg.get("hostname") and "uts" not in nss:
+        raise InvalidArgument("unable to set hostname without a private UTS namespace")
+    if (linux.get("maskedPaths") or linux.get("readonlyPaths")) and "mount" not in nss:
+        raise InvalidArgument("unable to restrict sys entries without a private MNT namespace")
+    hostnet = None
+    for key in linux.get("sysctl") or {}:
+        s = _sysctl_dots(key)
+        if s in _IPC_SYSCTLS or s.startswith("fs.mqueue."):
+            if "ipc" in nss:
+                continue
+            raise InvalidArgument(f'sysctl "{s}" is not allowed in the hosts ipc namespace')
+        if s.startswith("net."):
+            if hostnet is None:
+                path = namespaces(cfg).get("network")
+                hostnet = "network" not in nss or bool(path and _same_netns_as_ours(path))
+            if hostnet:
+                raise InvalidArgument(f'sysctl "{s}" not allowed in host network namespace')
+            continue
+        if "uts" in nss:
+            if s == "kernel.domainname":
+                continue
+            if s == "kernel.hostname":
+                raise InvalidArgument(f'sysctl "{s}" is not allowed as it conflicts with the OCI "hostname" field')
+        raise InvalidArgument(f'sysctl "{s}" is not in a separate kernel namespace')

@@ -65,15 +65,12 @@ def _cgroup_paths(mgr):
 
 
 def _resources(linux):
-    """linux.resources with runc's device rules: the spec's, an allow for each linux.devices
-    entry, then the devices every container needs (appended last so they cannot be denied)."""
+    """linux.resources with runc's device rules: the spec's, then the devices every container
+    needs (runc's fixed list, appended last so they cannot be denied). A linux.devices entry adds
+    no rule of its own: a node the spec's rules deny stays denied."""
     from ketch.runtime.cgroups import devices
     res = dict(linux.get("resources") or {})
-    rules = list(res.get("devices") or [])
-    for d in linux.get("devices") or []:
-        rules.append({"allow": True, "type": d.get("type", "c"), "major": d.get("major"), "minor": d.get("minor"),
-                      "access": "rwm"})
-    res["devices"] = devices.with_defaults(rules)
+    res["devices"] = devices.with_defaults(res.get("devices") or [])
     return res
 
 
@@ -125,11 +122,12 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
     mgr = None
     child_pids = []
     parent, child = channel.pair()
-    console_fd = None
+    console_fd = fifo_fd = state_fd = None
     try:
         os.mkfifo(state.fifo)
         os.chmod(state.fifo, 0o622)        # a user-namespaced root must be able to open it
         fifo_fd = os.open(state.fifo, os.O_PATH | os.O_CLOEXEC)
+        state_fd = os.open(state.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         if console_socket:
             console_fd = console_socket if isinstance(console_socket, int) else _connect(console_socket)
         mgr = _cgroup_manager(cfg, cid, systemd)
@@ -137,8 +135,9 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         state.data["cgroup"] = mgr.to_dict()
         hook_state = {"ociVersion": cfg.get("ociVersion"), "id": cid, "status": st.CREATING, "pid": 0,
                       "bundle": bundle, "annotations": cfg.get("annotations") or {}}
-        opts = {"rootfs": rootfs, "fifo_fd": fifo_fd, "console_fd": console_fd, "no_pivot": no_pivot,
-                "preserve_fds": preserve_fds, "hook_state": hook_state, "cgroup_paths": _cgroup_paths(mgr)}
+        opts = {"rootfs": rootfs, "fifo_fd": fifo_fd, "state_fd": state_fd, "console_fd": console_fd,
+                "no_pivot": no_pivot, "preserve_fds": preserve_fds, "hook_state": hook_state,
+                "cgroup_paths": _cgroup_paths(mgr)}
         if subreaper:
             sc.set_child_subreaper()
         pid1 = os.fork()
@@ -168,7 +167,11 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         start_time, _ = st.proc_start_time(pid)
         state.data.update(pid=pid, start_time=start_time)
         state.save()
-        parent.expect("hooks")
+        while True:
+            msg = parent.expect_any("mounted", "hooks")
+            if msg["type"] == "hooks":
+                break
+            state.data.setdefault("host_mounts", []).append(msg["path"])
         hook_state.update(pid=pid, status=st.CREATED)
         hooks.run_all(cfg.get("hooks"), "prestart", hook_state)
         hooks.run_all(cfg.get("hooks"), "createRuntime", hook_state)
@@ -185,7 +188,6 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         state.save()
         if pid_file:
             _write_pid_file(pid_file, pid)
-        os.close(fifo_fd)
         # the joiner exits right after reporting the pid; reap it if it is gone already, else
         # whoever inherits it does (waiting here would cost the caller a millisecond or two)
         os.waitpid(pid1, os.WNOHANG)
@@ -200,6 +202,12 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         parent.close()
         if console_fd is not None and not isinstance(console_socket, int):
             os.close(console_fd)
+        for fd in (fifo_fd, state_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 def _connect(path):
@@ -231,7 +239,22 @@ def _abort(state, mgr, pids):
                 time.sleep(0.005)
     if mgr is not None:
         _destroy_cgroup(mgr)
+    _detach_host_mounts(state)
     _remove_state_dir(state.dir)
+
+
+def _detach_host_mounts(state):
+    """Without a mount namespace the spec's mounts were made in the host's: detach them, last first
+    (a detach takes what was mounted under each with it)."""
+    paths = state.data.get("host_mounts") or []
+    if not paths:
+        return
+    from ketch.linux import syscalls as sc
+    for p in reversed(paths):
+        try:
+            sc.umount2(p, sc.MNT_DETACH | sc.UMOUNT_NOFOLLOW)
+        except OSError:
+            pass
 
 
 def _destroy_cgroup(mgr):
@@ -422,6 +445,7 @@ def delete(root: str, cid: str, force: bool = False, log: Log | None = None) -> 
             pass
         _kill_wait(mgr)
     _wait_gone(state)
+    _detach_host_mounts(state)
     hooks.run_all(state.config.get("hooks"), "poststop", dict(state.oci(), status=st.STOPPED),
                   warn_only=True, log=log)
     _remove_state_dir(state.dir)

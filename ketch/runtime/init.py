@@ -117,7 +117,7 @@ def joiner(ch: Channel, cfg: dict, opts: dict) -> None:
 def close_inherited(opts: dict, ch: Channel) -> None:
     """Close every fd we did not open on purpose, so no host file reaches the container
     (CVE-2024-21626); stdio and the --preserve-fds range stay."""
-    keep = {ch.rfd, ch.wfd, opts["fifo_fd"]}
+    keep = {ch.rfd, ch.wfd, opts["fifo_fd"], opts["state_fd"]}
     if opts.get("console_fd") is not None:
         keep.add(opts["console_fd"])
     first = 3 + opts.get("preserve_fds", 0)
@@ -158,17 +158,23 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
     if "mount" in nss:
         rfs.prepare_root(rootfs, linux.get("rootfsPropagation"))
         cg_paths = opts.get("cgroup_paths") or {}
-        dev_is_mount = False
         for m in cfg.get("mounts", []) or []:
             if m.get("type") == "cgroup":
                 in_cgroup()
             rfs.mount_one(rootfs, m, userns=userns, cgroup_paths=cg_paths, cgroupns="cgroup" in nss)
-            if m["destination"].rstrip("/") == "/dev":
-                dev_is_mount = True
-        if dev_is_mount or linux.get("devices"):
+        if rfs.needs_dev_setup(cfg.get("mounts")):
             rfs.create_devices(rootfs, linux.get("devices"), userns=userns)
-        if dev_is_mount:
             rfs.default_symlinks(rootfs)
+    else:
+        # no mount namespace: the spec's mounts land in the host's, as under runc; the runtime
+        # records them and detaches them at delete (runc leaves them behind)
+        host_mounts = []
+        for m in cfg.get("mounts", []) or []:
+            if m.get("type") == "cgroup":
+                in_cgroup()
+            host_mounts.append(rfs.mount_one(rootfs, m, userns=userns, cgroup_paths=opts.get("cgroup_paths") or {},
+                                             cgroupns="cgroup" in nss))
+            ch.send("mounted", path=host_mounts[-1])
     in_cgroup()
     ch.send("hooks")                       # runtime runs prestart and createRuntime hooks
     ch.expect("go")
@@ -211,9 +217,13 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
             sc.set_dumpable(True)
         # wait for `start`: open blocks until it opens the fifo for reading
         fifo_fd = opts["fifo_fd"]
-        fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:          # no /proc in the root (no mount namespace, no proc mount)
+            fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=opts["state_fd"])
         os.write(fd, b"0")
         os.close(fifo_fd)
+        os.close(opts["state_fd"])
         # the fifo's write end stays open (close-on-exec) until execve: `start` reads to its end,
         # so it returns once the user's process runs, and a signal sent right after start reaches
         # that process (the init, PID 1 of its namespace with no handlers, would drop it)

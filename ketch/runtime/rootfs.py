@@ -240,34 +240,59 @@ DEFAULT_DEVICES = [
 _DEVTYPE = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
 
 
+def needs_dev_setup(mounts: list[dict] | None) -> bool:
+    """runc's needsSetupDev: the runtime makes /dev's devices and links unless /dev is a bind mount
+    (then it is someone's real /dev, the host's say, and nothing in it is touched)."""
+    for m in mounts or []:
+        opts = m.get("options") or []
+        if (m.get("type") == "bind" or "bind" in opts or "rbind" in opts) and \
+                os.path.normpath(m.get("destination") or "") == "/dev":
+            return False
+    return True
+
+
 def create_devices(rootfs: str, devices: list[dict] | None, *, userns: bool = False) -> None:
-    """Default devices, then linux.devices; in a user namespace devices are bind mounts of the host's."""
-    wanted = {d["path"]: d for d in devices or []}
+    """The default devices (unless linux.devices names the same path), then linux.devices, as runc
+    makes them: anywhere in the root (resolved inside it), an existing entry left as it is; a fifo
+    (`p`) is a fifo. In a user namespace, where mknod of a device is refused, a node is a bind mount
+    of the host's, kept nosuid and noexec. Access is the device cgroup's business alone: a node
+    made here is not thereby allowed."""
+    wanted = {os.path.normpath(d["path"]): d for d in devices or [] if d.get("path")}
     todo: list[dict] = [{"path": p, "type": t, "major": ma, "minor": mi, "fileMode": mode, "uid": 0, "gid": 0}
-            for p, t, ma, mi, mode in DEFAULT_DEVICES if p not in wanted]
-    todo += list(wanted.values())
+                        for p, t, ma, mi, mode in DEFAULT_DEVICES if p not in wanted]
+    todo += [d for p, d in wanted.items() if p != "/dev/ptmx"]      # ptmx is pts/ptmx, as runc
     old = os.umask(0)
     try:
         for d in todo:
             path = d["path"]
-            if not path.startswith("/dev/"):
-                raise InvalidArgument(f"device `{path}`: must be under /dev")
-            dest = secure_join(rootfs, path)
-            _mkdirs(os.path.dirname(dest))
-            if os.path.lexists(dest):
-                os.unlink(dest)
             kind = d.get("type", "c")
             if kind not in _DEVTYPE:
-                raise InvalidArgument(f"device `{path}`: unknown type `{kind}`")
-            mode = d.get("fileMode", 0o666) & 0o7777
+                raise InvalidArgument(f"{kind} is not a valid device type for device {path}")
+            dest = secure_join(rootfs, path)
+            _mkdirs(os.path.dirname(dest))
             if userns and kind != "p":
-                _ensure_target(dest, False)
-                sc.mount(path, dest, None, sc.MS_BIND, None)
+                _bind_device(path, dest)
                 continue
-            os.mknod(dest, mode | _DEVTYPE[kind], os.makedev(d.get("major", 0), d.get("minor", 0)))
+            mode = d.get("fileMode", 0o666) & 0o7777
+            try:
+                os.mknod(dest, mode | _DEVTYPE[kind], os.makedev(d.get("major", 0) or 0, d.get("minor", 0) or 0))
+            except FileExistsError:
+                continue
+            except PermissionError:
+                _bind_device(path, dest)
+                continue
             os.chown(dest, d.get("uid", 0) or 0, d.get("gid", 0) or 0)
     finally:
         os.umask(old)
+
+
+def _bind_device(path: str, dest: str) -> None:
+    _ensure_target(dest, False)
+    sc.mount(path, dest, None, sc.MS_BIND, None)
+    # the bind has the host mount's flags (devtmpfs: neither nosuid nor noexec); add both, and keep
+    # the locked ones a user namespace may not clear
+    sc.mount(None, dest, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NOSUID | sc.MS_NOEXEC
+             | (_locked_flags(dest) & ~sc.MS_RDONLY), None)
 
 
 def default_symlinks(rootfs: str) -> None:
@@ -276,12 +301,12 @@ def default_symlinks(rootfs: str) -> None:
     if os.path.exists("/proc/kcore"):
         links.append(("/proc/kcore", "/dev/core"))
     for target, link in links:
-        dest = secure_join(rootfs, link)
+        dest = secure_join(rootfs, link, follow_final=False)
         try:
             os.symlink(target, dest)
         except FileExistsError:
             pass
-    ptmx = secure_join(rootfs, "/dev/ptmx")
+    ptmx = secure_join(rootfs, "/dev/ptmx", follow_final=False)
     if os.path.isdir(os.path.join(rootfs, "dev", "pts")):
         if os.path.lexists(ptmx):
             os.unlink(ptmx)

@@ -118,8 +118,8 @@ def _mountpoints():
 def _snapshot(rt):
     """What a create may leave on the host: mounts, the test's cgroups, processes naming the test's
     directory, the state directory's entries."""
-    with open("/proc/self/mountinfo") as f:
-        mounts = sorted(" ".join(ln.split()[3:5]) for ln in f)
+    with open("/proc/self/mountinfo") as f:       # the test's own tree (others share the machine)
+        mounts = sorted(" ".join(ln.split()[3:5]) for ln in f if ln.split()[4].startswith(rt.tmp))
     cgroups = sorted(glob.glob(f"/sys/fs/cgroup/*/{rt.cg_parent}/**/", recursive=True))
     procs = []
     for d in glob.glob("/proc/[0-9]*"):
