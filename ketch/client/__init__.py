@@ -307,6 +307,21 @@ class Client:
                      {"path": path, "noOverwriteDirNonDir": no_overwrite_dir_non_dir or None}, raw=data,
                      headers={"Content-Type": "application/x-tar"})
 
+    # --- copy-on-write: diff, commit, export -------------------------------------------
+    def container_changes(self, ref: str) -> list:
+        return self.json("GET", f"/containers/{quote(ref)}/changes") or []
+
+    def container_commit(self, ref: str, repo: str | None = None, tag: str | None = None, comment: str | None = None,
+                         author: str | None = None, pause: bool = True, changes=(), config: dict | None = None) -> dict:
+        """POST /commit: {"Id": image ID}; ``changes`` are Dockerfile instructions, one per item."""
+        params = [("container", ref), ("repo", repo), ("tag", tag), ("comment", comment), ("author", author),
+                  ("pause", bool(pause))] + [("changes", c) for c in changes]
+        return self.json("POST", "/commit", params, config)
+
+    def container_export(self, ref: str):
+        """The Response streaming the container's flattened root file system as a tar."""
+        return self.stream("GET", f"/containers/{quote(ref)}/export")
+
     # --- exec ------------------------------------------------------------------------
     def exec_create(self, ref: str, config: dict) -> dict:
         return self.json("POST", f"/containers/{quote(ref)}/exec", None, config)
