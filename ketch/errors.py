@@ -48,3 +48,7 @@ class NotImplementedYet(KetchError):
 
 class Internal(KetchError):
     pass
+
+
+class ResourceExhausted(KetchError):
+    """Out of a resource the caller cannot fix by asking again: a full disk (ENOSPC)."""

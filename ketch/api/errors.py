@@ -17,6 +17,7 @@ STATUS = {
     errors.FailedPrecondition: 409,
     errors.NotImplementedYet: 501,
     errors.Unavailable: 503,
+    errors.ResourceExhausted: 507,  # Insufficient Storage: a full disk
     errors.Internal: 500,
 }
 

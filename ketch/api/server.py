@@ -9,6 +9,7 @@ request.MAX_JSON_BODY for JSON); uploads stream through `request.content` to dis
 """
 
 import asyncio
+import errno
 import logging
 import time
 
@@ -91,6 +92,15 @@ class Api:
             # the client hung up mid-stream (docker run --rm stops waiting once it has the exit)
             log.debug("client went away", extra={"method": request.method, "path": request.path})
             return web.Response(status=499)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                log.exception("internal error", extra={"method": request.method, "path": request.path})
+                resp = jresp({"message": f"internal error: {type(e).__name__}: {e}"}, 500)
+            else:  # a write no layer named (each names its own): still the disk's word, never a traceback
+                log.error("request failed: disk full", extra={"method": request.method, "path": request.path,
+                                                               "error": str(e)})
+                resp = jresp({"message": f"no space left on device: {request.method} {request.path}: "
+                                         f"{e.filename or 'a write'} failed"}, 507)
         except Exception as e:
             log.exception("internal error", extra={"method": request.method, "path": request.path})
             resp = jresp({"message": f"internal error: {type(e).__name__}: {e}"}, 500)

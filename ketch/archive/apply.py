@@ -25,6 +25,7 @@ import tarfile
 from dataclasses import dataclass
 from typing import IO, Iterable, Sequence, cast
 
+from ketch import space
 from ketch.archive import compression as cz
 from ketch.errors import InvalidArgument, NotFound
 from ketch.linux import fs as lfs
@@ -65,6 +66,13 @@ def clean_name(name: str) -> str:
 
 
 def apply_layer(stream: cz.ByteReader, root: str, lowers: Sequence[str] | None = ()) -> ApplyResult:
+    """Unpack the layer read from ``stream`` into ``root``; return an ApplyResult (on a full disk
+    ResourceExhausted naming the layer's directory: the caller removes its snapshot)."""
+    with space.enospc("a layer's files", root):
+        return _apply_layer(stream, root, lowers)
+
+
+def _apply_layer(stream: cz.ByteReader, root: str, lowers: Sequence[str] | None = ()) -> ApplyResult:
     """Unpack the layer read from ``stream`` into ``root``; return an ApplyResult.
 
     ``stream`` is any object with ``read(n)`` (a download in progress is fine): it is read

@@ -18,6 +18,7 @@ survives the kill and is resumed: ``writer(ref=...)`` re-hashes what is there an
 from __future__ import annotations
 
 import builtins
+import errno
 import fcntl
 import hashlib
 import json
@@ -26,6 +27,7 @@ import shutil
 import time
 from typing import BinaryIO, Iterator
 
+from ketch import space
 from ketch.errors import InvalidArgument, NotFound, Unavailable
 from ketch.oci import digest as dg
 from ketch.oci.mediatypes import OCI_LAYOUT_VERSION
@@ -271,9 +273,20 @@ class Writer:
         if self._done:
             raise InvalidArgument(f"ingest {self.ref!r}: write after commit or abort")
         mv = memoryview(data)
-        while mv:
-            n = os.write(self._live_fd, mv)
-            mv = mv[n:]
+        try:
+            while mv:
+                n = os.write(self._live_fd, mv)
+                mv = mv[n:]
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # a blob that cannot be finished: its bytes go, so the disk is not left fuller
+            what = f"blob {self.expected_digest}" if self.expected_digest else f"ingest {self.ref!r}"
+            need = (self.expected_size - self.offset) if self.expected_size is not None else len(data)
+            os.ftruncate(self._live_fd, 0)
+            self._hash = hashlib.new(self._hash.name)
+            self.offset = 0
+            raise space.no_space(what, self._data, need) from None
         self._hash.update(data)
         self.offset += len(data)
         if self.expected_size is not None and self.offset > self.expected_size:

@@ -315,6 +315,10 @@ async def serve(cfg: dict) -> int:
                     images=images, networks=networks, cgroup_parent=cfg["cgroup-parent"],
                     init_binary=cfg.get("init-path") or None, engine_id=engine_id)
     engine.log_opts = dict(cfg["log-opts"])
+    from ketch import space
+    if not space.ensure_reserve(data_root):  # what rm, rmi and the prunes spend on a full disk
+        log.warning("no room for the space reserve: on a full disk only freeing by hand helps",
+                    extra={"data_root": data_root, "bytes": space.RESERVE_BYTES})
     if hasattr(images, "events"):  # image events (pull, tag, delete, ...) come from the image service
         images.events = engine.events
     if hasattr(images, "add_usage_check"):  # rmi refuses images that containers use

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import ClassVar
 
+from ketch import space
 from ketch.engine import mounts as mounts_mod
 from ketch.engine.state import Status
 from ketch.network.model import NetworkRequest
@@ -101,14 +102,9 @@ class Container:
 
     def save(self, sync: bool = True) -> None:
         """Write atomically (temp file, rename); fsync unless it is only a health probe's log."""
-        path = os.path.join(self.dir, "container.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({**self.data, "Ketch": self.notes.to_dict()}, f)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.rename(tmp, path)
+        data = json.dumps({**self.data, "Ketch": self.notes.to_dict()}).encode()
+        space.write_atomic(os.path.join(self.dir, "container.json"), data, f"the record of container {self.id[:12]}",
+                           sync=sync)
 
     # --- fields --------------------------------------------------------------------
     @property

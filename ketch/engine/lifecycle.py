@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from ketch import space
 from ketch.engine import hostconfig
 from ketch.engine import logs as logs_mod
 from ketch.engine import restart as restart_mod
@@ -433,6 +434,12 @@ class Lifecycle:
 
     # --- remove ----------------------------------------------------------------------
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        """Remove a container; on a full disk its writes (the record, the snapshot metadata) may
+        spend the data root's reserve (ketch.space), so rm works when nothing else can."""
+        with space.freeing(os.path.dirname(self.store.directory)):
+            await self._remove(ref, force=force, volumes=volumes)
+
+    async def _remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         c = self.store.get(ref)
         if c.status.active:
             if not force:

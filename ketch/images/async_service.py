@@ -21,7 +21,8 @@ import re
 import tempfile
 import time
 
-from ketch.errors import InvalidArgument, KetchError, NotFound
+from ketch import space
+from ketch.errors import InvalidArgument, KetchError, NotFound, ResourceExhausted
 from ketch.images.record import Image
 from ketch.images.service import ImageService, rfc3339
 from ketch.oci import reference
@@ -360,12 +361,12 @@ class AsyncImageService:
         if repo:
             ref = str(reference.parse(f"{repo}:{tag}" if tag and "@" not in repo else repo))
         with tempfile.TemporaryFile(dir=self._tmpdir()) as tmp:
-            n = 0
-            async for chunk in stream:
-                tmp.write(chunk)
-                n += len(chunk)
+            try:
+                n = await _spool(stream, tmp, "the tarball to import", self._tmpdir())
+            except ResourceExhausted as e:
+                yield {"errorDetail": {"message": str(e)}, "error": str(e)}
+                return
             yield {"status": "Importing", "progressDetail": {"current": n, "total": n}, "id": "rootfs"}
-            tmp.seek(0)
             try:
                 iid = await asyncio.to_thread(self.svc.import_rootfs, tmp, ref, tuple(changes), message, platform)
             except Exception as e:  # noqa: BLE001 - reported in the stream, as Docker does
@@ -394,9 +395,11 @@ class AsyncImageService:
 
     async def load_images(self, stream, quiet=False):
         with tempfile.TemporaryFile(dir=self._tmpdir()) as tmp:
-            async for chunk in stream:
-                tmp.write(chunk)
-            tmp.seek(0)
+            try:
+                await _spool(stream, tmp, "the archive to load", self._tmpdir())
+            except ResourceExhausted as e:
+                yield {"errorDetail": {"message": str(e)}, "error": str(e)}
+                return
             events = []
             try:
                 loaded = await asyncio.to_thread(self.svc.load, tmp, events.append)
@@ -433,6 +436,27 @@ class AsyncImageService:
 
 
 # --- helpers of the /images endpoints ------------------------------------------------------
+
+async def _spool(stream, tmp, what: str, where: str) -> int:
+    """Copy an upload (async byte chunks) into ``tmp``, rewound; its size. A full disk is
+    ResourceExhausted naming the whole upload's size: the rest is read and dropped first, so the
+    client gets the answer, and the temp file goes with its block."""
+    n = 0
+    try:
+        async for chunk in stream:
+            tmp.write(chunk)
+            n += len(chunk)
+        tmp.flush()
+    except OSError as e:
+        if not space.is_enospc(e):
+            raise
+        tmp.truncate(0)
+        async for chunk in stream:
+            n += len(chunk)
+        raise space.no_space(what, where, n) from None
+    tmp.seek(0)
+    return n
+
 
 def registry_domain(server: str) -> str:
     """A registry address as `docker login` takes it ("https://index.docker.io/v1/", "host:port",

@@ -24,6 +24,8 @@ import fcntl
 import json
 import os
 
+from ketch import space
+
 VERSION = 1
 
 
@@ -50,17 +52,7 @@ class Metadata:
         return doc
 
     def _store(self, doc):
-        tmp = f"{self.path}.tmp-{os.getpid()}-{os.urandom(3).hex()}"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(doc, f, sort_keys=True, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        space.write_atomic(self.path, json.dumps(doc, sort_keys=True, indent=1).encode(), "image metadata")
         fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)

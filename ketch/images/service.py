@@ -31,6 +31,7 @@ import json
 import os
 import time
 
+from ketch import space
 from ketch.content import ContentStore
 from ketch.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 from ketch.images.metadata import Metadata
@@ -44,6 +45,17 @@ IMAGE_LABEL = "ketch.image"
 Endpoints = list[str | None]  # mirror URLs, then None for the registry itself (inside the class, `list` is a method)
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
+
+
+def _frees_space(fn):
+    """An operation that frees space: on a full disk its metadata writes may spend the reserve."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(self, *args, **kwargs):
+        with space.freeing(self.root):
+            return fn(self, *args, **kwargs)
+    return run
 
 
 def _now():
@@ -267,13 +279,9 @@ class ImageService:
             r = reference.parse(tag)
             entries.append({"mediaType": mtype, "digest": top, "size": size,
                             "annotations": {REF_NAME: r.tag or "latest", CONTAINERD_NAME: tag}})
-        path = os.path.join(self.content.root, "index.json")
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        space.write_atomic(os.path.join(self.content.root, "index.json"),
+                           json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}).encode(),
+                           "the OCI layout's index")
 
     # ---------------------------------------------------------------- queries
 
@@ -419,6 +427,7 @@ class ImageService:
             self._write_layout_index(doc)
         return iid
 
+    @_frees_space
     def remove(self, name, force=False, prune=True):
         """Docker rmi: untag ``name``; delete the image when no tag is left and no container uses it.
 
@@ -464,6 +473,7 @@ class ImageService:
             self.gc()
         return out
 
+    @_frees_space
     def prune(self, all=False, select=None):
         """Remove dangling images (``all``: every image no container uses); then collect garbage.
 
@@ -510,6 +520,7 @@ class ImageService:
             chains.update(rec.get("chains") or [])
         return blobs, chains
 
+    @_frees_space
     def gc(self, ingest_age=3600):
         """Delete blobs and committed snapshots nothing references; returns what went.
 
@@ -592,6 +603,7 @@ class ImageService:
 
     # ---------------------------------------------------------------- check
 
+    @_frees_space
     def check(self, repair=False):
         """``system check``: [{'area', 'what', 'problem'}]; empty when clean.
 

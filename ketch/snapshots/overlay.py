@@ -42,6 +42,7 @@ import shutil
 import stat
 import time
 
+from ketch import space
 from ketch.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ketch.linux import fs as lfs
 from ketch.snapshots import mount as mnt
@@ -107,12 +108,7 @@ class OverlaySnapshotter:
             return {"next_id": 1, "snapshots": {}}
 
     def _store(self, meta):
-        tmp = self._meta_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(meta, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._meta_path)
+        space.write_atomic(self._meta_path, json.dumps(meta, sort_keys=True).encode(), "snapshot metadata")
         lfs.fsync_dir(self.root)
 
     @staticmethod
