@@ -159,17 +159,19 @@ def _df_rows(d: dict) -> list[dict]:
     by_id = {c["Id"]: c for c in containers}
     l_unused = sum(x["Size"] for x in logs if not active(by_id.get(x["Id"]) or {}))
     return [
-        {"Type": "Images", "TotalCount": len(images), "Active": sum(1 for i in images if i.get("Containers")),
+        {"Type": "Images", "TotalCount": str(len(images)),
+         "Active": str(sum(1 for i in images if i.get("Containers"))),
          "Size": fmt.human_size(layers, 4), "Reclaimable": pct(layers - used, layers)},
-        {"Type": "Containers", "TotalCount": len(containers), "Active": sum(1 for c in containers if active(c)),
+        {"Type": "Containers", "TotalCount": str(len(containers)),
+         "Active": str(sum(1 for c in containers if active(c))),
          "Size": fmt.human_size(c_size, 4), "Reclaimable": pct(c_unused, c_size)},
-        {"Type": "Local Volumes", "TotalCount": len(volumes),
-         "Active": sum(1 for u in usage if u.get("RefCount", 0) > 0),
+        {"Type": "Local Volumes", "TotalCount": str(len(volumes)),
+         "Active": str(sum(1 for u in usage if u.get("RefCount", 0) > 0)),
          "Size": fmt.human_size(v_size, 4), "Reclaimable": pct(v_unused, v_size)},
-        {"Type": "Build Cache", "TotalCount": len(d.get("BuildCache") or []), "Active": 0, "Size": "0B",
+        {"Type": "Build Cache", "TotalCount": str(len(d.get("BuildCache") or [])), "Active": "0", "Size": "0B",
          "Reclaimable": "0B"},
-        {"Type": "Container Logs", "TotalCount": len(logs),
-         "Active": sum(1 for x in logs if active(by_id.get(x["Id"]) or {})),
+        {"Type": "Container Logs", "TotalCount": str(len(logs)),
+         "Active": str(sum(1 for x in logs if active(by_id.get(x["Id"]) or {}))),
          "Size": fmt.human_size(d.get("LogsSize") or 0, 4), "Reclaimable": pct(l_unused, d.get("LogsSize") or 0)},
     ]
 

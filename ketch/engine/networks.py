@@ -27,13 +27,11 @@ def _label_match(labels: dict, wanted: list[str]) -> bool:
 
 
 def _until(text: str) -> float:
+    """A Unix time, an RFC 3339 time or a Go duration before now ("24h"), as docker network prune takes."""
+    from ketch.images.async_service import until_timestamp
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+        return until_timestamp(text)
+    except InvalidArgument:
         raise InvalidArgument(f"invalid filter 'until={text}'") from None
 
 
