@@ -324,6 +324,39 @@ def from_container(others: list[Mount], mode: str, taken: set[str]) -> list[Moun
     return out
 
 
+def _mount_of(path: str) -> tuple[str, set[str]]:
+    """The mount point holding `path` and its propagation words ("shared", "master")."""
+    best, words = "/", set()
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mp = fields[4].replace("\\040", " ")
+            if (real == mp or real.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                best, words = mp, {w.split(":")[0] for w in fields[6:fields.index("-")]}
+    return best, words
+
+
+def root_propagation(mounts: list[Mount]) -> str | None:
+    """The rootfsPropagation a bind's propagation needs, and its source checked, as moby does: a
+    shared bind needs the root shared and its source on a shared mount; a slave one, the root
+    rslave and its source on a shared or slave mount (else the propagation could never happen)."""
+    want = None
+    for m in mounts:
+        if m.type != BIND or not m.propagation or m.propagation in ("private", "rprivate"):
+            continue
+        mp, words = _mount_of(m.source)
+        if m.propagation in ("shared", "rshared"):
+            if "shared" not in words:
+                raise InvalidArgument(f"path {m.source} is mounted on {mp} but it is not a shared mount")
+            want = "shared"
+        else:
+            if not words & {"shared", "master"}:
+                raise InvalidArgument(f"path {m.source} is mounted on {mp} but it is not a shared or slave mount")
+            want = want or "rslave"
+    return want
+
+
 def host_paths(mounts: list[Mount]) -> dict[str, str]:
     """Container path -> host path of each bind mount, for `docker cp`."""
     return {m.target: m.source for m in mounts if m.type == BIND}

@@ -268,6 +268,9 @@ def build_spec(*, cid: str, config: dict, host_config: dict, rootfs: str, etc_di
     seccomp = _seccomp(hc, caps)
     if seccomp:
         linux["seccomp"] = seccomp
+    propagation = mounts_mod.root_propagation(user_mounts)
+    if propagation:
+        linux["rootfsPropagation"] = propagation
     sysctls = hc.get("Sysctls") or {}
     if sysctls:
         linux["sysctl"] = dict(sysctls)
