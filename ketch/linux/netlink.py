@@ -227,9 +227,27 @@ class Links:
             raise _fail(e, f"delete {name}") from None
         return True
 
+    async def delete_index(self, index: int, name: str) -> bool:
+        """Delete link `index` if it is still called `name` (an index is never reused for another
+        link soon, a name may be); False if there was no such link."""
+        try:
+            links = await _all(self.ipr.get_links(index))
+        except NetlinkError:
+            return False
+        if not links or links[0].get_attr("IFLA_IFNAME") != name:
+            return False
+        try:
+            await self.ipr.link("del", index=index)
+        except NetlinkError as e:
+            if e.code == errno.ENODEV:
+                return False
+            raise _fail(e, f"delete {name}") from None
+        return True
+
     async def add_veth(self, host_name: str, peer_name: str, netns_path: str, bridge: str,
-                       mtu: int | None = None, hairpin: bool = False) -> None:
-        """A veth pair: `host_name` on `bridge` and up, `peer_name` moved into the namespace."""
+                       mtu: int | None = None, hairpin: bool = False) -> int:
+        """A veth pair: `host_name` on `bridge` and up, `peer_name` moved into the namespace; returns
+        the host end's ifindex."""
         fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             kw = {"mtu": mtu} if mtu else {}
@@ -253,6 +271,7 @@ class Links:
                 await self.ipr.brport("set", index=idx, hairpin_mode=1)
         except NetlinkError as e:
             raise _fail(e, f"attach {host_name} to {bridge}") from None
+        return idx or 0
 
     async def configure(self, tmp_name: str, name: str, mac: str | None, addresses: list[Address],
                         gateways: list[str], mtu: int | None = None) -> None:

@@ -477,6 +477,8 @@ class BridgeNetworks:
             net = self.get_network(name)
             self._check_endpoint(net, ep)
         bindings(request, self.cfg.ip)
+        if request.mac_address and not re.match(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$", request.mac_address):
+            raise InvalidArgument(f"invalid MAC address: {request.mac_address}")
         for link in request.links:
             if self.network_of(request)[0] != "bridge":
                 raise InvalidArgument("links are only supported on the default bridge network (use a user "
@@ -570,8 +572,8 @@ class BridgeNetworks:
             sock = netlink.create_netns(path)
             async with netlink.Links(sock) as inside, netlink.Links() as host:
                 for i, (net, ep) in enumerate(made):
-                    await host.add_veth(ep.veth, ep.ifname, path, net.bridge, mtu=net.mtu or None,
-                                        hairpin=i == 0 and bool(ports_of))
+                    ep.veth_index = await host.add_veth(ep.veth, ep.ifname, path, net.bridge, mtu=net.mtu or None,
+                                                        hairpin=i == 0 and bool(ports_of))
                     addrs = []
                     gws = []
                     if ep.ipv4:
@@ -754,7 +756,7 @@ class BridgeNetworks:
             # the veth goes with the namespace: deleting it here would wait ~25 ms on the kernel
             # (an RCU grace period) on the path of every `run --rm`
             await self._release(net, ep, delete_veth=False)
-            veths.append(ep.veth)
+            veths.append((ep.veth, ep.veth_index))
             self._event("disconnect", net, container=cid)
         netlink.remove_netns(os.path.join(self.netns_dir, cid))
         if veths:
@@ -762,17 +764,18 @@ class BridgeNetworks:
             self._reaping.add(task)
             task.add_done_callback(self._reaping.discard)
 
-    async def _reap(self, veths: list[str]) -> None:
+    async def _reap(self, veths: list[tuple[str, int]]) -> None:
         """Delete what the kernel has not yet taken down with the namespace (it does so in the
-        background; something else may also hold the namespace)."""
+        background; something else may also hold the namespace). By index, without the lock: a
+        new start of the same container may have made a veth of the same name meanwhile."""
         await asyncio.sleep(0.2)
-        async with self.lock:
-            try:
-                async with netlink.Links() as host:
-                    for v in veths:
-                        await host.delete(v)
-            except OSError as e:
-                log.warning("delete veth", extra={"veths": ",".join(veths), "error": str(e)})
+        try:
+            async with netlink.Links() as host:
+                for name, index in veths:
+                    if index:
+                        await host.delete_index(index, name)
+        except OSError as e:
+            log.warning("delete veth", extra={"veths": ",".join(n for n, _ in veths), "error": str(e)})
 
     async def remove(self, cid: str, request: NetworkRequest) -> None:
         async with self.lock:
@@ -842,7 +845,7 @@ class BridgeNetworks:
                 ep.exposed = list(request.exposed)
                 net.endpoints[cid] = ep
                 async with netlink.Links(netlink.netns_socket(path)) as inside, netlink.Links() as host:
-                    await host.add_veth(ep.veth, ep.ifname, path, net.bridge, mtu=net.mtu or None)
+                    ep.veth_index = await host.add_veth(ep.veth, ep.ifname, path, net.bridge, mtu=net.mtu or None)
                     addrs = [netlink.Address(ep.ipv4, net.subnet(4).prefixlen)] if ep.ipv4 else []  # type: ignore
                     if ep.ipv6:
                         addrs.append(netlink.Address(ep.ipv6, net.subnet(6).prefixlen))  # type: ignore

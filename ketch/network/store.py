@@ -26,6 +26,7 @@ class Endpoint:
     name: str                         # the container's name, without the slash
     ifname: str = "eth0"              # inside the container
     veth: str = ""                    # the host's end
+    veth_index: int = 0               # its ifindex (names are reused, indexes are not)
     mac: str = ""
     ipv4: str = ""
     ipv6: str = ""
