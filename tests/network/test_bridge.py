@@ -357,3 +357,58 @@ def test_the_user_chain_restricts_a_published_port_and_survives_a_restart(ketchd
     finally:
         sh("nft", "flush", "chain", "inet", ketchd.firewall_table, "user", check=False)
         ketchd.docker("rm", "-f", "guarded")
+
+
+def test_network_events(ketchd):
+    since = str(int(time.time()) - 1)
+    ketchd.docker("network", "create", "evnet")
+    ketchd.docker("run", "--rm", "--network", "evnet", "busybox", "true")
+    ketchd.docker("network", "rm", "evnet")
+    until = str(int(time.time()) + 1)
+    out = ketchd.docker("events", "--since", since, "--until", until, "--filter", "type=network",
+                        "--format", "{{.Action}} {{.Actor.Attributes.name}}").stdout.split("\n")
+    actions = [line for line in out if line.endswith(" evnet")]
+    assert actions == ["create evnet", "connect evnet", "disconnect evnet", "destroy evnet"], out
+
+
+def test_what_a_container_that_died_while_ketchd_was_down_held_is_released(ketchd):
+    port = free_port()
+    ketchd.docker("run", "-d", "--name", "goner", "-p", f"{port}:80", "busybox", "sleep", "600")
+    c = inspect(ketchd, "goner")
+    ip, pid = c["NetworkSettings"]["IPAddress"], c["State"]["Pid"]
+    veths = set(os.listdir(f"/sys/class/net/{ketchd.bridge}/brif"))
+    assert veths
+    try:
+        ketchd.kill9()
+        os.kill(pid, 9)      # the container dies while no ketchd watches
+        time.sleep(0.5)
+        ketchd.start()
+        wait_for(lambda: inspect(ketchd, "goner")["State"]["Status"] == "exited")
+        wait_for(lambda: not set(os.listdir(f"/sys/class/net/{ketchd.bridge}/brif")) & veths, timeout=5)
+        assert str(port) not in table(ketchd)
+        assert not os.path.exists(os.path.join(ketchd.exec_root, "netns", c["Id"]))
+        store = os.path.join(ketchd.data_root, "network")
+        for f in os.listdir(store):
+            if f.endswith(".json"):
+                with open(os.path.join(store, f)) as fh:
+                    assert ip not in json.load(fh)["subnets"][0]["leases"]
+        # and the port is free again
+        s = socket.socket()
+        s.bind(("0.0.0.0", port))
+        s.close()
+    finally:
+        ketchd.docker("rm", "-f", "goner", check=False)
+
+
+def test_stats_carry_the_containers_interfaces(ketchd):
+    ketchd.docker("run", "-d", "--name", "counted", "busybox", "sleep", "60")
+    try:
+        gw = ketchd.bip.split("/")[0]
+        ketchd.docker("exec", "counted", "ping", "-c", "3", "-W", "2", gw)
+        status, s = ketchd.json("GET", "/containers/counted/stats?stream=false&one-shot=true")
+        assert status == 200 and set(s["networks"]) == {"eth0"}
+        assert s["networks"]["eth0"]["tx_packets"] >= 3 and s["networks"]["eth0"]["rx_bytes"] > 0
+        out = ketchd.docker("stats", "--no-stream", "--format", "{{.NetIO}}", "counted").stdout
+        assert out.strip() and not out.startswith("0B / 0B"), out
+    finally:
+        ketchd.docker("rm", "-f", "counted")
