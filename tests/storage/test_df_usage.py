@@ -8,7 +8,17 @@ import os
 import stat
 import tarfile
 
-from tests.engine.daemon import DOCKER
+import pytest
+
+from tests.cli.test_containers import K, _make_base
+from tests.engine.daemon import DOCKER, daemon_fixture
+
+ketchd = daemon_fixture("ketch.images.async_service:AsyncImageService", _make_base)
+
+
+@pytest.fixture(scope="module")
+def ketch(ketchd):
+    return K(ketchd)
 
 
 def _bytes(d: str) -> int:

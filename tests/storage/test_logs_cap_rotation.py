@@ -9,8 +9,11 @@ import signal
 
 import pytest
 
-from tests.engine.daemon import DOCKER, KetchDaemon, wait_for
-from tests.storage.conftest import KetchCLI, _make_base
+from tests.cli.test_containers import K as KetchCLI
+from tests.cli.test_containers import _make_base
+from tests.engine.daemon import DOCKER, KetchDaemon, daemon_fixture, wait_for
+
+ketchd = daemon_fixture("ketch.images.async_service:AsyncImageService", _make_base)
 
 
 @pytest.fixture(scope="module")
