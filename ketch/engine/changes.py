@@ -83,14 +83,15 @@ class ContainerChanges:
         try:
             iid = await commit_rootfs(c.id, run_config=run_config, author=author, comment=comment,
                                       created_by=created_by, ref=image_ref, placeholders=PLACEHOLDERS)
+            # before the unpause, as dockerd orders them (its unpause is deferred): pause, commit, unpause
+            container_event(self.events, c, "commit", comment=comment, imageID=iid,
+                            imageRef=reference.parse(image_ref).familiar() if image_ref else "")
         finally:
             if paused_here:
                 try:
                     await self.lifecycle.unpause(c.id)
                 except KetchError as e:  # stopped or removed meanwhile: nothing is left frozen
                     log.info("unpause after commit", extra={"container": c.id, "error": str(e)})
-        container_event(self.events, c, "commit", comment=comment, imageID=iid,
-                        imageRef=reference.parse(image_ref).familiar() if image_ref else "")
         return iid
 
     async def export(self, ref: str):
