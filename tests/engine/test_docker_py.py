@@ -124,9 +124,9 @@ def test_events_and_images(client):
 
 
 def test_refusals_validation_and_kill_through_docker_py(client):
-    with pytest.raises(docker.errors.APIError, match="-p/--publish") as e:
-        client.containers.create("busybox", "true", ports={"80/tcp": 8080})
-    assert e.value.status_code == 501
+    with pytest.raises(docker.errors.APIError, match="invalid proto") as e:
+        client.containers.create("busybox", "true", ports={"80/icmp": 8080})
+    assert e.value.status_code == 400
     with pytest.raises(docker.errors.APIError, match="Minimum memory limit allowed is 6MB") as e:
         client.containers.create("busybox", "true", mem_limit="5m")
     assert e.value.status_code == 400

@@ -110,7 +110,7 @@ def test_interrupted_pull_is_resumed_by_the_next_pull(registry, ketch):
     try:
         svc_cut = type(svc)(svc.root)
         from ketch.registry import RegistryClient
-        svc_cut.client = lambda auth=None: RegistryClient(retries=1, backoff=0.01)
+        svc_cut.client = lambda auth=None, mirror=None: RegistryClient(retries=1, backoff=0.01)
         with pytest.raises(Unavailable):
             asyncio.run(svc_cut.pull(f"127.0.0.1:{proxy.port}/ketch/resume:1"))
     finally:
