@@ -135,6 +135,13 @@ def validate_log_config(lc) -> dict:
         if k not in LOG_OPTS:
             raise InvalidArgument(f"unknown log opt '{k}' for {ltype} log driver")
     logs_mod.check_attribute_opts(cfg)
+    # accepted by dockerd but not done here: refused by name, never ignored
+    if str(cfg.get("compress", "false")).lower() not in ("false", "0"):
+        raise NotImplementedYet("log opt compress: compressing rotated log files is not supported yet")
+    if cfg.get("mode") not in (None, "", "blocking"):
+        raise NotImplementedYet(f"log opt mode={cfg['mode']}: only the blocking mode is supported")
+    if cfg.get("tag"):
+        raise NotImplementedYet("log opt tag: the json-file driver of Ketch does not record tags yet")
     if "max-size" in cfg:
         logs_mod.parse_size(cfg["max-size"])
     if "max-file" in cfg:

@@ -347,6 +347,8 @@ def test_unimplemented_options_are_refused_by_name(ketchd):
     never accepted and ignored."""
     cases = [
         (["--storage-opt", "size=1G"], "--storage-opt"),
+        (["--log-opt", "compress=true"], "log opt compress"), (["--log-opt", "tag={{.Name}}"], "log opt tag"),
+        (["--log-opt", "mode=non-blocking"], "log opt mode=non-blocking"),
         (["--isolation", "hyperv"], "invalid isolation 'hyperv'"), (["--oom-kill-disable"], "--oom-kill-disable"),
         (["--runtime", "nosuch"], "unknown or invalid runtime name: nosuch"), (["--gpus", "all"], "--gpus"),
     ]
