@@ -358,8 +358,9 @@ def root_propagation(mounts: list[Mount]) -> str | None:
 
 
 def host_paths(mounts: list[Mount]) -> dict[str, str]:
-    """Container path -> host path of each bind mount, for `docker cp`."""
-    return {m.target: m.source for m in mounts if m.type == BIND}
+    """Container path -> host path of each bind and volume mount, for `docker cp`."""
+    return {m.target: m.source if m.type == BIND else m.path for m in mounts
+            if m.type == BIND or (m.type == VOLUME and m.path)}
 
 
 def prepare_sources(mounts: list[Mount]) -> None:

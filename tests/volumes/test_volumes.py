@@ -7,6 +7,7 @@ container, sharing, copy-up, read-only, --volumes-from, anonymous volumes going 
 import io
 import json
 import os
+import subprocess
 import tarfile
 import time
 import urllib.parse
@@ -99,6 +100,26 @@ def test_data_in_a_named_volume_survives_its_container_and_is_seen_by_the_next(k
     # -v NAME makes a volume on first use
     k("run", "--rm", "-v", "madeonuse:/m", "busybox", "true")
     assert "madeonuse" in names(k)
+    # docker cp reaches into the volume, not the writable layer under it
+    c = k("create", "-v", "keep:/d", "busybox", "true").stdout.strip()
+    with tarfile.open(fileobj=io.BytesIO(subprocess.run(k.argv("cp", f"{c}:/d/f", "-"), capture_output=True,
+                                                        env=k.env, check=True).stdout)) as t:
+        assert t.extractfile("f").read() == b"kept\n"
+    src = os.path.join(k.d.base, "to-volume")
+    with open(src, "w") as f:
+        f.write("in\n")
+    k("cp", src, f"{c}:/d/")
+    with open(os.path.join(v["Mountpoint"], "to-volume")) as f:
+        assert f.read() == "in\n"
+    k("rm", c)
+
+
+def test_an_anonymous_mount_with_driver_options(k, clean):
+    r = k("run", "--rm", "--mount", "type=volume,target=/t,volume-opt=type=tmpfs,volume-opt=device=tmpfs,"
+          "volume-opt=o=size=1m", "busybox", "grep", " /t ", "/proc/mounts")
+    assert r.stdout.split()[2] == "tmpfs" and "size=1024k" in r.stdout
+    r = k("run", "--rm", "--mount", "type=volume,target=/t,volume-opt=bogus=1", "busybox", "true", check=False)
+    assert r.returncode == 125 and 'invalid option: "bogus"' in r.stderr
 
 
 def test_two_containers_share_a_volume_at_once(k, clean):
