@@ -161,6 +161,17 @@ def test_copy_up_fills_a_fresh_volume_from_the_image_with_owners_modes_and_xattr
              "ls", "-A", "/data").stdout == ""
 
 
+def test_a_copy_up_that_does_not_fit_fails_clearly_and_leaves_the_volume_empty(k, clean):
+    k("volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=size=16k", "small")
+    holder = k("run", "-d", "-v", "small:/x:nocopy", "busybox", "sleep", "60").stdout.strip()
+    r = k("run", "--rm", "-v", "small:/bin", "busybox", "true", check=False)
+    assert r.returncode != 0
+    assert "copy-up of the image's /bin into volume small: no space left on device (" in r.stderr, r.stderr
+    assert " bytes needed)" in r.stderr
+    assert k("exec", holder, "ls", "-A", "/x").stdout == ""   # nothing half-copied is left
+    k("rm", "-f", holder)
+
+
 def test_the_images_volume_is_an_anonymous_volume_filled_from_the_image(k, clean):
     cid = k("run", "-d", IMAGE, "sleep", "60").stdout.strip()
     mounts = json.loads(k("inspect", cid).stdout)[0]["Mounts"]
