@@ -22,6 +22,7 @@ ALLOWED = {
     "snapshots": {"archive", "linux", "oci"},
     "images": {"archive", "content", "linux", "oci", "registry", "snapshots"},
     "engine": {"archive", "images", "monitor", "network", "oci", "runtime", "volumes"},
+    "build": set(),
     "api": {"engine"},
     "daemon": {"api", "engine", "network", "registry"},
     "client": set(),
