@@ -758,7 +758,11 @@ class RunInstruction(_CommandLine):
     flags_used: list[str] = field(default_factory=list)
 
     def expanded(self, ex: Expander) -> RunInstruction:
-        mounts = [parse_mount(spec, ex.word) for spec in self.mount_specs]
+        try:
+            mounts = [parse_mount(spec, ex.word) for spec in self.mount_specs]
+        except _Problem as e:
+            raise DockerfileError(str(e), file=ex.file, line=self.line, column=self.column,
+                                  end_line=self.end_line) from None
         return dataclasses.replace(self, mounts=mounts)
 
     def script(self) -> list[str]:
