@@ -149,9 +149,11 @@ def set_process_caps(caps: dict) -> None:
         if m["ambient"] >> cap & 1:
             try:
                 syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, cap)
-            except OSError as e:
-                raise OSError(e.errno, f"raise ambient {_NAMES[cap]} (must be permitted and inheritable): "
-                                       f"{_strerror(e)}") from None
+            except OSError:
+                # not both permitted and inheritable (EPERM): skipped, as runc skips it (its
+                # capability library ignores every ambient failure); `runc spec`'s own config
+                # asks for ambient capabilities without inheritable ones
+                continue
 
 
 def apply(caps: dict) -> None:

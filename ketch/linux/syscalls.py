@@ -81,7 +81,29 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
+# mount_setattr (linux/mount.h, kernel 5.12)
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_IDMAP = 0x100000
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+
 _SYS_pivot_root = 155
+_SYS_open_tree = 428
+_SYS_move_mount = 429
+_SYS_mount_setattr = 442
 _SYS_close_range = 436
 _SYS_capget = 125
 _SYS_capset = 126
@@ -111,6 +133,36 @@ def _fail(call, target=None):
 def mount(source, target, fstype=None, flags=0, data=None):
     if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
         _fail("mount", target)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(path, attr_set=0, attr_clr=0, flags=0, dirfd=AT_FDCWD, userns_fd=0):
+    """mount_setattr(2): change the attributes of the mount at path (with AT_RECURSIVE, of every
+    mount below it too); with dirfd and AT_EMPTY_PATH, of a mount fd from open_tree."""
+    attr = _MountAttr(attr_set, attr_clr, 0, userns_fd)
+    if _libc.syscall(_SYS_mount_setattr, ctypes.c_int(dirfd), _b(path), ctypes.c_uint(flags), ctypes.byref(attr),
+                     ctypes.c_size_t(ctypes.sizeof(attr))) != 0:
+        _fail("mount_setattr", path or dirfd)
+
+
+def open_tree(path, flags):
+    """open_tree(2): a mount fd; with OPEN_TREE_CLONE a detached copy of the mount (AT_RECURSIVE: and
+    of the mounts below it)."""
+    fd = _libc.syscall(_SYS_open_tree, ctypes.c_int(AT_FDCWD), _b(path), ctypes.c_uint(flags))
+    if fd < 0:
+        _fail("open_tree", path)
+    return fd
+
+
+def move_mount_fd(fd, target):
+    """move_mount(2) of a mount fd (open_tree's) onto target."""
+    if _libc.syscall(_SYS_move_mount, ctypes.c_int(fd), b"", ctypes.c_int(AT_FDCWD), _b(target),
+                     ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)) != 0:
+        _fail("move_mount", target)
 
 
 def umount2(target, flags=0):

@@ -614,14 +614,14 @@ def exec_(root: str, cid: str, proc: dict, *, console_socket: str | None = None,
 
 def _exec_child(ch, proc, seccomp, console_fd, preserve_fds):
     from ketch.runtime import process
+    os.setsid()
     if proc.get("terminal"):
-        os.setsid()
         from ketch.runtime import tty
         tty.setup_console(console_fd, proc.get("consoleSize"))
     env = process.env_dict(proc.get("env"))
+    process.check_cwd(proc.get("cwd") or "/")
     process.lookup(proc["args"][0], env)
     process.set_rlimits(proc.get("rlimits"))
-    process.check_cwd(proc.get("cwd") or "/")
     ch.send("ready")
     ch.close()
     try:

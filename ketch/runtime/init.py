@@ -136,6 +136,7 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
     userns = "user" in nss
     rootfs = opts["rootfs"]
     joined: list[bool] = []
+    late_ro: list = []                     # read-only tmpfs and /dev mounts, made so after the console
 
     def in_cgroup():
         """Wait until the runtime has moved us into the container's cgroup (it does so while we
@@ -145,8 +146,7 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
             if "cgroup" in nss and not nss["cgroup"]:
                 sc.unshare(sc.CLONE_NEWCGROUP)
             joined.append(True)
-    if proc.get("terminal") or opts.get("console_fd") is not None:
-        os.setsid()
+    os.setsid()        # the process leads its own session and group, as under runc (conmon kills the group)
     if "network" in nss and not nss["network"]:
         from ketch.linux import net
         net.loopback_up()
@@ -161,7 +161,7 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
         for m in cfg.get("mounts", []) or []:
             if m.get("type") == "cgroup":
                 in_cgroup()
-            rfs.mount_one(rootfs, m, userns=userns, cgroup_paths=cg_paths, cgroupns="cgroup" in nss)
+            rfs.mount_one(rootfs, m, userns=userns, cgroup_paths=cg_paths, cgroupns="cgroup" in nss, late_ro=late_ro)
         if rfs.needs_dev_setup(cfg.get("mounts")):
             rfs.create_devices(rootfs, linux.get("devices"), userns=userns)
             rfs.default_symlinks(rootfs)
@@ -196,12 +196,13 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
     if proc.get("terminal"):
         from ketch.runtime import tty
         tty.setup_console(opts["console_fd"], proc.get("consoleSize"), bind_console=True)
+    rfs.finalize_ro(late_ro)
     from ketch.runtime import process
     env = process.env_dict(proc.get("env"))
+    process.check_cwd(proc.get("cwd") or "/")      # first: a relative args[0] is relative to it
     if proc.get("args"):
         process.lookup(proc["args"][0], env)
     process.set_rlimits(proc.get("rlimits"))
-    process.check_cwd(proc.get("cwd") or "/")
     if "mount" in nss and (cfg.get("root") or {}).get("readonly"):
         rfs.remount_root_readonly()
     if opts.get("apparmor_warn"):

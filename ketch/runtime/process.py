@@ -9,6 +9,7 @@ keep-caps, capability sets, ambient set, seccomp last when NNP is set, then exec
 from __future__ import annotations
 
 import os
+import stat
 
 from ketch.errors import InvalidArgument, NotFound, PermissionDenied
 
@@ -24,19 +25,75 @@ def env_dict(env: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _executable(path: str) -> bool:
+    """Go's findExecutable, which runc's exec.LookPath uses: a non-directory with an execute bit."""
+    st = os.stat(path)
+    return not stat.S_ISDIR(st.st_mode) and bool(st.st_mode & 0o111)
+
+
+def _eaccess(path: str) -> str:
+    """runc's extra check after LookPath: an execute bit on a noexec mount still cannot run."""
+    if not os.access(path, os.X_OK, effective_ids=True):
+        raise PermissionDenied(f"exec {path}: permission denied")
+    return path
+
+
 def lookup(arg0: str, env: dict[str, str]) -> str:
-    """Resolve arg0 like execvp does, inside the (already pivoted) root."""
+    """Resolve arg0 as runc does (Go's exec.LookPath), inside the (already pivoted) root and from
+    the process's cwd (so `./pause` is relative to process.cwd); errors in runc's words."""
     if "/" in arg0:
-        if not os.path.exists(arg0):
-            raise NotFound(f'exec: "{arg0}": stat {arg0}: no such file or directory')
-        if os.path.isdir(arg0):
-            raise PermissionDenied(f'exec: "{arg0}": is a directory')
-        return arg0
+        try:
+            ok = _executable(arg0)
+        except OSError as e:
+            raise NotFound(f'exec: "{arg0}": stat {arg0}: {(e.strerror or str(e)).lower()}') from None
+        if not ok:
+            raise PermissionDenied(f'exec: "{arg0}": permission denied')
+        return _eaccess(arg0)
     for d in env.get("PATH", DEFAULT_PATH).split(":"):
         cand = os.path.join(d or ".", arg0)
-        if os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
+        try:
+            if _executable(cand):
+                return _eaccess(cand)
+        except OSError:
+            continue
     raise NotFound(f'exec: "{arg0}": executable file not found in $PATH')
+
+
+def reset_signals() -> None:
+    """Every signal's disposition back to default and an empty mask, as the process would have
+    under runc: the interpreter left SIGPIPE and SIGXFSZ ignored, which execve keeps (`yes | head`
+    would never end by SIGPIPE, and a shell's `trap` would show them ignored)."""
+    import _signal
+    for n in range(1, _signal.NSIG):
+        if n in (_signal.SIGKILL, _signal.SIGSTOP):
+            continue
+        try:
+            _signal.signal(n, _signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass                        # 32 and 33 are glibc's own
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+
+
+def fix_stdio_owner(uid: int) -> None:
+    """runc's fixStdioPermissions: stdio (the pty, say) is handed to the process's uid, its group
+    kept (the pty's is the tty group from devpts' gid=5); /dev/null and what is already the uid's
+    are left, and what this namespace cannot change is left too."""
+    try:
+        null = os.stat("/dev/null").st_rdev
+    except OSError:
+        null = None
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if st.st_uid == uid or (null is not None and stat.S_ISCHR(st.st_mode) and st.st_rdev == null):
+            continue
+        try:
+            os.fchown(fd, uid, st.st_gid)
+        except OSError as e:
+            if e.errno not in (1, 22):       # EPERM, EINVAL: an owner this namespace does not map
+                raise
 
 
 def home_of(uid: int) -> str:
@@ -97,6 +154,7 @@ def drop_privileges(proc: dict, seccomp: dict | None) -> None:
     nnp = bool(proc.get("noNewPrivileges"))
     user = proc.get("user") or {}
     uid, gid = user.get("uid", 0), user.get("gid", 0)
+    fix_stdio_owner(uid)
     if nnp:
         sc.set_no_new_privs()
     if seccomp and not nnp:
@@ -133,11 +191,12 @@ def exec_process(proc: dict, seccomp: dict | None, *, preserve_fds: int = 0) -> 
     if umask is not None:
         os.umask(umask)
     sc.set_cloexec_from(3 + preserve_fds)
+    reset_signals()
     drop_privileges(proc, seccomp)
     try:
         os.execve(path, args, env)
     except OSError as e:  # worded as runc words it: engines map these words to exit codes 126 and 127
         why = os.strerror(e.errno).lower() if e.errno else str(e)
         if e.errno == 2:
-            raise NotFound(f'exec: "{args[0]}": {why}') from None
-        raise PermissionDenied(f'exec: "{args[0]}": {why}') from None
+            raise NotFound(f"exec {path}: {why}") from None
+        raise PermissionDenied(f"exec {path}: {why}") from None

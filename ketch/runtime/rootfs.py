@@ -36,7 +36,35 @@ PROPAGATION = {
     "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
     "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
 }
-_IGNORED = {"tmpcopyup", "defaults"}
+# recursive attributes (mount_setattr with AT_RECURSIVE): option -> (clear, MOUNT_ATTR_*), as runc's
+REC_ATTRS = {
+    "rro": (False, sc.MOUNT_ATTR_RDONLY), "rrw": (True, sc.MOUNT_ATTR_RDONLY),
+    "rnosuid": (False, sc.MOUNT_ATTR_NOSUID), "rsuid": (True, sc.MOUNT_ATTR_NOSUID),
+    "rnodev": (False, sc.MOUNT_ATTR_NODEV), "rdev": (True, sc.MOUNT_ATTR_NODEV),
+    "rnoexec": (False, sc.MOUNT_ATTR_NOEXEC), "rexec": (True, sc.MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (False, sc.MOUNT_ATTR_NODIRATIME), "rdiratime": (True, sc.MOUNT_ATTR_NODIRATIME),
+    "rrelatime": (False, sc.MOUNT_ATTR_RELATIME), "rnorelatime": (True, sc.MOUNT_ATTR_RELATIME),
+    "rnoatime": (False, sc.MOUNT_ATTR_NOATIME), "ratime": (True, sc.MOUNT_ATTR_NOATIME),
+    "rstrictatime": (False, sc.MOUNT_ATTR_STRICTATIME), "rnostrictatime": (True, sc.MOUNT_ATTR_STRICTATIME),
+    "rnosymfollow": (False, sc.MOUNT_ATTR_NOSYMFOLLOW), "rsymfollow": (True, sc.MOUNT_ATTR_NOSYMFOLLOW),
+}
+_IGNORED = {"tmpcopyup", "defaults", "idmap", "ridmap", *REC_ATTRS}
+
+
+def rec_attrs(options: list[str] | None) -> tuple[int, int]:
+    """(attr_set, attr_clr) of the recursive options; an access-time setting also clears the whole
+    atime field, as mount_setattr(2) wants."""
+    aset = aclr = 0
+    for o in options or []:
+        if o in REC_ATTRS:
+            clear, f = REC_ATTRS[o]
+            if clear:
+                aclr |= f
+            else:
+                aset |= f
+                if f & sc.MOUNT_ATTR__ATIME == f:
+                    aclr |= sc.MOUNT_ATTR__ATIME
+    return aset, aclr
 
 
 def parse_options(options: list[str] | None) -> tuple[int, list[int], str]:
@@ -50,8 +78,6 @@ def parse_options(options: list[str] | None) -> tuple[int, list[int], str]:
             prop.append(PROPAGATION[o])
         elif o in _IGNORED:
             continue
-        elif o in ("idmap", "ridmap"):
-            raise InvalidArgument(f"mount option `{o}` is not supported")
         else:
             data.append(o)
     return flags, prop, ",".join(data)
@@ -137,17 +163,25 @@ def check_proc_mount(rootfs: str, dest: str, mtype: str, shown: str) -> None:
 
 
 def mount_one(rootfs: str, m: dict, *, userns: bool = False, cgroup_paths: dict | None = None,
-              cgroupns: bool = False) -> str:
-    """Mount one `mounts` entry under rootfs; returns the mount point (resolved inside the root)."""
+              cgroupns: bool = False, late_ro: list | None = None) -> str:
+    """Mount one `mounts` entry under rootfs; returns the mount point (resolved inside the root).
+
+    As runc: a read-only tmpfs, or a read-only /dev, is mounted read-write and appended to
+    late_ro, to be made read-only once the runtime has put /dev/pts, devices and links in it
+    (finalize_ro, after pivot_root)."""
     mtype = m.get("type") or ""
     options = m.get("options") or []
     flags, prop, data = parse_options(options)
+    is_bind = bool(flags & sc.MS_BIND) or mtype == "bind"
+    if flags & sc.MS_RDONLY and not is_bind and late_ro is not None and (
+            mtype == "tmpfs" or os.path.normpath(m["destination"]) == "/dev"):
+        flags &= ~sc.MS_RDONLY
+        late_ro.append((m["destination"], flags))
     src = m.get("source") or mtype or "none"
     dest = secure_join(rootfs, m["destination"])
     if dest == rootfs.rstrip("/") and m["destination"] != "/":
         raise InvalidArgument(f"mount `{m['destination']}`: resolves to the container root")
     check_proc_mount(rootfs, dest, mtype, m["destination"])
-    is_bind = bool(flags & sc.MS_BIND) or mtype == "bind"
     if is_bind:
         flags |= sc.MS_BIND
         try:
@@ -164,6 +198,18 @@ def mount_one(rootfs: str, m: dict, *, userns: bool = False, cgroup_paths: dict 
     elif mtype == "cgroup":
         _ensure_target(dest, True)
         _mount_cgroup(dest, flags, cgroup_paths or {}, cgroupns)
+    elif mtype == "tmpfs":
+        try:
+            mode = os.stat(dest).st_mode
+        except FileNotFoundError:
+            mode = None
+            _mkdirs(dest)
+        if "tmpcopyup" in options:
+            _tmpfs_copyup(src, dest, flags, data)
+        else:
+            sc.mount(src, dest, mtype, flags, data or None)
+        if mode is not None:            # the tmpfs's root takes the directory's mode, as under runc
+            os.chmod(dest, stat.S_IMODE(mode))
     else:
         _ensure_target(dest, True)
         try:
@@ -180,7 +226,64 @@ def mount_one(rootfs: str, m: dict, *, userns: bool = False, cgroup_paths: dict 
                 raise
     for p in prop:
         sc.mount(None, dest, None, p, None)
+    aset, aclr = rec_attrs(options)
+    if aset or aclr:
+        sc.mount_setattr(dest, aset, aclr, sc.AT_RECURSIVE)
     return dest
+
+
+def finalize_ro(late_ro: list) -> None:
+    """After pivot_root: the read-only tmpfs and /dev mounts mount_one left writable."""
+    for dest, flags in late_ro:
+        sc.mount(None, dest, None, flags | sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | _locked_flags(dest), None)
+
+
+def _tmpfs_copyup(src: str, dest: str, flags: int, data: str) -> None:
+    """tmpcopyup: the image's content at dest copied into the fresh tmpfs that covers it (owners,
+    modes, times, links, nodes). The directory is held open first, so it is read from under the
+    tmpfs: no temporary mount point is needed."""
+    under = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sc.mount(src, dest, "tmpfs", flags, data or None)
+        _copy_tree(under, dest)
+    finally:
+        os.close(under)
+
+
+def _copy_tree(src_fd: int, dest: str) -> None:
+    for e in os.scandir(src_fd):
+        st = e.stat(follow_symlinks=False)
+        to = os.path.join(dest, e.name)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(to, 0o700)
+            sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
+            try:
+                _copy_tree(sub, to)
+            finally:
+                os.close(sub)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(e.name, dir_fd=src_fd), to)
+        elif stat.S_ISREG(st.st_mode):
+            fin = os.open(e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
+            try:
+                fout = os.open(to, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    left = st.st_size
+                    while left > 0:
+                        n = os.sendfile(fout, fin, None, min(left, 1 << 30))
+                        if n == 0:
+                            break
+                        left -= n
+                finally:
+                    os.close(fout)
+            finally:
+                os.close(fin)
+        else:
+            os.mknod(to, st.st_mode, st.st_rdev)
+        os.lchown(to, st.st_uid, st.st_gid)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(to, stat.S_IMODE(st.st_mode))
+        os.utime(to, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
 def _v1_hierarchies():

@@ -83,6 +83,42 @@ class RT:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def map_user_namespace(c):
+    """A user namespace mapping container root to host uid/gid 100000 (65536 ids); the mounts a
+    user-namespaced root cannot make (sysfs, cgroup, mqueue) dropped. The root must be chowned."""
+    c["linux"]["namespaces"].append({"type": "user"})
+    c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    c["mounts"] = [x for x in c["mounts"] if x["type"] not in ("sysfs", "cgroup", "mqueue")]
+
+
+class ConsoleSocket:
+    """A console socket that accepts one connection and keeps what it sends: the pty's name and master."""
+
+    def __init__(self, path):
+        import socket
+        import threading
+        self.path = path
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        self.srv.listen(1)
+        self.name = self.fd = None
+        self._t = threading.Thread(target=self._accept)
+        self._t.start()
+
+    def _accept(self):
+        import socket
+        conn, _ = self.srv.accept()
+        msg, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+        self.name, self.fd = msg, fds[0]
+        conn.close()
+
+    def wait(self, timeout=10):
+        self._t.join(timeout)
+        self.srv.close()
+        return self.fd
+
+
 @pytest.fixture
 def rt(busybox_rootfs):
     w = RT(busybox_rootfs)

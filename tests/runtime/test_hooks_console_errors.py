@@ -2,13 +2,12 @@
 
 import json
 import os
-import socket
 import stat
 import subprocess
-import threading
 import time
 
 from tests import helpers
+from tests.runtime.conftest import ConsoleSocket
 
 
 def _hook_script(rt, name):
@@ -69,30 +68,16 @@ def test_failing_prestart_hook_fails_create_and_leaves_nothing(rt):
 
 
 def test_console_socket_receives_pty_master(rt):
-    sock_path = os.path.join(rt.tmp, "console.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(sock_path)
-    srv.listen(1)
-    got = {}
-
-    def accept():
-        conn, _ = srv.accept()
-        msg, fds, _, _ = socket.recv_fds(conn, 1024, 1)
-        got["name"], got["fd"] = msg, fds[0]
-        conn.close()
-    t = threading.Thread(target=accept)
-    t.start()
+    console = ConsoleSocket(os.path.join(rt.tmp, "console.sock"))
 
     def m(c):
         c["process"]["terminal"] = True
         c["process"]["consoleSize"] = {"height": 33, "width": 101}
     b = rt.bundle(["sh", "-c", "tty; stty size; ls -l /dev/console | cut -c1; read x; echo got:$x"], m)
-    r = rt.rt("create", "--bundle", b.path, "--console-socket", sock_path, b.id)
+    r = rt.rt("create", "--bundle", b.path, "--console-socket", console.path, b.id)
     assert r.returncode == 0, r.stderr
-    t.join(5)
-    srv.close()
-    master = got["fd"]
-    assert got["name"].startswith(b"/dev/pts/")
+    master = console.wait()
+    assert console.name.startswith(b"/dev/pts/")
     assert stat.S_ISCHR(os.fstat(master).st_mode)
     rt.rt("start", b.id, check=True)
     os.write(master, b"hello\n")
@@ -181,7 +166,7 @@ def test_systemd_cgroup_flag_accepted(rt):
     import glob
     import uuid
     sl = f"kt{uuid.uuid4().hex[:8]}"
-    b = rt.bundle(["sh", "-c", "sleep 0.1"])
+    b = rt.bundle(["sleep", "30"])     # alive while its cgroup is read (delete --force ends it)
     b.cfg["linux"]["cgroupsPath"] = f"{sl}.slice:ketchtest:{b.id}"
     b.write()
     try:

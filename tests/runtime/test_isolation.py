@@ -6,6 +6,7 @@ import time
 import uuid
 
 from tests import helpers
+from tests.runtime.conftest import map_user_namespace
 
 
 def out(r):
@@ -157,12 +158,7 @@ def test_sysctl_host_value_unchanged(rt):
 
 
 def test_user_namespace_mapping(rt):
-    def m(c):
-        c["linux"]["namespaces"].append({"type": "user"})
-        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-        c["mounts"] = [x for x in c["mounts"] if x["type"] not in ("sysfs", "cgroup", "mqueue")]
-    b = rt.bundle(["sh", "-c", "id -u; cat /proc/self/uid_map; touch /tmp/owned; sleep 0.1"], m)
+    b = rt.bundle(["sh", "-c", "id -u; cat /proc/self/uid_map; touch /tmp/owned; sleep 0.1"], map_user_namespace)
     subprocess.run(["chown", "-R", "100000:100000", b.rootfs], check=True)
     r = rt.rt("run", "--bundle", b.path, b.id)
     assert r.returncode == 0, r.stderr

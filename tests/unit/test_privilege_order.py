@@ -84,6 +84,7 @@ def test_container_init_order(rec, monkeypatch, tmp_path):
     for name in ("mount", "unshare", "sethostname", "set_pdeathsig", "set_dumpable"):
         monkeypatch.setattr(syscalls, name, rec.stub(name))
     monkeypatch.setattr(init, "close_inherited", rec.stub("close_inherited"))
+    monkeypatch.setattr(init.os, "setsid", rec.stub("setsid"))
     for name in ("mount_one", "create_devices", "default_symlinks", "pivot", "move_root", "apply_sysctl",
                  "readonly_paths", "mask_paths", "remount_root_readonly"):
         monkeypatch.setattr(rfs, name, rec.stub(name))
@@ -114,13 +115,13 @@ def test_container_init_order(rec, monkeypatch, tmp_path):
                "linux": {"namespaces": [{"type": "mount"}, {"type": "uts"}, {"type": "pid"}],
                          "sysctl": {"kernel.msgmax": "4096"}, "maskedPaths": ["/proc/kcore"],
                          "readonlyPaths": ["/proc/sys"]}}
-        opts = {"rootfs": str(tmp_path), "fifo_fd": w, "hook_state": {}}
+        opts = {"rootfs": str(tmp_path), "fifo_fd": w, "state_fd": os.open(tmp_path, os.O_PATH), "hook_state": {}}
         init.container_init(Channel(), cfg, opts)
         assert os.read(r, 1) == b"0"
     finally:
         os.close(r)
     assert calls == [
-        "close_inherited", "sethostname", "mount", "mount", "mount_one", "mount_one", "create_devices",
-        "default_symlinks", "expect cgroup", "send hooks", "expect go", "hooks createContainer", "pivot",
-        "apply_sysctl", "readonly_paths", "mask_paths", "lookup", "rlimits", "cwd", "remount_root_readonly",
+        "close_inherited", "setsid", "sethostname", "mount", "mount", "mount", "mount_one", "mount_one",
+        "create_devices", "default_symlinks", "expect cgroup", "send hooks", "expect go", "hooks createContainer",
+        "pivot", "apply_sysctl", "readonly_paths", "mask_paths", "cwd", "lookup", "rlimits", "remount_root_readonly",
         "set_pdeathsig", "send created", "close channel", "hooks startContainer", "exec_process"]
