@@ -137,7 +137,7 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
                       "bundle": bundle, "annotations": cfg.get("annotations") or {}}
         opts = {"rootfs": rootfs, "fifo_fd": fifo_fd, "state_fd": state_fd, "console_fd": console_fd,
                 "no_pivot": no_pivot, "preserve_fds": preserve_fds, "hook_state": hook_state,
-                "cgroup_paths": _cgroup_paths(mgr)}
+                "cgroup_paths": _cgroup_paths(mgr), "idmapped": _has_idmapped(cfg)}
         if subreaper:
             sc.set_child_subreaper()
         pid1 = os.fork()
@@ -208,6 +208,13 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
                     os.close(fd)
                 except OSError:
                     pass
+
+
+def _has_idmapped(cfg):
+    """Whether any mount is idmapped (checked here, so a bad one fails create before any fork)."""
+    from ketch.runtime import rootfs
+    linux = cfg.get("linux") or {}
+    return any([rootfs.idmap_of(m, linux) is not None for m in cfg.get("mounts") or []])
 
 
 def _connect(path):

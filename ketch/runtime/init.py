@@ -87,6 +87,9 @@ def joiner(ch: Channel, cfg: dict, opts: dict) -> None:
     try:
         nss = cfgmod.namespaces(cfg)
         preload(cfg)
+        if opts.get("idmapped"):
+            # idmapped copies of the sources, made while still in the host's user namespace
+            opts["trees"] = rfs.idmapped_trees(cfg)
         join_namespaces(nss)
         if "user" in nss and not nss["user"]:
             sc.unshare(sc.CLONE_NEWUSER)
@@ -117,7 +120,7 @@ def joiner(ch: Channel, cfg: dict, opts: dict) -> None:
 def close_inherited(opts: dict, ch: Channel) -> None:
     """Close every fd we did not open on purpose, so no host file reaches the container
     (CVE-2024-21626); stdio and the --preserve-fds range stay."""
-    keep = {ch.rfd, ch.wfd, opts["fifo_fd"], opts["state_fd"]}
+    keep = {ch.rfd, ch.wfd, opts["fifo_fd"], opts["state_fd"], *(opts.get("trees") or {}).values()}
     if opts.get("console_fd") is not None:
         keep.add(opts["console_fd"])
     first = 3 + opts.get("preserve_fds", 0)
@@ -158,10 +161,12 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
     if "mount" in nss:
         rfs.prepare_root(rootfs, linux.get("rootfsPropagation"))
         cg_paths = opts.get("cgroup_paths") or {}
-        for m in cfg.get("mounts", []) or []:
+        trees = opts.get("trees") or {}
+        for i, m in enumerate(cfg.get("mounts", []) or []):
             if m.get("type") == "cgroup":
                 in_cgroup()
-            rfs.mount_one(rootfs, m, userns=userns, cgroup_paths=cg_paths, cgroupns="cgroup" in nss, late_ro=late_ro)
+            rfs.mount_one(rootfs, m, userns=userns, cgroup_paths=cg_paths, cgroupns="cgroup" in nss, late_ro=late_ro,
+                          tree_fd=trees.get(i))
         if rfs.needs_dev_setup(cfg.get("mounts")):
             rfs.create_devices(rootfs, linux.get("devices"), userns=userns)
             rfs.default_symlinks(rootfs)

@@ -163,7 +163,7 @@ def check_proc_mount(rootfs: str, dest: str, mtype: str, shown: str) -> None:
 
 
 def mount_one(rootfs: str, m: dict, *, userns: bool = False, cgroup_paths: dict | None = None,
-              cgroupns: bool = False, late_ro: list | None = None) -> str:
+              cgroupns: bool = False, late_ro: list | None = None, tree_fd: int | None = None) -> str:
     """Mount one `mounts` entry under rootfs; returns the mount point (resolved inside the root).
 
     As runc: a read-only tmpfs, or a read-only /dev, is mounted read-write and appended to
@@ -189,7 +189,11 @@ def mount_one(rootfs: str, m: dict, *, userns: bool = False, cgroup_paths: dict 
         except FileNotFoundError:
             raise InvalidArgument(f"mount `{m['destination']}`: source `{src}` does not exist") from None
         _ensure_target(dest, stat.S_ISDIR(sst.st_mode))
-        sc.mount(src, dest, None, flags & (sc.MS_BIND | sc.MS_REC), None)
+        if tree_fd is not None:         # an idmapped copy of the source, made by idmapped_trees
+            sc.move_mount_fd(tree_fd, dest)
+            os.close(tree_fd)
+        else:
+            sc.mount(src, dest, None, flags & (sc.MS_BIND | sc.MS_REC), None)
         rest = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
         if rest:
             if userns:
@@ -230,6 +234,79 @@ def mount_one(rootfs: str, m: dict, *, userns: bool = False, cgroup_paths: dict 
     if aset or aclr:
         sc.mount_setattr(dest, aset, aclr, sc.AT_RECURSIVE)
     return dest
+
+
+def idmap_of(m: dict, linux: dict) -> tuple[list, list] | None:
+    """(uidMappings, gidMappings) an idmapped bind mount gets: the mount's own, else with `idmap` or
+    `ridmap` the container's user namespace's; None for a mount that is not idmapped."""
+    opts = m.get("options") or []
+    uids, gids = m.get("uidMappings") or [], m.get("gidMappings") or []
+    if not uids and not gids and not ({"idmap", "ridmap"} & set(opts)):
+        return None
+    if not uids and not gids:
+        uids, gids = linux.get("uidMappings") or [], linux.get("gidMappings") or []
+    if not uids or not gids:
+        raise InvalidArgument(f"mount `{m['destination']}`: an idmapped mount needs uidMappings and gidMappings")
+    if not (m.get("type") == "bind" or {"bind", "rbind"} & set(opts)):
+        raise InvalidArgument(f"mount `{m['destination']}`: idmapped mounts are only supported for bind mounts")
+    return uids, gids
+
+
+def _userns_with(uids: list, gids: list) -> int:
+    """An fd of a fresh user namespace with these mappings: a child makes it and waits while its
+    maps are written (that needs the host's CAP_SETUID), then is killed; the fd keeps it alive."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            sc.unshare(sc.CLONE_NEWUSER)
+            os.write(w, b"u")
+            os.read(w, 1)               # never returns: waits to be killed
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        if os.read(r, 1) != b"u":
+            raise OSError(errno.EPERM, "idmapped mount: cannot make a user namespace")
+        for name, maps in (("uid_map", uids), ("gid_map", gids)):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write("".join(f"{x['containerID']} {x['hostID']} {x['size']}\n" for x in maps))
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(r)
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+
+
+def idmapped_trees(cfg: dict) -> dict:
+    """{index in mounts: mount fd} for the idmapped bind mounts: detached copies of their sources
+    (open_tree) made idmapped (mount_setattr MOUNT_ATTR_IDMAP). Made in the host's user namespace
+    (the kernel wants CAP_SYS_ADMIN over the source's superblock), before the container's is
+    entered; the init attaches each where it belongs."""
+    linux = cfg.get("linux") or {}
+    out: dict = {}
+    users: dict = {}
+    for i, m in enumerate(cfg.get("mounts") or []):
+        maps = idmap_of(m, linux)
+        if maps is None:
+            continue
+        key = repr(maps)
+        if key not in users:
+            users[key] = _userns_with(*maps)
+        opts = set(m.get("options") or [])
+        rec = sc.AT_RECURSIVE if "rbind" in opts else 0
+        fd = sc.open_tree(m.get("source") or "", sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC | rec)
+        try:
+            flags = sc.AT_EMPTY_PATH | (sc.AT_RECURSIVE if "ridmap" in opts else 0)
+            sc.mount_setattr("", sc.MOUNT_ATTR_IDMAP, 0, flags, dirfd=fd, userns_fd=users[key])
+        except OSError as e:
+            os.close(fd)
+            raise OSError(e.errno, f"idmapped mount `{m['destination']}`: {os.strerror(e.errno)}") from None
+        out[i] = fd
+    for fd in users.values():
+        os.close(fd)
+    return out
 
 
 def finalize_ro(late_ro: list) -> None:

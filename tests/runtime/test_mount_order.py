@@ -79,3 +79,59 @@ def test_devices_bound_in_a_user_namespace_are_nosuid_noexec(rt):
     assert "null-ok" in r.stdout
     for dev in ("/dev/null", "/dev/zero", "/dev/tty"):
         assert {"nosuid", "noexec"} <= _opts(r.stdout, dev), dev
+
+
+def _idmap_source(rt):
+    d = os.path.join(rt.tmp, "idsrc")
+    os.makedirs(os.path.join(d, "sub"), exist_ok=True)
+    with open(os.path.join(d, "f"), "w") as f:
+        f.write("x")
+    os.chown(os.path.join(d, "f"), 0, 0)
+    os.chown(os.path.join(d, "sub"), 5, 6)
+    return d
+
+
+def test_idmapped_bind_mount(rt):
+    """uidMappings/gidMappings on a mount (runtime-spec 1.1; runc 1.1 predates them): a file the
+    disk says is root's shows as the mapped host id, and what the container writes lands on disk as
+    the id it maps back to."""
+    src = _idmap_source(rt)
+
+    def m(c):
+        c["mounts"].append({"destination": "/m", "type": "bind", "source": src, "options": ["rbind"],
+                            "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 10}],
+                            "gidMappings": [{"containerID": 0, "hostID": 2000, "size": 10}]})
+        c["process"]["user"] = {"uid": 1000, "gid": 2000}
+    r = rt.run(["sh", "-c", "stat -c '%n %u %g' /m/f /m/sub; touch /m/new && echo wrote"], m)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["/m/f 1000 2000", "/m/sub 1005 2006", "wrote"]
+    st = os.stat(os.path.join(src, "new"))
+    assert (st.st_uid, st.st_gid) == (0, 0)
+    # the host's view of the source is untouched
+    assert os.stat(os.path.join(src, "f")).st_uid == 0
+
+
+def test_idmap_option_takes_the_containers_user_namespace(rt):
+    """`idmap` without mappings of its own: the container's user namespace's; its root sees the
+    host's root-owned files as its own."""
+    src = _idmap_source(rt)
+
+    def m(c):
+        map_user_namespace(c)
+        c["mounts"].append({"destination": "/m", "type": "bind", "source": src, "options": ["rbind", "idmap"]})
+    b = rt.bundle(["sh", "-c", "stat -c '%n %u %g' /m/f /m/sub; touch /m/new && echo wrote"], m)
+    subprocess.run(["chown", "-R", "100000:100000", b.rootfs], check=True)
+    r = rt.rt("run", "--bundle", b.path, b.id)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["/m/f 0 0", "/m/sub 5 6", "wrote"]
+    st = os.stat(os.path.join(src, "new"))
+    assert (st.st_uid, st.st_gid) == (0, 0)
+
+
+def test_idmap_on_a_non_bind_mount_is_refused(rt):
+    def m(c):
+        c["mounts"].append({"destination": "/m", "type": "tmpfs", "source": "tmpfs",
+                            "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+                            "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]})
+    r = rt.run(["true"], m)
+    assert r.returncode != 0 and "idmapped mounts are only supported for bind mounts" in r.stderr
