@@ -302,7 +302,7 @@ def idmapped_trees(cfg: dict) -> dict:
             sc.mount_setattr("", sc.MOUNT_ATTR_IDMAP, 0, flags, dirfd=fd, userns_fd=users[key])
         except OSError as e:
             os.close(fd)
-            raise OSError(e.errno, f"idmapped mount `{m['destination']}`: {os.strerror(e.errno)}") from None
+            raise OSError(e.errno, f"idmapped mount `{m['destination']}`: {e.strerror}") from None
         out[i] = fd
     for fd in users.values():
         os.close(fd)
