@@ -283,3 +283,18 @@ def test_docker_py_diff_commit_export(ketchd, ketch, dpy):
         assert e.value.status_code == 400 and "from is not a valid change command" in str(e.value)
     finally:
         _rm(ketch, "py")
+
+
+def test_diff_and_commit_of_a_container_whose_root_is_gone(ketchd, ketch):
+    from ketch.images import ImageService
+    cid = ketch("create", "--name", "gone", "busybox", "true").stdout.strip()
+    try:
+        ImageService(ketchd.data_root).snapshots.remove(cid)  # the writable layer lost (a damaged data root)
+        for args in (("diff", "gone"), ("commit", "gone", "cow/gone")):
+            r = ketch(*args, check=False)
+            assert r.returncode == 1 and "its root filesystem is gone" in r.stderr, r.stderr
+        status, _, _ = ketchd.request("GET", f"/containers/{cid}/changes")
+        assert status == 409
+        assert ketch("images", "-q", "cow/gone").stdout == ""
+    finally:
+        _rm(ketch, "gone")
