@@ -74,12 +74,20 @@ class _Sink:
         return self.size
 
 
-def write_upper(upper: str, out: cz.ByteWriter, copy_to: str | None = None, skip=frozenset()) -> WalkResult:
+def write_upper(upper: str, out: cz.ByteWriter, copy_to: str | None = None, skip=frozenset(),
+                in_place: bool = False) -> WalkResult:
     """The layer tar of overlay upper dir ``upper`` (whiteouts as ``.wh.`` files, opaque dirs as
     ``.wh..wh..opq``) written to ``out``; with ``copy_to`` (an empty directory), the same layer is
     made there as apply_layer would make it. ``skip``: relative paths left out (with what is below
-    them): the mount points the engine made, which are no change of the container's."""
-    return _Walker(out, overlay=True, copy_to=copy_to, one_fs=False, skip=skip).run(upper)
+    them): the mount points the engine made, which are no change of the container's.
+
+    ``in_place``: ``upper`` itself becomes the layer dir (an upper dir no overlay mounts any more,
+    moved into a snapshot): what apply_layer would not make is undone on the way (``skip``ped paths
+    and sockets removed, ``trusted.overlay.*`` xattrs but the opaque mark removed, mtimes cut to whole
+    seconds), so the dir is the tar's, for a few syscalls an entry instead of a copy."""
+    if in_place and copy_to is not None:
+        raise ValueError("write_upper: copy_to and in_place exclude each other")
+    return _Walker(out, overlay=True, copy_to=copy_to, one_fs=False, skip=skip, in_place=in_place).run(upper)
 
 
 def write_tree(root: str, out: cz.ByteWriter) -> WalkResult:
@@ -88,9 +96,11 @@ def write_tree(root: str, out: cz.ByteWriter) -> WalkResult:
 
 
 class _Walker:
-    def __init__(self, out, *, overlay: bool, copy_to: str | None, one_fs: bool, skip=frozenset()):
+    def __init__(self, out, *, overlay: bool, copy_to: str | None, one_fs: bool, skip=frozenset(),
+                 in_place: bool = False):
         self.sink = _Sink(out)
         self.skip = frozenset(skip)
+        self.in_place = in_place
         self.overlay = overlay
         self.copy_to = copy_to
         self.one_fs = one_fs
@@ -127,17 +137,17 @@ class _Walker:
             except FileNotFoundError:
                 continue  # removed meanwhile by a container not paused
             path = rel + name
-            if path in self.skip:
-                continue
             m = st.st_mode
+            if path in self.skip or stat.S_ISSOCK(m):  # like docker: sockets are not carried in layers
+                if self.in_place:
+                    _remove(sfd, name, st)
+                continue
             if self.overlay and stat.S_ISCHR(m) and st.st_rdev == 0:
                 self._add(_empty(rel + WHITEOUT_PREFIX + name, st))
                 if dfd is not None:
                     os.mknod(name, stat.S_IFCHR, 0, dir_fd=dfd)
                     os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
                 continue
-            if stat.S_ISSOCK(m):
-                continue  # like docker: sockets are not carried in layers
             ti = _header(path, st)
             xattrs = _xattrs(sfd, name)
             if xattrs:
@@ -149,6 +159,8 @@ class _Walker:
                 subdirs.append((name, st, xattrs))
             elif stat.S_ISREG(m):
                 self._file(sfd, dfd, name, path, st, ti, xattrs)
+                if self.in_place:
+                    _normalize(sfd, name, st)
             elif stat.S_ISLNK(m):
                 ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=sfd)
                 self._add(ti)
@@ -157,6 +169,8 @@ class _Walker:
                     os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
                     _set_xattrs(dfd, name, xattrs)
                     _utime(dfd, name, st)
+                if self.in_place:
+                    _normalize(sfd, name, st)
             else:  # devices, fifos
                 self._add(ti)
                 if dfd is not None:
@@ -166,6 +180,8 @@ class _Walker:
                         os.mknod(name, stat.S_IFMT(m) | 0o600, st.st_rdev, dir_fd=dfd)
                     _meta(dfd, name, st, xattrs)
                     _utime(dfd, name, st)
+                if self.in_place:
+                    _normalize(sfd, name, st)
         for name, st, xattrs in subdirs:
             try:
                 csfd = os.open(name, _NOFOLLOW_DIR, dir_fd=sfd)
@@ -181,6 +197,8 @@ class _Walker:
                         self._add(_empty(rel + name + "/" + WHITEOUT_OPAQUE, here))
                     if not (self.one_fs and here.st_dev != self.dev):
                         self._dir(csfd, cdfd, rel + name + "/")
+                    if self.in_place:
+                        _normalize(csfd, None, st)  # last: removals inside changed its mtime
                 if cdfd is not None:
                     _meta(cdfd, None, st, xattrs)
                     if opaque:
@@ -262,6 +280,31 @@ def _ustar(ti: tarfile.TarInfo) -> bytes | None:
         b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (ti.mode & 0o7777, ti.uid, ti.gid, ti.size, int(ti.mtime)),
         b"        ", ti.type, lb, b"\0" * (100 - len(lb)), tarfile.POSIX_MAGIC, b"\0" * 64, dev, b"\0" * 167))
     return buf[:148] + b"%06o\0" % sum(buf) + buf[155:]
+
+
+def _remove(dfd: int, name: str, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        import shutil
+        shutil.rmtree(name, dir_fd=dfd)
+    else:
+        os.unlink(name, dir_fd=dfd)
+
+
+def _normalize(dfd: int, name: str | None, st: os.stat_result) -> None:
+    """In place, what apply_layer of the entry's tar header would give: no trusted.overlay.* xattr
+    but the opaque mark (overlay's own bookkeeping: origin, impure, ...), a whole-second mtime."""
+    # a directory by its own fd (its /proc magic link would be the link's xattrs), others by name
+    target: int | str = dfd if name is None else _proc(dfd, name)
+    follow = name is None
+    try:
+        keys = os.listxattr(target, follow_symlinks=follow)
+    except OSError:
+        keys = []
+    for k in keys:
+        if k.startswith("trusted.overlay.") and k != OVERLAY_OPAQUE_XATTR:
+            os.removexattr(target, k, follow_symlinks=follow)
+    if st.st_mtime_ns % 1_000_000_000 or name is None:
+        _utime(dfd, name, st)
 
 
 def _umask() -> int:

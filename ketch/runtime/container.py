@@ -123,7 +123,6 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
     child_pids = []
     parent, child = channel.pair()
     console_fd = fifo_fd = state_fd = None
-    existed = False
     try:
         os.mkfifo(state.fifo)
         os.chmod(state.fifo, 0o622)        # a user-namespaced root must be able to open it
@@ -132,12 +131,7 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         if console_socket:
             console_fd = console_socket if isinstance(console_socket, int) else _connect(console_socket)
         mgr = _cgroup_manager(cfg, cid, systemd)
-        existed = mgr.exists()
-        if existed:
-            _check_cgroup(mgr, log)
         mgr.create()
-        if not existed and mgr.frozen():          # a new cgroup under a frozen parent is frozen too
-            raise FailedPrecondition("container's cgroup unexpectedly frozen")
         state.data["cgroup"] = mgr.to_dict()
         hook_state = {"ociVersion": cfg.get("ociVersion"), "id": cid, "status": st.CREATING, "pid": 0,
                       "bundle": bundle, "annotations": cfg.get("annotations") or {}}
@@ -199,10 +193,10 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         os.waitpid(pid1, os.WNOHANG)
         return state
     except channel._ChildError as e:
-        _abort(state, mgr, child_pids, own_cgroup=not existed)
+        _abort(state, mgr, child_pids)
         raise e.as_ketch_error() from None
     except BaseException:
-        _abort(state, mgr, child_pids, own_cgroup=not existed)
+        _abort(state, mgr, child_pids)
         raise
     finally:
         parent.close()
@@ -235,21 +229,7 @@ def _write_pid_file(path, pid):
     os.rename(tmp, path)
 
 
-def _check_cgroup(mgr, log):
-    """As runc's create, for a cgroup that exists already: frozen (itself or through an ancestor) is
-    refused, else the init would freeze on joining it and create hang; processes in it are a
-    warning."""
-    if mgr.frozen():
-        raise FailedPrecondition("container's cgroup unexpectedly frozen")
-    try:
-        n = len(mgr.pids())
-    except OSError:
-        return
-    if n and log:
-        log("warning", f"container's cgroup is not empty: {n} process(es) found")
-
-
-def _abort(state, mgr, pids, own_cgroup=True):
+def _abort(state, mgr, pids):
     for p in pids:
         try:
             os.kill(p, signal.SIGKILL)
@@ -264,7 +244,7 @@ def _abort(state, mgr, pids, own_cgroup=True):
                 if st.proc_start_time(p)[0] is None or st.proc_start_time(p)[1] == "Z":
                     break
                 time.sleep(0.005)
-    if mgr is not None and own_cgroup:      # a cgroup that was there before is left as it was
+    if mgr is not None:
         _destroy_cgroup(mgr)
     _detach_host_mounts(state)
     _remove_state_dir(state.dir)
@@ -336,9 +316,7 @@ def start(root: str, cid: str, log: Log | None = None) -> st.State:
         raise Internal(f"cannot start container `{cid}`: its init exited before start")
     if rest.startswith(b"E"):
         raise Internal(f"cannot start container `{cid}`: {rest[1:].decode(errors='replace')}")
-    # the state poststart hooks get says running, as runc's does, even if the process is already gone
-    hooks.run_all(state.config.get("hooks"), "poststart", dict(state.oci(), status=st.RUNNING), warn_only=True,
-                  log=log)
+    hooks.run_all(state.config.get("hooks"), "poststart", state.oci(), warn_only=True, log=log)
     return state
 
 

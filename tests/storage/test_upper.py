@@ -107,3 +107,37 @@ def test_export_walk_stays_on_one_file_system(tmp_path):
         subprocess.run(["umount", str(root / "proc")], check=True)
     out.seek(0)
     assert sorted(tarfile.open(fileobj=out).getnames()) == ["a", "proc"]
+
+
+def test_in_place_makes_the_upper_itself_the_layer(tmp_path):
+    """A build step's commit: the upper dir, moved into the new snapshot, becomes the layer as it is
+    walked; it ends as apply_layer makes the tar, and the tar is create_layer's."""
+    import socket
+    up, ref_dir = str(tmp_path / "upper"), str(tmp_path / "ref")
+    _upper(up)
+    os.setxattr(f"{up}/etc", "trusted.overlay.impure", b"y")          # overlay's own bookkeeping
+    os.setxattr(f"{up}/etc/passwd", "trusted.overlay.origin", b"\x00\xfb")
+    os.utime(f"{up}/etc/sub/f01", ns=(1_700_000_000_123_456_789,) * 2)  # sub-second: cut as the tar cuts it
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(f"{up}/etc/sock")                                             # sockets are not carried
+    s.close()
+    os.makedirs(f"{up}/proc")                                            # a mount point the engine made
+    reference = io.BytesIO()
+    create_layer(up, reference, compression=None, overlay_upper=True)
+    reference.seek(0)
+    os.mkdir(ref_dir)
+    apply_layer(reference, ref_dir)
+    import tarfile
+    ref_names = tarfile.open(fileobj=io.BytesIO(reference.getvalue())).getnames()
+    ours = io.BytesIO()
+    write_upper(up, ours, skip={"proc"}, in_place=True)
+    assert tarfile.open(fileobj=io.BytesIO(ours.getvalue())).getnames() == [n for n in ref_names if n != "proc"]
+    os.rmdir(f"{ref_dir}/proc")
+    assert _tree(up) == _tree(ref_dir)
+    assert not os.path.exists(f"{up}/etc/sock") and not os.path.exists(f"{up}/proc")
+    assert os.getxattr(f"{up}/var/www", "trusted.overlay.opaque") == b"y"   # the opaque mark stays
+    assert "trusted.overlay.impure" not in os.listxattr(f"{up}/etc")
+    # the tar written on the way is create_layer's of the dir it left, byte for byte
+    again = io.BytesIO()
+    create_layer(up, again, compression=None, overlay_upper=True)
+    assert again.getvalue() == ours.getvalue()
