@@ -190,7 +190,7 @@ def test_commit_pauses_the_container_by_default(ketchd, ketch, pause):
         since = time.time()
         t.start()
         try:
-            args = [] if pause else ["--pause=false"]
+            args = ["-p"] if pause else ["--pause=false"]  # -p takes no value: `-p NAME` is NAME paused
             ketch("commit", *args, name)
         finally:
             stop.set()
@@ -274,6 +274,11 @@ def test_docker_py_diff_commit_export(ketchd, ketch, dpy):
         assert "cow/py:1" in img.tags and img.labels["via"] == "py"
         assert img.history()[0]["Comment"] == "from docker-py"
         assert dpy.containers.run("cow/py:1", remove=True) == b"new\n"
+        # a config in the body (docker-py's conf): the run config of the image, merged with the container's
+        img2 = c.commit(repository="cow/py", tag="conf", conf={"Cmd": ["echo", "conf"], "Env": ["X=1"]})
+        cfg = image_config(ketchd, img2.id)["config"]
+        assert cfg["Cmd"] == ["echo", "conf"] and "X=1" in cfg["Env"] and any(e.startswith("PATH=") for e in cfg["Env"])
+        assert dpy.containers.run("cow/py:conf", remove=True) == b"conf\n"
         data = b"".join(c.export())
         names = tarfile.open(fileobj=io.BytesIO(data)).getnames()
         assert "newfile" in names and "home/f" in names and "etc/group" not in names
