@@ -131,6 +131,20 @@ class Logger:
     def __init__(self, path: str | None = None, fmt: str | None = "text"):
         self.path, self.fmt = path, fmt or "text"
 
+    def check(self) -> None:
+        """As runc: an unknown --log-format, or a --log that cannot be opened, fails the command."""
+        if self.fmt not in ("text", "json"):
+            from ketch.errors import InvalidArgument
+            bad, self.fmt = self.fmt, "text"
+            raise InvalidArgument(f"invalid log-format: {bad}")
+        if self.path:
+            try:
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, 0o644))
+            except OSError as e:
+                from ketch.errors import InvalidArgument
+                path, self.path = self.path, None
+                raise InvalidArgument(f"open {path}: {(e.strerror or str(e)).lower()}") from None
+
     def __call__(self, level: str, msg: str) -> None:
         if not self.path:
             # without --log, stderr; with it, warnings stay out of stderr, which is often the
@@ -169,6 +183,7 @@ def _main(argv):
     try:
         g, cmd, opts, pos = parse(argv)
         log = Logger(g.get("log"), g.get("log_format"))
+        log.check()
         if g.get("version"):
             from ketch import OCI_VERSION, __version__
             print(f"ketch-runtime version {__version__}\nspec: {OCI_VERSION}")
@@ -224,7 +239,7 @@ def _dispatch(cmd, root, g, opts, pos, log):
         return 0
     if cmd == "state":
         from ketch.runtime import state as st
-        print(json.dumps(st.load(root, _need_id(cmd, pos)).runc_state(), indent=2))
+        sys.stdout.write(json.dumps(st.load(root, _need_id(cmd, pos)).runc_state(), indent=2))   # no newline: runc's
         return 0
     if cmd == "kill":
         cid = _need_id(cmd, pos)
@@ -421,23 +436,40 @@ def _ps(root, opts, pos):
     return 0
 
 
+def _owner(path):
+    """runc's owner column: the name of the uid that owns the state directory, else #UID."""
+    import pwd
+    uid = os.stat(path).st_uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"#{uid}"
+
+
+def _tabwriter(rows, minwidth=12, padding=3):
+    """Go's text/tabwriter as runc uses it (minwidth 12, tabwidth 1, padding 3, blanks): every
+    column but the last as wide as its widest cell plus the padding, at least minwidth."""
+    widths = [max(minwidth, max(len(r[i]) for r in rows) + padding) for i in range(len(rows[0]) - 1)]
+    return "".join("".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + r[-1] + "\n" for r in rows)
+
+
 def _list(root, opts):
     from ketch.runtime import state as st
     rows = []
     for cid in st.list_ids(root):
         try:
-            rows.append(st.load(root, cid).runc_state())
+            rows.append(st.load(root, cid).runc_state(owner=_owner(os.path.join(root, cid))))
         except Exception:  # noqa: BLE001 - a container being deleted right now
             continue
     if opts.get("quiet"):
         for r in rows:
             print(r["id"])
     elif opts.get("format") == "json":
-        print(json.dumps(rows))
+        print(json.dumps(rows, separators=(",", ":")))       # compact, as runc's encoder writes it
     else:
-        print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} {'CREATED':<32} OWNER")
-        for r in rows:
-            print(f"{r['id']:<20} {r['pid']:<8} {r['status']:<10} {r['bundle']:<40} {r['created']:<32} root")
+        table = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
+        table += [[r["id"], str(r["pid"]), r["status"], r["bundle"], r["created"], r["owner"]] for r in rows]
+        sys.stdout.write(_tabwriter(table))
     return 0
 
 

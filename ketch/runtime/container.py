@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 
 
 def _now():
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+    """RFC 3339 with nanoseconds, trailing zeros dropped, as Go's RFC3339Nano (runc's `created`)."""
+    ns = time.time_ns()
+    frac = f"{ns % 1_000_000_000:09d}".rstrip("0")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + (f".{frac}" if frac else "") + "Z"
 
 
 def _fit_rlimits(rlimits, log):
@@ -123,6 +125,7 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
     child_pids = []
     parent, child = channel.pair()
     console_fd = fifo_fd = state_fd = None
+    existed = False
     try:
         os.mkfifo(state.fifo)
         os.chmod(state.fifo, 0o622)        # a user-namespaced root must be able to open it
@@ -131,7 +134,12 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         if console_socket:
             console_fd = console_socket if isinstance(console_socket, int) else _connect(console_socket)
         mgr = _cgroup_manager(cfg, cid, systemd)
+        existed = mgr.exists()
+        if existed:
+            _check_cgroup(mgr, log)
         mgr.create()
+        if not existed and mgr.frozen():          # a new cgroup under a frozen parent is frozen too
+            raise FailedPrecondition("container's cgroup unexpectedly frozen")
         state.data["cgroup"] = mgr.to_dict()
         hook_state = {"ociVersion": cfg.get("ociVersion"), "id": cid, "status": st.CREATING, "pid": 0,
                       "bundle": bundle, "annotations": cfg.get("annotations") or {}}
@@ -193,10 +201,10 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         os.waitpid(pid1, os.WNOHANG)
         return state
     except channel._ChildError as e:
-        _abort(state, mgr, child_pids)
+        _abort(state, mgr, child_pids, own_cgroup=not existed)
         raise e.as_ketch_error() from None
     except BaseException:
-        _abort(state, mgr, child_pids)
+        _abort(state, mgr, child_pids, own_cgroup=not existed)
         raise
     finally:
         parent.close()
@@ -229,7 +237,21 @@ def _write_pid_file(path, pid):
     os.rename(tmp, path)
 
 
-def _abort(state, mgr, pids):
+def _check_cgroup(mgr, log):
+    """As runc's create, for a cgroup that exists already: frozen (itself or through an ancestor) is
+    refused, else the init would freeze on joining it and create hang; processes in it are a
+    warning."""
+    if mgr.frozen():
+        raise FailedPrecondition("container's cgroup unexpectedly frozen")
+    try:
+        n = len(mgr.pids())
+    except OSError:
+        return
+    if n and log:
+        log("warning", f"container's cgroup is not empty: {n} process(es) found")
+
+
+def _abort(state, mgr, pids, own_cgroup=True):
     for p in pids:
         try:
             os.kill(p, signal.SIGKILL)
@@ -244,7 +266,7 @@ def _abort(state, mgr, pids):
                 if st.proc_start_time(p)[0] is None or st.proc_start_time(p)[1] == "Z":
                     break
                 time.sleep(0.005)
-    if mgr is not None:
+    if mgr is not None and own_cgroup:      # a cgroup that was there before is left as it was
         _destroy_cgroup(mgr)
     _detach_host_mounts(state)
     _remove_state_dir(state.dir)
@@ -288,8 +310,11 @@ def _remove_state_dir(d):
 def start(root: str, cid: str, log: Log | None = None) -> st.State:
     state = st.load(root, cid)
     status = state.status()
-    if status != st.CREATED:
-        raise FailedPrecondition(f"cannot start container `{cid}`: it is {status}, not created")
+    if status != st.CREATED:       # runc's words
+        raise FailedPrecondition({st.RUNNING: "cannot start an already running container",
+                                  st.STOPPED: "cannot start a container that has stopped",
+                                  st.PAUSED: "cannot start a paused container"}.get(
+                                      status, f"cannot start a container in the {status} state"))
     try:
         fd = os.open(state.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -316,7 +341,9 @@ def start(root: str, cid: str, log: Log | None = None) -> st.State:
         raise Internal(f"cannot start container `{cid}`: its init exited before start")
     if rest.startswith(b"E"):
         raise Internal(f"cannot start container `{cid}`: {rest[1:].decode(errors='replace')}")
-    hooks.run_all(state.config.get("hooks"), "poststart", state.oci(), warn_only=True, log=log)
+    # the state poststart hooks get says running, as runc's does, even if the process is already gone
+    hooks.run_all(state.config.get("hooks"), "poststart", dict(state.oci(), status=st.RUNNING), warn_only=True,
+                  log=log)
     return state
 
 
@@ -341,14 +368,12 @@ def _read_to_end(fd: int, state: st.State) -> bytes:
 
 
 def parse_signal(sig: str | int | None) -> int:
+    """A signal by number (any, 0 included, as runc takes it) or name (TERM, SIGTERM, RTMIN+3)."""
     if sig is None or sig == "":
         return signal.SIGTERM
     s = str(sig).upper()
     if s.isdigit():
-        n = int(s)
-        if not 0 < n < 65:
-            raise InvalidArgument(f"invalid signal `{sig}`")
-        return n
+        return int(s)
     if not s.startswith("SIG"):
         s = "SIG" + s
     if s.startswith("SIGRTMIN+") and s[9:].isdigit() and signal.SIGRTMIN + int(s[9:]) <= signal.SIGRTMAX:
@@ -357,7 +382,7 @@ def parse_signal(sig: str | int | None) -> int:
         return signal.SIGRTMAX - int(s[9:])
     named = getattr(signal, s, None)
     if not isinstance(named, int) or s.startswith("SIG_") or not 0 < named < 65:
-        raise InvalidArgument(f"invalid signal `{sig}`")
+        raise InvalidArgument(f'unknown signal "{sig}"')
     return named
 
 
@@ -366,7 +391,8 @@ def kill(root: str, cid: str, sig: str | int | None = None, all_: bool = False) 
     signum = parse_signal(sig)
     status = state.status()
     if status == st.STOPPED and not all_:
-        raise FailedPrecondition(f"cannot kill container `{cid}`: it is not running")
+        # runc's words: containerd's shim matches them to treat the container as gone
+        raise FailedPrecondition("container not running")
     if all_ and state.data.get("cgroup"):
         mgr = state.cgroup()
         pids = mgr.pids()
@@ -401,7 +427,7 @@ def _await_handler(state: st.State, signum: int) -> None:
     program catches it, then goes; after that, or for a program that never catches it, it goes
     as it would anyway. The state directory's mtime is the start: `start` unlinks exec.fifo
     right after the execve."""
-    if signum in (signal.SIGKILL, signal.SIGSTOP):
+    if signum in (0, signal.SIGKILL, signal.SIGSTOP) or signum >= 65:
         return
     deadline = None
     bit = 1 << (signum - 1)
@@ -435,7 +461,7 @@ def delete(root: str, cid: str, force: bool = False, log: Log | None = None) -> 
         raise
     status = state.status()
     if status not in (st.STOPPED, st.CREATED, st.CREATING) and not force:
-        raise FailedPrecondition(f"cannot delete container `{cid}` that is not stopped: {status}")
+        raise FailedPrecondition(f"cannot delete container {cid} that is not stopped: {status}")
     mgr = state.cgroup() if state.data.get("cgroup") else None
     if state.alive():
         try:

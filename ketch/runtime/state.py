@@ -112,15 +112,16 @@ class State:
             "annotations": self.config.get("annotations", {}) or {},
         }
 
-    def runc_state(self) -> dict:
-        """`state` output: the spec's fields plus runc's extras (rootfs, created, owner)."""
+    def runc_state(self, owner: str = "") -> dict:
+        """`state` output: the spec's fields plus runc's extras (rootfs, created, owner), in the order
+        of runc's containerState (pid before status; annotations only when there are some)."""
         st = self.oci()
-        if not st["annotations"]:
-            del st["annotations"]        # runc omits it when empty
-        st["rootfs"] = self.data.get("rootfs", "")
-        st["created"] = self.data.get("created", "")
-        st["owner"] = ""
-        return st
+        out = {"ociVersion": st["ociVersion"], "id": st["id"], "pid": st["pid"], "status": st["status"],
+               "bundle": st["bundle"], "rootfs": self.data.get("rootfs", ""), "created": self.data.get("created", "")}
+        if st["annotations"]:
+            out["annotations"] = st["annotations"]
+        out["owner"] = owner
+        return out
 
 
 def load(root: str, cid: str) -> State:

@@ -1,0 +1,120 @@
+"""runc's command line to the letter, checked against runc on the same bundles: error words other
+tools parse, `state` and `list` output (key order, layout), --log/--log-format, signal 0, `ps --`."""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+
+def _msg(stderr):
+    """The message without the runtime's framing: runc's logrus line, Ketch's `ketch-runtime: `."""
+    m = re.search(r'msg="((?:[^"\\]|\\.)*)"', stderr)
+    if m:
+        return m.group(1).replace('\\"', '"')
+    return stderr.strip().removeprefix("ketch-runtime: ")
+
+
+@pytest.fixture
+def pair(rt):
+    """A running and an exited container under each runtime, with the same ids."""
+    running, exited = rt.bundle(["sleep", "100"]), rt.bundle(["true"])
+    calls = {"ketch": rt.rt, "runc": rt.runc}
+    for run in calls.values():
+        for b in (running, exited):
+            r = run("run", "-d", "--bundle", b.path, b.id, stdin=subprocess.DEVNULL)
+            assert r.returncode == 0, r.stderr
+    deadline = time.time() + 10
+    while time.time() < deadline and any(json.loads(run("state", exited.id).stdout)["status"] != "stopped"
+                                         for run in calls.values()):
+        time.sleep(0.02)
+    yield calls, running, exited
+    for run in calls.values():
+        for b in (running, exited):
+            run("delete", "--force", b.id)
+
+
+def _same(calls, *args):
+    out = {name: run(*args) for name, run in calls.items()}
+    assert out["ketch"].returncode == out["runc"].returncode, out
+    return out
+
+
+def test_error_words(pair):
+    calls, running, exited = pair
+    for args, words in ((("kill", exited.id, "TERM"), "container not running"),
+                        (("start", running.id), "cannot start an already running container"),
+                        (("delete", running.id), f"cannot delete container {running.id} that is not stopped: running"),
+                        (("--log-format", "xml", "state", running.id), "invalid log-format: xml"),
+                        (("--log", "/nonexistent/dir/log", "state", running.id),
+                         "open /nonexistent/dir/log: no such file or directory")):
+        out = _same(calls, *args)
+        for name, r in out.items():
+            assert r.returncode != 0 and _msg(r.stderr) == words, (name, args, r.stderr)
+    out = _same(calls, "kill", "nosuch")
+    assert all("does not exist" in r.stderr for r in out.values())
+
+
+def _normalized(text):
+    """State output with what differs by nature (pids, times, spec version) blanked."""
+    text = re.sub(r'"pid": ?\d+', '"pid":P', text)
+    text = re.sub(r'"created": ?"[^"]*"', '"created":T', text)
+    return re.sub(r'"ociVersion": ?"[^"]*"', '"ociVersion":V', text)
+
+
+def test_state_and_list_json_as_runc_writes_them(pair):
+    calls, running, exited = pair
+    out = _same(calls, "state", running.id)
+    assert _normalized(out["ketch"].stdout) == _normalized(out["runc"].stdout)
+    assert list(json.loads(out["ketch"].stdout)) == ["ociVersion", "id", "pid", "status", "bundle", "rootfs",
+                                                     "created", "owner"]
+    out = _same(calls, "list", "--format", "json")
+    assert _normalized(out["ketch"].stdout) == _normalized(out["runc"].stdout)
+    created = json.loads(out["ketch"].stdout)[0]["created"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d*[1-9])?Z", created)      # Go's RFC3339Nano
+
+
+def test_list_table_as_runcs_tabwriter(pair):
+    calls, running, exited = pair
+    out = _same(calls, "list")
+    shape = {}
+    for name, r in out.items():
+        lines = r.stdout.splitlines()
+        shape[name] = [re.sub(r"\S+", "x", ln) if i else ln for i, ln in enumerate(lines)]
+    # the same columns at the same offsets (the pids and times have the same widths here or not:
+    # compare the header, which fixes the columns, and that each row starts its cells under it)
+    assert shape["ketch"][0] == shape["runc"][0]
+    assert len(shape["ketch"]) == len(shape["runc"]) == 3
+
+
+def test_signal_zero(pair):
+    calls, running, exited = pair
+    for args in (("kill", running.id, "0"), ("kill", "--all", running.id, "0")):
+        out = _same(calls, *args)
+        assert all(r.returncode == 0 for r in out.values()), out
+
+
+def test_ps_passes_its_arguments_to_ps(rt):
+    """`ps ID -- -e -x`: runc 1.1 hands ps the `--` too (procps refuses it); Ketch passes the rest."""
+    b = rt.bundle(["sleep", "100"])
+    rt.rt("run", "-d", "--bundle", b.path, b.id, check=True, stdin=subprocess.DEVNULL)
+    try:
+        r = rt.rt("ps", b.id, "--", "-e", "-x")
+        assert r.returncode == 0, r.stderr
+        head, *rows = r.stdout.splitlines()
+        assert head.split()[:3] == ["PID", "TTY", "STAT"]
+        assert len(rows) == 1 and "sleep 100" in rows[0] and "PATH=" in rows[0]      # -e: the environment
+        assert int(rows[0].split()[0]) == rt.state(b.id)["pid"]
+    finally:
+        rt.rt("delete", "--force", b.id)
+
+
+def test_log_file_json(rt):
+    log = os.path.join(rt.tmp, "log.json")
+    r = rt.rt("--log", log, "--log-format", "json", "kill", "nosuch")
+    assert r.returncode != 0
+    entry = json.loads(open(log).read().splitlines()[-1])
+    assert entry["level"] == "error" and "does not exist" in entry["msg"] and "time" in entry
