@@ -16,6 +16,7 @@ import time
 from aiohttp import web
 
 import ketch
+from ketch.api.builds import BuildRoutes
 from ketch.api.changes import ChangeRoutes
 from ketch.api.containers import ContainerRoutes
 from ketch.api.errors import status_for
@@ -43,7 +44,7 @@ class Api:
         self.started = time.time()
         self.groups = [cls(engine, images, config) for cls in (SystemRoutes, ContainerRoutes, ExecRoutes,
                                                                 ChangeRoutes, ImageRoutes, NetworkRoutes, VolumeRoutes,
-                                                                UnsupportedRoutes)]
+                                                                BuildRoutes, UnsupportedRoutes)]
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.middleware], client_max_size=MAX_JSON_BODY)

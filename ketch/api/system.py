@@ -16,7 +16,7 @@ class SystemRoutes(Routes):
 
     async def ping(self, request):
         resp = web.Response(text="OK" if request.method == "GET" else None, content_type="text/plain")
-        resp.headers.update({"Api-Version": API_VERSION, "Builder-Version": "", "Docker-Experimental": "false",
+        resp.headers.update({"Api-Version": API_VERSION, "Builder-Version": "1", "Docker-Experimental": "false",
                              "Ostype": "linux", "Cache-Control": "no-cache, no-store, must-revalidate",
                              "Pragma": "no-cache", "Swarm": "inactive"})
         return resp

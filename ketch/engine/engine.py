@@ -11,6 +11,7 @@
     changes    ContainerChanges  docker diff, commit, export                (changes.py)
     system     System            version, info, df, prune, events           (system.py)
     volumes    VolumeOps         /volumes, a container's volumes            (volumes.py)
+    builder    Builder           docker build: steps as containers, cache   (builds.py)
 
 Dependencies run one way: every collaborator uses the store, lifecycle uses execs and health,
 system uses queries and lifecycle; none calls back into this facade. Below it: the
@@ -85,6 +86,20 @@ class Engine:
         self.system = System(queries=self.queries, lifecycle=self.lifecycle, images=images, networks=self.networks,
                              events=self.events, data_root=data_root, runtime_binary=runtime, engine_id=engine_id)
         self.system.volumes = volumes   # system df's Volumes: VolumeService.usage()
+        from ketch.engine.builds import Builder
+        self.builder = Builder(data_root=data_root, images=images, creator=self.creator, lifecycle=self.lifecycle,
+                               queries=self.queries, validate=self._validate)
+
+    def _validate(self, body: object, platform: str | None = None):
+        req = validate_create(body, init_available=self.monitor.init_binary is not None,
+                              runtimes=("runc", os.path.basename(self.runtime_binary)), platform=platform)
+        req.host_config["LogConfig"] = logs_mod.with_defaults(req.host_config["LogConfig"], self.log_opts)
+        return req
+
+    # --- build -----------------------------------------------------------------------
+    def build(self, chunks, opts):
+        """POST /build: the progress messages of a build (ketch.engine.builds)."""
+        return self.builder.build(chunks, opts)
 
     # --- networks --------------------------------------------------------------------
     async def create_network(self, body: dict) -> dict:
@@ -126,10 +141,7 @@ class Engine:
 
     # --- containers ------------------------------------------------------------------
     async def create(self, name: str | None, body: object, platform: str | None = None) -> tuple[str, list[str]]:
-        req = validate_create(body, init_available=self.monitor.init_binary is not None,
-                              runtimes=("runc", os.path.basename(self.runtime_binary)), platform=platform)
-        req.host_config["LogConfig"] = logs_mod.with_defaults(req.host_config["LogConfig"], self.log_opts)
-        return await self.creator.create(name, req)
+        return await self.creator.create(name, self._validate(body, platform))
 
     async def start(self, ref: str) -> bool:
         return await self.lifecycle.start(ref)

@@ -435,7 +435,39 @@ class AsyncImageService:
         return iid
 
 
+    # --- a build's steps (ketch/engine/builds.py) ---------------------------------------------
+
+    async def create_build_root(self, image_id, key):
+        """A build step's root over ``image_id``'s layers; an empty one for None (FROM scratch)."""
+        self._target(key)
+        await asyncio.to_thread(self.svc.prepare_build_root, image_id, key)
+
+    async def commit_step(self, key, base, *, run_config, history, tags=(), parent=None,
+                          placeholders=()):
+        """A build step's image: root ``key``'s changes (None: no layer) on image ``base`` (None:
+        scratch), ``run_config`` its config, ``history`` its new history entries; its ID."""
+        from ketch.images.commit import commit_step
+
+        def run():
+            return commit_step(self.svc, key, base, run_config=run_config, history=history, tags=tags,
+                               parent=parent, placeholders=placeholders)
+        iid = await asyncio.to_thread(run)
+        for t in tags:
+            self._publish("tag", iid, reference.parse(t).familiar())
+        return iid
+
+    async def tag_build(self, image_id, refs):
+        """Point each of ``refs`` at ``image_id`` (a build's -t), with a tag event each."""
+        for ref in refs:
+            await self.tag_image(image_id, *_repo_tag(ref))
+
+
 # --- helpers of the /images endpoints ------------------------------------------------------
+
+def _repo_tag(ref: str) -> tuple[str, str]:
+    r = reference.parse(ref)
+    return r.familiar_name(), r.tag or "latest"
+
 
 async def _spool(stream, tmp, what: str, where: str) -> int:
     """Copy an upload (async byte chunks) into ``tmp``, rewound; its size. A full disk is

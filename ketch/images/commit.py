@@ -333,59 +333,82 @@ def _ports(word: str) -> list[str]:
 def commit_container(svc, key: str, *, run_config: dict, author: str = "", comment: str = "",
                      created_by: str = "", ref: str | None = None, placeholders=()) -> str:
     """Container ``key``'s writable layer as a new image on its image; returns the image ID."""
-    from ketch.archive.upper import write_upper
     from ketch.images.service import IMAGE_LABEL
+    st, _, _ = _container_root(svc, key)
+    base_id = st["labels"].get(IMAGE_LABEL)
+    entry = {"created_by": created_by}
+    if author:
+        entry["author"] = author
+    if comment:
+        entry["comment"] = comment
+    return commit_step(svc, key, base_id or "", run_config=run_config, history=[entry], author=author,
+                       tags=[ref] if ref else (), placeholders=placeholders)
+
+
+def commit_step(svc, key: str | None, base: str | None, *, run_config: dict, history: list[dict],
+                author: str = "", tags=(), placeholders=(), parent: str | None = None) -> str:
+    """A new image on image ``base`` (None: on nothing, as FROM scratch): the changes of root
+    ``key`` (a snapshot over ``base``'s layers) as one more layer, or none when ``key`` is None or
+    changed nothing; ``run_config`` as its config, ``history`` appended to ``base``'s (each entry's
+    ``created`` filled in; the last one marks the layer, or ``empty_layer`` when there is none;
+    the others are ``empty_layer``). ``parent``: the image it was built on, kept as Docker's
+    ``Parent`` (a build's intermediate images). Returns the image ID."""
+    from ketch.archive.upper import write_upper
     from ketch.snapshots.changes import placeholders as find_placeholders
     from ketch.snapshots.overlay import OWNER_LABEL, owner_label
-    tags = []
-    if ref:
+    refs = []
+    for ref in tags:
         r = reference.parse(ref)
         if r.digest:
             raise InvalidArgument(f"commit {ref}: cannot tag with a digest reference")
-        tags = [str(r)]
+        refs.append(str(r))
     sn = svc.snapshots
     with svc.meta.content_guard():
-        st, upper, lowers = _container_root(svc, key)
-        base_id = st["labels"].get(IMAGE_LABEL)
-        try:
-            base_id, rec = svc.resolve(base_id or "")
-        except (NotFound, InvalidArgument):
-            raise FailedPrecondition(f"container {key}: its image {base_id} is no longer stored") from None
-        parent = rec.get("chain")
-        if st["parent"] != parent:
-            raise FailedPrecondition(f"container {key}: its root is not on its image's layers")
-        base_cfg = svc.config(base_id)
-        manifest = svc.manifest(rec)
-        skip = find_placeholders(upper, lowers, placeholders)
-        tmp = f"extract-{os.urandom(6).hex()}"
-        sn.prepare(tmp, None, labels={OWNER_LABEL: owner_label()})
-        w = svc.content.writer()
-        try:
-            res = write_upper(upper, w, copy_to=sn.upper_dir(tmp), skip=skip)
-            empty = res.entries == 0
-            if empty:
-                w.abort()
-                sn.remove(tmp)
-                chain, diff_id, blob, size = parent, None, None, 0
-            else:
-                size = w.offset
-                blob = w.commit()
-                diff_id = str(blob)  # an uncompressed tar: its digest is its diffID
-                chain = dg.chain_id([parent, diff_id]) if parent else str(dg.parse(diff_id))
+        if base is None:
+            base_id, rec, manifest = None, {}, None
+            base_cfg: dict = {"architecture": oci_arch(), "os": "linux"}
+        else:
+            try:
+                base_id, rec = svc.resolve(base)
+            except (NotFound, InvalidArgument):
+                raise FailedPrecondition(f"container {key}: its image {base} is no longer stored") from None
+            base_cfg = svc.config(base_id)
+            manifest = svc.manifest(rec)
+        chain_below = rec.get("chain")
+        empty, diff_id, blob, size, chain, res = True, None, None, 0, chain_below, None
+        if key is not None:
+            st, upper, lowers = _container_root(svc, key)
+            if st["parent"] != chain_below:
+                raise FailedPrecondition(f"container {key}: its root is not on its image's layers")
+            skip = find_placeholders(upper, lowers, placeholders)
+            tmp = f"extract-{os.urandom(6).hex()}"
+            sn.prepare(tmp, None, labels={OWNER_LABEL: owner_label()})
+            w = svc.content.writer()
+            try:
+                res = write_upper(upper, w, copy_to=sn.upper_dir(tmp), skip=skip)
+                empty = res.entries == 0
+                if empty:
+                    w.abort()
+                    sn.remove(tmp)
+                else:
+                    size = w.offset
+                    blob = w.commit()
+                    diff_id = str(blob)  # an uncompressed tar: its digest is its diffID
+                    chain = dg.chain_id([chain_below, diff_id]) if chain_below else str(dg.parse(diff_id))
+                    try:
+                        sn.commit(chain, tmp, parent=chain_below)
+                    except AlreadyExists:
+                        sn.remove(tmp)  # the very same change was committed before: that layer is this one
+            except BaseException:
                 try:
-                    sn.commit(chain, tmp, parent=parent)
-                except AlreadyExists:
-                    sn.remove(tmp)  # the very same change was committed before: that layer is this one
-        except BaseException:
-            try:
-                w.abort()
-            except InvalidArgument:
-                pass  # committed already
-            try:
-                sn.remove(tmp)
-            except NotFound:
-                pass
-            raise
+                    w.abort()
+                except InvalidArgument:
+                    pass  # committed already
+                try:
+                    sn.remove(tmp)
+                except NotFound:
+                    pass
+                raise
         now = time.time()
         cfg = {k: v for k, v in base_cfg.items() if k not in ("config", "rootfs", "history", "created", "author",
                                                               "container", "container_config")}
@@ -397,18 +420,17 @@ def commit_container(svc, key: str, *, run_config: dict, author: str = "", comme
         if diff_id:
             diff_ids.append(diff_id)
         cfg["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
-        entry = {"created": cfg["created"], "created_by": created_by}
-        if author:
-            entry["author"] = author
-        if comment:
-            entry["comment"] = comment
-        if empty:
-            entry["empty_layer"] = True
-        cfg["history"] = list(base_cfg.get("history") or []) + [entry]
+        entries = []
+        for i, h in enumerate(history):
+            entry = {"created": cfg["created"], **h}
+            if empty or i < len(history) - 1:
+                entry["empty_layer"] = True
+            entries.append(entry)
+        cfg["history"] = list(base_cfg.get("history") or []) + entries
         cfg_bytes = oci.canonical_json(cfg)
         cfg_digest = svc.content.put(cfg_bytes)
         layers = [{"mediaType": _OCI_LAYER_TYPE.get(d.media_type, d.media_type), "digest": d.digest,
-                   "size": d.size} for d in manifest.layers]
+                   "size": d.size} for d in (manifest.layers if manifest is not None else ())]
         if not empty:
             layers.append({"mediaType": mt.OCI_LAYER, "digest": str(blob), "size": size})
         man = oci.canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
@@ -418,8 +440,14 @@ def commit_container(svc, key: str, *, run_config: dict, author: str = "", comme
         m_digest = svc.content.put(man)
         chains = list(rec.get("chains") or [])
         sizes = list(rec.get("layer_sizes") or [None] * len(chains))
-        if not empty:
+        if not empty and res is not None:
             chains.append(chain)
             sizes.append(res.size)
         return svc.register(manifest_digest=str(m_digest), media_type=mt.OCI_MANIFEST, config_digest=str(cfg_digest),
-                            chains=chains, layer_sizes=sizes, tags=tags)
+                            chains=chains, layer_sizes=sizes, tags=refs, parent=parent)
+
+
+def oci_arch() -> str:
+    """This machine's architecture in OCI's words (an image built FROM scratch is of the host's)."""
+    from ketch.oci import platform as oplatform
+    return oplatform.host().architecture

@@ -227,14 +227,17 @@ class ImageService:
             return 0
 
     def register(self, *, manifest_digest, media_type, config_digest, chains, layer_sizes,
-                 tags=(), repo_digest=None, source=None, index=None):
-        """Record an image (its blobs are in the store, its layers unpacked) and point ``tags`` at it."""
+                 tags=(), repo_digest=None, source=None, index=None, parent=None):
+        """Record an image (its blobs are in the store, its layers unpacked) and point ``tags`` at it.
+        ``parent``: the image a build step made it on (Docker's ``Parent``)."""
         now = _now()
         with self.meta.write() as doc:
             rec = doc["images"].get(config_digest) or {"added": now, "repo_digests": [], "sources": []}
             rec.update({"manifest": manifest_digest, "media_type": media_type, "index": index,
                         "chain": chains[-1] if chains else None, "chains": list(chains),
                         "layer_sizes": list(layer_sizes)})
+            if parent:
+                rec["parent"] = parent
             if repo_digest and repo_digest not in rec["repo_digests"]:
                 # one repo digest per repository: the newest
                 repo = repo_digest.split("@")[0]
@@ -328,8 +331,11 @@ class ImageService:
             if s["kind"] == ACTIVE and iid:
                 users[iid] = users.get(iid, 0) + 1
         out = []
+        parents = self._parents(doc)
         for iid, rec in doc["images"].items():
             tags = self._tags_of(doc, iid)
+            if not tags and iid in parents and not all:
+                continue  # an intermediate image of a build: listed with -a only, as dockerd lists them
             if dangling is True and tags:
                 continue
             if dangling is False and not tags:
@@ -347,7 +353,7 @@ class ImageService:
                 cfg = {}
             created = parse_time(cfg.get("created")) or rec.get("added", 0)
             out.append({
-                "Id": iid, "ParentId": "", "RepoTags": [reference.parse(t).familiar() for t in tags],
+                "Id": iid, "ParentId": rec.get("parent", ""), "RepoTags": [reference.parse(t).familiar() for t in tags],
                 "RepoDigests": [self._familiar_digest(d) for d in rec.get("repo_digests", [])],
                 "Created": int(created), "Size": size[iid], "VirtualSize": size[iid],
                 "SharedSize": shared[iid], "Labels": (cfg.get("config") or {}).get("Labels") or {},
@@ -355,6 +361,11 @@ class ImageService:
             })
         out.sort(key=lambda x: (-x["Created"], x["Id"]))
         return out
+
+    @staticmethod
+    def _parents(doc):
+        """The images another image was built on (a build's intermediate images, by ``parent``)."""
+        return {rec["parent"] for rec in doc["images"].values() if rec.get("parent")}
 
     @staticmethod
     def _familiar_digest(d):
@@ -375,7 +386,7 @@ class ImageService:
             "Id": iid,
             "RepoTags": [reference.parse(t).familiar() for t in self._tags_of(doc, iid)],
             "RepoDigests": [self._familiar_digest(d) for d in rec.get("repo_digests", [])],
-            "Parent": "", "Comment": cfg.get("comment", ""),
+            "Parent": rec.get("parent", ""), "Comment": cfg.get("comment", ""),
             "Created": cfg.get("created") or rfc3339(rec.get("added")),
             "Container": "", "ContainerConfig": {},
             "DockerVersion": cfg.get("docker_version", ""), "Author": cfg.get("author", ""),
@@ -482,13 +493,19 @@ class ImageService:
         deleted = []
         with self.meta.write() as doc:
             tagged = set(doc["tags"].values())
-            for iid in list(doc["images"]):
-                if (all or iid not in tagged) and not self.users(iid) and (select is None or select(iid)):
-                    for t in self._tags_of(doc, iid):
-                        del doc["tags"][t]
-                        deleted.append({"Untagged": reference.parse(t).familiar()})
-                    del doc["images"][iid]
-                    deleted.append({"Deleted": iid})
+            gone = True
+            while gone:  # an intermediate image of a build goes with the last image built on it
+                gone = False
+                parents = self._parents(doc)
+                for iid in list(doc["images"]):
+                    if (all or iid not in tagged and iid not in parents) and not self.users(iid) \
+                            and (select is None or select(iid)):
+                        for t in self._tags_of(doc, iid):
+                            del doc["tags"][t]
+                            deleted.append({"Untagged": reference.parse(t).familiar()})
+                        del doc["images"][iid]
+                        deleted.append({"Deleted": iid})
+                        gone = True
             self._write_layout_index(doc)
         g = self.gc()
         return {"ImagesDeleted": deleted, "SpaceReclaimed": g["bytes"], "gc": g}
@@ -590,6 +607,16 @@ class ImageService:
             lab = {IMAGE_LABEL: iid}
             lab.update(labels or {})
             return self.snapshots.prepare(container_key, parent=chain, labels=lab)
+
+    def prepare_build_root(self, image, key, labels=None):
+        """A build step's root: as ``prepare_rootfs``, but ``image`` may be None (FROM scratch) or an
+        image with no layers (an empty root)."""
+        if image is not None:
+            iid, rec = self.resolve(image)
+            if rec.get("chain") is not None:
+                return self.prepare_rootfs(iid, key, labels)
+            labels = {IMAGE_LABEL: iid, **(labels or {})}
+        return self.snapshots.prepare(key, parent=None, labels=labels or {})
 
     def rootfs_mounts(self, container_key):
         return self.snapshots.mounts(container_key)

@@ -21,7 +21,7 @@ ALLOWED = {
     "archive": {"linux"},
     "snapshots": {"archive", "linux", "oci"},
     "images": {"archive", "content", "linux", "oci", "registry", "snapshots"},
-    "engine": {"archive", "images", "monitor", "network", "oci", "runtime", "volumes"},
+    "engine": {"archive", "build", "images", "monitor", "network", "oci", "runtime", "volumes"},
     "build": set(),
     "api": {"engine"},
     "daemon": {"api", "engine", "network", "registry"},

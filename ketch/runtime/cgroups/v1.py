@@ -151,7 +151,7 @@ class V1Manager(Manager):
     def set(self, resources):
         r = resources or {}
         if r.get("unified"):
-            raise InvalidArgument("linux.resources.unified needs cgroup v2, this host runs cgroup v1")
+            raise InvalidArgument("invalid configuration: cannot use unified on cgroup v1")   # runc's words
         mem = common.asked(r.get("memory"))
         if mem:
             d = self._dir("memory", "linux.resources.memory")
@@ -167,7 +167,7 @@ class V1Manager(Manager):
             if rest:
                 d = self._dir("cpu", "linux.resources.cpu")
                 if d:
-                    set_cpu(d, rest)
+                    set_cpu(d, rest, self.mounts.get("cpu"))
         pids = common.asked(r.get("pids"))
         if pids:
             d = self._dir("pids", "linux.resources.pids")
@@ -238,7 +238,7 @@ class V1Manager(Manager):
         d = self.paths.get("freezer")
         if d is None:
             return False
-        return (common.read_or(d, "freezer.state") or "").strip() == "FROZEN"
+        return (common.read_or(d, "freezer.state") or "").strip() in ("FROZEN", "FREEZING")
 
     # --- observation ------------------------------------------------------------------
 
@@ -400,7 +400,22 @@ def _write_swap(d, swap):
     common.write(d, "memory.memsw.limit_in_bytes", str(swap))
 
 
-def set_cpu(d, c):
+def _rt_budget(d, top, runtime):
+    """Make room for a real-time budget: the kernel refuses a cgroup more cpu.rt_runtime_us than
+    its parent has left for its children, and a new cgroup's parent has none by default. Raise
+    each ancestor below the hierarchy's root that has less, from the top down."""
+    chain = []
+    p = os.path.dirname(d)
+    while top and p != top and _under(p, top):
+        chain.append(p)
+        p = os.path.dirname(p)
+    for a in reversed(chain):
+        have = int((common.read_or(a, "cpu.rt_runtime_us") or "0").strip() or 0)
+        if have != -1 and have < runtime:
+            common.write(a, "cpu.rt_runtime_us", str(runtime))
+
+
+def set_cpu(d, c, top=None):
     shares = c.get("shares")
     if shares:
         common.write(d, "cpu.shares", str(shares))
@@ -430,7 +445,13 @@ def set_cpu(d, c):
     if c.get("realtimePeriod"):
         common.write(d, "cpu.rt_period_us", str(c["realtimePeriod"]))
     if c.get("realtimeRuntime"):
-        common.write(d, "cpu.rt_runtime_us", str(c["realtimeRuntime"]))
+        try:
+            common.write(d, "cpu.rt_runtime_us", str(c["realtimeRuntime"]))
+        except (InvalidArgument, FailedPrecondition):
+            if not top or c["realtimeRuntime"] < 0:
+                raise
+            _rt_budget(d, top, c["realtimeRuntime"])      # the parent's budget first, then ours
+            common.write(d, "cpu.rt_runtime_us", str(c["realtimeRuntime"]))
     if c.get("idle") is not None:
         if common.exists(d, "cpu.idle"):
             common.write(d, "cpu.idle", str(c["idle"]))

@@ -1,0 +1,59 @@
+"""POST /build, dockerd's classic builder protocol: the context tar is the body (streamed to the
+engine, which spools it to disk), the options are the query, the answer Docker's JSON progress
+stream. An error before the first message (a Dockerfile that does not parse, an option refused)
+is an ordinary error answer with its status, as dockerd answers before it has written output;
+after it, the stream's last message is `{"errorDetail": {"message", "code"}, "error"}`."""
+
+import json
+
+from aiohttp import web
+
+from ketch.api.request import Routes
+from ketch.errors import KetchError
+
+
+class BuildRoutes(Routes):
+    ROUTES = [("POST", "/build", "build")]
+
+    async def build(self, request):
+        from ketch.engine.builds import build_options
+        opts = build_options(request.query, request.query.getall)
+        opts.auth = _registry_config(request)
+        gen = self.engine.build(request.content.iter_chunked(1 << 16), opts)
+        try:
+            first = await gen.__anext__()
+        except StopAsyncIteration:
+            first = None
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        try:
+            if first is not None:
+                await resp.write(json.dumps(first).encode() + b"\r\n")
+            async for msg in gen:
+                await resp.write(json.dumps(msg).encode() + b"\r\n")
+        except KetchError as e:
+            detail = {"message": str(e)}
+            code = getattr(e, "code", None)
+            if code:
+                detail["code"] = code
+            await resp.write(json.dumps({"errorDetail": detail, "error": str(e)}).encode() + b"\r\n")
+        finally:
+            await gen.aclose()
+        await resp.write_eof()
+        return resp
+
+
+def _registry_config(request):
+    """X-Registry-Config: the credentials per registry the client sent (base64 JSON), for FROM's pulls."""
+    import base64
+    raw = request.headers.get("X-Registry-Config")
+    if not raw:
+        return None
+    try:
+        cfg = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except ValueError:
+        return None
+    if isinstance(cfg, dict) and cfg:
+        first = next(iter(cfg.values()))
+        return first if isinstance(first, dict) else None
+    return None

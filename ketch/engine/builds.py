@@ -1,0 +1,875 @@
+"""The build engine behind `ketch build`, `POST /build` and `docker build`: Dockerfile steps run as
+containers whose writable layers are committed, with an exact content cache.
+
+The front half is pure (`ketch.build`: `parse`, `plan`, typed instructions, `Expander`); this is
+the driver, in the engine because a step is a container. A build, as dockerd's classic builder:
+
+1. The context: the request body (a tar, plain or compressed, or a bare Dockerfile) is spooled to
+   disk and unpacked under `<data-root>/build/tmp/<id>/context` by the archive extractor (names
+   that climb out are refused); the Dockerfile is read and planned (`--target`, build args)
+   before any step runs, so a bad Dockerfile is an error with its line and nothing is made.
+2. The stages the target needs, in plan order. FROM: an earlier stage's image, `scratch`, or an
+   image (pulled when missing, or always with `pull`); the base's ONBUILD triggers run first.
+3. Each instruction is a step that makes an image (as the classic builder does: every step has
+   an image ID, the cache's unit; intermediate images carry `Parent` and are listed with `-a`
+   only). Metadata instructions change the config and add an `empty_layer` history entry; RUN
+   is a container of the step's image (the stage's env, user, workdir, shell, `--network`,
+   `--mount`s) whose upper directory is committed (`images.commit_step`); COPY/ADD mount a
+   fresh root over the image and write into it through the in-root extractor (buildcopy.py).
+4. The cache: a step's key is a digest of the parent image ID, the config the step leaves, the
+   step's history text (the instruction after expansion, with the build args in scope for
+   RUN, as Docker prefixes them: `|1 V=1 /bin/sh -c ...`), its flags, and for COPY/ADD the
+   digest of the copied files' content and metadata (no mtimes). A key maps to the image ID it
+   made (`<data-root>/build/cache/<key>`); a hit whose image is still stored is reused without
+   running anything (`---> Using cache`).
+5. The result is tagged (`t`), announced as `{"aux": {"ID": ...}}` and `Successfully built`.
+   Intermediate containers and roots are removed on success and on failure (with `rm=false`
+   the successful steps' containers are kept), and the context directory always.
+
+Messages are Docker's JSON progress stream: `{"stream": "Step 1/5 : FROM busybox\\n"}`; a failure
+after the first message is `{"errorDetail": {"message", "code"}, "error"}` (a RUN's exit code as
+`code`, which the docker CLI exits with).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ketch.build import dockerfile as dfmod
+from ketch.build import dockerignore
+from ketch.engine import buildcopy
+from ketch.engine.changes import PLACEHOLDERS
+from ketch.errors import FailedPrecondition, Internal, InvalidArgument, KetchError, NotFound, NotImplementedYet
+
+log = logging.getLogger("ketch.engine")
+
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+# the keys of an image's run config a build carries from step to step
+CONFIG_KEYS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels", "OnBuild",
+               "StopSignal", "Healthcheck", "ArgsEscaped", "Shell")
+_NOP = "/bin/sh -c #(nop) "
+
+
+@dataclass
+class BuildOptions:
+    """What a build is asked for (the query of POST /build, the flags of `ketch build`)."""
+    dockerfile: str = "Dockerfile"
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str | None] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    no_cache_filter: list[str] = field(default_factory=list)
+    pull: bool = False
+    rm: bool = True
+    forcerm: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    network: str = "default"
+    extra_hosts: list[str] = field(default_factory=list)
+    shm_size: int = 0
+    ulimits: list[dict] = field(default_factory=list)
+    quiet: bool = False
+    platform: str = ""
+    auth: dict | None = None
+
+
+class BuildError(Internal):
+    """A build that failed after it started (a RUN's exit code, a COPY's missing file): `code` is the
+    exit code the docker CLI exits with."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class _Stage:
+    """A stage while it is built: its image so far and what the next step starts from."""
+    image: str | None                   # the last step's image ID (None: FROM scratch, nothing yet)
+    config: dict
+    args: dict[str, str]                # the ARGs in scope and their values
+    cmd_set: bool = False               # CMD given in this stage (ENTRYPOINT keeps it then)
+    author: str = ""
+    no_cache: bool = False
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _short(iid: str) -> str:
+    return iid.split(":", 1)[-1][:12]
+
+
+def _env_map(env: list[str]) -> dict[str, str]:
+    out = {}
+    for e in env or []:
+        k, _, v = e.partition("=")
+        out[k] = v
+    return out
+
+
+def _set_env(env: list[str], key: str, value: str) -> list[str]:
+    out = [e for e in env if e.partition("=")[0] != key]
+    out.append(f"{key}={value}")
+    return out
+
+
+def _go_quote_list(words: list[str]) -> str:
+    """Go's %q of a []string, as the classic builder writes CMD and ENTRYPOINT into the history."""
+    return "[" + " ".join(json.dumps(w) for w in words) + "]"
+
+
+def _ports(words: list[str]) -> list[str]:
+    out = []
+    for w in words:
+        port, _, proto = w.partition("/")
+        proto = (proto or "tcp").lower()
+        if "-" in port:
+            lo, _, hi = port.partition("-")
+            if not (lo.isdigit() and hi.isdigit()) or int(lo) > int(hi):
+                raise InvalidArgument(f"invalid containerPort: {w}")
+            out += [f"{p}/{proto}" for p in range(int(lo), int(hi) + 1)]
+        elif port.isdigit():
+            out.append(f"{port}/{proto}")
+        else:
+            raise InvalidArgument(f"invalid containerPort: {w}")
+    return out
+
+
+class Builder:
+    """Builds images from a context and a Dockerfile over the engine's collaborators."""
+
+    def __init__(self, *, data_root: str, images, creator, lifecycle, queries, validate: Callable[[dict], Any]):
+        self.root = os.path.join(data_root, "build")
+        self.images = images
+        self.creator = creator
+        self.lifecycle = lifecycle
+        self.queries = queries
+        self.validate = validate
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # --- the context -----------------------------------------------------------------------------
+
+    async def _receive(self, chunks: AsyncIterator[bytes], work: str) -> str:
+        """Spool the body to disk and unpack it (a tar), or keep it as the Dockerfile (not a tar)."""
+        ctx = os.path.join(work, "context")
+        os.makedirs(ctx)
+        spool = os.path.join(work, "context.tar")
+        with open(spool, "wb") as f:
+            async for chunk in chunks:
+                await asyncio.to_thread(f.write, chunk)
+
+        def unpack() -> None:
+            from ketch.archive import compression as cz
+            from ketch.archive import extract_archive
+            with open(spool, "rb") as f:
+                head = f.read(512)
+                f.seek(0)
+                if cz.detect(head[:8]) is None and not (len(head) >= 262 and head[257:262] == b"ustar") \
+                        and head.strip():
+                    with open(os.path.join(ctx, "Dockerfile"), "wb") as out:   # `docker build - < Dockerfile`
+                        shutil.copyfileobj(f, out)
+                    return
+                if head.strip(b"\0"):
+                    extract_archive(f, ctx, "", follow_symlinks=False)
+        try:
+            await asyncio.to_thread(unpack)
+        except KetchError as e:
+            raise InvalidArgument(f"the build context: {e}") from None
+        finally:
+            os.unlink(spool)
+        return ctx
+
+    @staticmethod
+    def _read_dockerfile(ctx: str, name: str) -> tuple[str, str]:
+        rel = posixpath.normpath("/" + (name or "Dockerfile")).lstrip("/")
+        from ketch.engine.rootpath import resolve
+        path = resolve(ctx, "/" + rel)
+        if not os.path.isfile(path) and rel == "Dockerfile" and os.path.isfile(os.path.join(ctx, "dockerfile")):
+            path = os.path.join(ctx, "dockerfile")
+        if not os.path.isfile(path):
+            raise InvalidArgument(f"Cannot locate specified Dockerfile: {name or 'Dockerfile'}")
+        with open(path, "rb") as f:
+            return path, f.read().decode("utf-8", errors="replace")
+
+    # --- the build -------------------------------------------------------------------------------
+
+    async def build(self, chunks: AsyncIterator[bytes], opts: BuildOptions) -> AsyncIterator[dict]:
+        """The progress messages of a build; an error before the first message is raised as is (a
+        Dockerfile error: nothing ran), after it a BuildError or a KetchError ends the stream."""
+        _refuse(opts)
+        os.makedirs(os.path.join(self.root, "tmp"), exist_ok=True)
+        work = os.path.join(self.root, "tmp", uuid.uuid4().hex)
+        os.makedirs(work)
+        run = _Run(self, opts, work)
+        try:
+            ctx = await self._receive(chunks, work)
+            path, text = self._read_dockerfile(ctx, opts.dockerfile)
+            df = dfmod.parse(text, os.path.basename(opts.dockerfile or "Dockerfile"))
+            given = {k: v for k, v in opts.build_args.items() if v is not None}
+            p = dfmod.plan(df, opts.target, given, dfmod.predefined_args(_host_platform(), _host_platform(),
+                                                                         opts.target or ""))
+            run.prepare(ctx, path, df, p)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+            raise
+        try:
+            async for msg in run.run():
+                yield msg
+        finally:
+            await run.cleanup()
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
+    # --- the cache -------------------------------------------------------------------------------
+
+    def cache_get(self, key: str) -> str | None:
+        try:
+            with open(os.path.join(self.root, "cache", key)) as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def cache_put(self, key: str, iid: str) -> None:
+        from ketch.space import write_atomic
+        d = os.path.join(self.root, "cache")
+        os.makedirs(d, exist_ok=True)
+        write_atomic(os.path.join(d, key), iid.encode(), "the build cache", sync=False)
+
+    def lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+
+def _host_platform() -> str:
+    from ketch.oci import platform as oplatform
+    p = oplatform.host()
+    return f"{p.os}/{p.architecture}" + (f"/{p.variant}" if p.variant else "")
+
+
+def _refuse(opts: BuildOptions) -> None:
+    if opts.platform:
+        want = opts.platform.split(",")
+        if any(w.strip() and w.strip() != _host_platform() and w.strip() != _host_platform().split("/v")[0]
+               for w in want):
+            raise NotImplementedYet(f"--platform {opts.platform}: this builder builds for {_host_platform()} only")
+    if opts.network not in ("", "default", "bridge", "host", "none"):
+        raise NotImplementedYet(f"--network {opts.network}: a build runs on default, host or none")
+
+
+class _Run:
+    """One build: the plan, the stages' images, what to clean up."""
+
+    def __init__(self, b: Builder, opts: BuildOptions, work: str):
+        self.b = b
+        self.opts = opts
+        self.work = work
+        self.containers: list[str] = []
+        self.roots: list[str] = []
+        self.stage_images: dict[int, str | None] = {}
+        self.used_args: set[str] = set()
+        self.step = 0
+        self.total = 0
+
+    def prepare(self, ctx: str, dockerfile_path: str, df: dfmod.Dockerfile, p: dfmod.Plan) -> None:
+        self.ctx = ctx
+        self.df = df
+        self.plan = p
+        self.matcher = dockerignore.load(ctx, dockerfile_path if os.path.basename(dockerfile_path) != "Dockerfile"
+                                         else None)
+        self.used_args |= p.used_args
+        self.total = sum(1 + len(p.stages[i].stage.instructions) for i in p.order) + (1 if self.opts.labels else 0)
+        for i in p.order:   # every RUN --mount is checked before anything runs
+            for inst in p.stages[i].stage.instructions:
+                if isinstance(inst, dfmod.RunInstruction):
+                    for m in inst.mounts:
+                        if m.type == "ssh":
+                            raise NotImplementedYet(f"RUN --mount=type=ssh (line {inst.line}): ssh forwarding is "
+                                                    f"not supported by this builder")
+
+    # --- messages
+
+    @staticmethod
+    def out(text: str) -> dict:
+        return {"stream": text}
+
+    async def run(self) -> AsyncIterator[dict]:
+        p = self.plan
+        final: str | None = None
+        for n, i in enumerate(p.order):
+            ps = p.stages[i]
+            last = n == len(p.order) - 1
+            async for msg in self.run_stage(ps, last):
+                yield msg
+            final = self.stage_images[i]
+        if final is None:
+            raise BuildError("the build produced no image (FROM scratch with nothing in it)")
+        if self.opts.tags:
+            await self.b.images.tag_build(final, self.opts.tags)
+        unused = sorted(k for k in self.opts.build_args if k not in self.used_args and k not in dfmod.PROXY_ARGS)
+        if unused:
+            yield self.out(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed\n")
+        yield {"aux": {"ID": final}}
+        if not self.opts.quiet:
+            yield self.out(f"Successfully built {_short(final)}\n")
+            for t in self.opts.tags:
+                from ketch.oci import reference
+                yield self.out(f"Successfully tagged {reference.parse(t).familiar()}\n")
+
+    def step_line(self, text: str) -> dict:
+        self.step += 1
+        return self.out(f"Step {self.step}/{self.total} : {text}\n")
+
+    # --- a stage
+
+    async def run_stage(self, ps: dfmod.PlannedStage, last: bool) -> AsyncIterator[dict]:
+        st = ps.stage
+        q = self.opts.quiet
+        if not q:
+            yield self.step_line(st.from_.original)
+        if ps.platform and ps.platform not in (_host_platform(), _host_platform().split("/v")[0]):
+            raise NotImplementedYet(f"FROM --platform={ps.platform}: this builder builds for {_host_platform()} only")
+        no_cache = self.opts.no_cache or bool(st.name and st.name in [f.lower() for f in self.opts.no_cache_filter])
+        if ps.base_stage is not None:
+            image = self.stage_images[ps.base_stage]
+        elif ps.base_image is not None:
+            image = None
+            async for msg in self.ensure_image(ps.base_image, self.opts.pull):
+                yield msg
+            image = (await self.b.images.get_image(ps.base_image)).id
+        else:
+            image = None
+        config: dict = {}
+        if image is not None:
+            cfg = (await self.b.images.get_image(image)).run_config
+            config = {k: json.loads(json.dumps(cfg[k])) for k in CONFIG_KEYS if cfg.get(k) is not None}
+        if not q and image:
+            yield self.out(f" ---> {_short(image)}\n")
+        state = _Stage(image, config, {}, no_cache=no_cache)
+        triggers = config.pop("OnBuild", None) or []
+        if triggers:
+            parsed = dfmod.parse_triggers(triggers, self.df.file)
+            if not q:
+                yield self.out(f"# Executing {len(parsed)} build trigger{'s' if len(parsed) > 1 else ''}\n")
+            for inst in parsed:
+                async for msg in self.run_step(state, inst, trigger=True):
+                    yield msg
+        for inst in st.instructions:
+            if not q:
+                yield self.step_line(inst.original)
+            async for msg in self.run_step(state, inst):
+                yield msg
+        if last and self.opts.labels:
+            if not q:
+                yield self.step_line("LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in
+                                                         sorted(self.opts.labels.items())))
+            state.config.setdefault("Labels", {}).update(self.opts.labels)
+            async for msg in self.commit_meta(state, "LABEL " + " ".join(
+                    f"{k}={v}" for k, v in sorted(self.opts.labels.items()))):
+                yield msg
+        self.stage_images[st.index] = state.image
+
+    async def ensure_image(self, ref: str, pull: bool) -> AsyncIterator[dict]:
+        if not pull:
+            try:
+                await self.b.images.get_image(ref)
+                return
+            except NotFound:
+                pass
+        from ketch.oci import reference
+        r = reference.parse(ref)
+        async for m in self.b.images.pull_image(str(r), None, None, self.opts.auth):
+            if m.get("error"):
+                raise NotFound(m["error"])
+            if m.get("status") and not self.opts.quiet:
+                line = f"{m['id']}: {m['status']}" if m.get("id") else m["status"]
+                yield self.out(line + "\n")
+
+    # --- a step
+
+    def expand_env(self, state: _Stage) -> dict[str, str]:
+        env = dict(state.args)
+        env.update(_env_map(state.config.get("Env") or []))
+        return env
+
+    async def run_step(self, state: _Stage, inst: dfmod.Instruction, trigger: bool = False) \
+            -> AsyncIterator[dict]:
+        ex = dfmod.Expander(self.expand_env(state), self.df.escape, inst, self.df.file)
+        e = inst.expanded(ex)
+        self.used_args |= ex.used & set(state.args)
+        cfg = state.config
+        if isinstance(e, dfmod.RunInstruction):
+            async for msg in self.do_run(state, e):
+                yield msg
+            return
+        if isinstance(e, (dfmod.CopyInstruction, dfmod.AddInstruction)):
+            async for msg in self.do_copy(state, e):
+                yield msg
+            return
+        if isinstance(e, dfmod.EnvInstruction):
+            env = list(cfg.get("Env") or [])
+            for kv in e.pairs:
+                env = _set_env(env, kv.key, kv.value)
+            cfg["Env"] = env
+            text = " ENV " + " ".join(f"{kv.key}={kv.value}" for kv in e.pairs)
+        elif isinstance(e, dfmod.ArgInstruction):
+            parts = []
+            for a in e.args:
+                given = self.opts.build_args.get(a.key)
+                if given is not None:
+                    value: str | None = given
+                    self.used_args.add(a.key)
+                elif a.value is not None:
+                    value = a.value
+                elif a.key in self.plan.global_args:
+                    value = self.plan.global_args[a.key]
+                else:
+                    value = None
+                if a.key in self.opts.build_args:
+                    self.used_args.add(a.key)
+                if value is not None:
+                    state.args[a.key] = value
+                parts.append(a.key if a.value is None else f"{a.key}={a.value}")
+            text = " ARG " + " ".join(parts)
+        elif isinstance(e, dfmod.LabelInstruction):
+            labels = dict(cfg.get("Labels") or {})
+            for kv in e.pairs:
+                labels[kv.key] = kv.value
+            cfg["Labels"] = labels
+            text = " LABEL " + " ".join(f"{kv.key}={kv.value}" for kv in e.pairs)
+        elif isinstance(e, dfmod.ExposeInstruction):
+            ports = dict(cfg.get("ExposedPorts") or {})
+            for p in _ports(e.ports):
+                ports[p] = {}
+            cfg["ExposedPorts"] = ports
+            text = " EXPOSE " + " ".join(_ports(e.ports))
+        elif isinstance(e, dfmod.WorkdirInstruction):
+            cfg["WorkingDir"] = posixpath.normpath(posixpath.join(cfg.get("WorkingDir") or "/", e.path))
+            text = "WORKDIR " + cfg["WorkingDir"]
+        elif isinstance(e, dfmod.UserInstruction):
+            cfg["User"] = e.user
+            text = " USER " + e.user
+        elif isinstance(e, dfmod.VolumeInstruction):
+            vols = dict(cfg.get("Volumes") or {})
+            for v in e.volumes:
+                if not v.strip():
+                    raise InvalidArgument("VOLUME specified can not be an empty string")
+                vols[v] = {}
+            cfg["Volumes"] = vols
+            text = " VOLUME " + _go_quote_list(e.volumes).replace('"', "")
+        elif isinstance(e, dfmod.ShellInstruction):
+            cfg["Shell"] = list(e.shell)
+            text = " SHELL " + _go_quote_list(e.shell)
+        elif isinstance(e, dfmod.StopSignalInstruction):
+            cfg["StopSignal"] = e.signal
+            text = " STOPSIGNAL " + e.signal
+        elif isinstance(e, dfmod.HealthcheckInstruction):
+            hc: dict[str, Any] = {"Test": list(e.test)}
+            for hk, hv in (("Interval", e.interval), ("Timeout", e.timeout), ("StartPeriod", e.start_period),
+                           ("StartInterval", e.start_interval), ("Retries", e.retries)):
+                if hv:
+                    hc[hk] = hv
+            cfg["Healthcheck"] = hc
+            text = " HEALTHCHECK " + _go_quote_list(e.test)
+        elif isinstance(e, (dfmod.CmdInstruction, dfmod.EntrypointInstruction)):
+            argv = (list(cfg.get("Shell") or DEFAULT_SHELL) + e.cmd) if e.prepend_shell else list(e.cmd)
+            if isinstance(e, dfmod.CmdInstruction):
+                cfg["Cmd"] = argv
+                state.cmd_set = True
+                text = " CMD " + _go_quote_list(argv)
+            else:
+                cfg["Entrypoint"] = argv
+                if not state.cmd_set:
+                    cfg.pop("Cmd", None)   # Docker: an ENTRYPOINT drops the base image's CMD
+                text = " ENTRYPOINT " + _go_quote_list(argv)
+            if e.prepend_shell:
+                cfg["ArgsEscaped"] = True
+            else:
+                cfg.pop("ArgsEscaped", None)
+        elif isinstance(e, dfmod.OnbuildInstruction):
+            cfg["OnBuild"] = list(cfg.get("OnBuild") or []) + [e.expression]
+            text = " ONBUILD " + e.expression
+        elif isinstance(e, dfmod.MaintainerInstruction):
+            state.author = e.maintainer
+            text = " MAINTAINER " + e.maintainer
+        else:
+            raise NotImplementedYet(f"{inst.name}: not supported by this builder")
+        async for msg in self.commit_meta(state, text):
+            yield msg
+
+    async def commit_meta(self, state: _Stage, text: str) -> AsyncIterator[dict]:
+        """A step that changes the config only: an image with no new layer (`empty_layer`)."""
+        created_by = _NOP + text if text else ""
+        key = _key("meta", state.image, state.config, created_by, state.author)
+        hit = await self.cached(state, key)
+        if hit:
+            if not self.opts.quiet:
+                yield self.out(" ---> Using cache\n")
+        else:
+            hit = await self.b.images.commit_step(None, state.image, run_config=dict(state.config),
+                                                  history=[self._entry(state, created_by)] if text else [],
+                                                  parent=state.image)
+            self.b.cache_put(key, hit)
+        state.image = hit
+        if not self.opts.quiet:
+            yield self.out(f" ---> {_short(hit)}\n")
+
+    def _entry(self, state: _Stage, created_by: str) -> dict:
+        entry = {"created_by": created_by}
+        if state.author:
+            entry["author"] = state.author
+        return entry
+
+    async def use_cache(self, state: _Stage, key: str) -> bool:
+        """A hit becomes the stage's image."""
+        hit = await self.cached(state, key)
+        if hit:
+            state.image = hit
+        return hit is not None
+
+    def cache_msgs(self, state: _Stage) -> list[dict]:
+        if self.opts.quiet or state.image is None:
+            return []
+        return [self.out(" ---> Using cache\n"), self.out(f" ---> {_short(state.image)}\n")]
+
+    async def cached(self, state: _Stage, key: str) -> str | None:
+        if state.no_cache:
+            return None
+        iid = self.b.cache_get(key)
+        if iid is None:
+            return None
+        try:
+            await self.b.images.get_image(iid)
+        except (NotFound, InvalidArgument):
+            return None
+        return iid
+
+    # --- RUN
+
+    def run_args(self, state: _Stage) -> tuple[list[str], list[str]]:
+        """(the env of a RUN: the build args in scope under the config's Env, the `|N K=V` history prefix)."""
+        env = list(state.config.get("Env") or [])
+        names = {e.partition("=")[0] for e in env}
+        args = [f"{k}={v}" for k, v in sorted(state.args.items())]
+        for a in args:
+            if a.partition("=")[0] not in names:
+                env.append(a)
+        shown = [a for a in args if a.partition("=")[0] not in dfmod.PROXY_ARGS]
+        return env, ([f"|{len(shown)}", *shown] if shown else [])
+
+    async def do_run(self, state: _Stage, e: dfmod.RunInstruction) -> AsyncIterator[dict]:
+        if state.image is None:
+            raise BuildError("RUN: a stage FROM scratch has no shell to run it in (COPY something first)")
+        hd = e.heredoc_file()
+        if e.prepend_shell or e.heredocs:
+            shell = list(state.config.get("Shell") or DEFAULT_SHELL)
+            argv = shell + e.script() if not hd else [f"/dev/pipes/{hd.name}"]
+        else:
+            argv = list(e.cmd)
+        env, prefix = self.run_args(state)
+        network = e.network if e.network != "default" else (self.opts.network or "default")
+        mounts_desc = [m.__dict__ for m in e.mounts]
+        created_by = " ".join(prefix + argv)
+        key = _key("run", state.image, state.config, created_by, network if network != "default" else "",
+                   mounts_desc, hd.content if hd else None)
+        if await self.use_cache(state, key):
+            for msg in self.cache_msgs(state):
+                yield msg
+            return
+        mounts, locks, cleanup = await self.run_mounts(e, state, hd)
+        try:
+            for lk in locks:
+                await lk.acquire()
+            try:
+                async for msg in self._run_container(state, argv, env, network, mounts, created_by, key):
+                    yield msg
+            finally:
+                for lk in locks:
+                    lk.release()
+        finally:
+            for fn in cleanup:
+                await fn()
+
+    async def _run_container(self, state: _Stage, argv: list[str], env: list[str], network: str,
+                             mounts: list[dict], created_by: str, key: str) -> AsyncIterator[dict]:
+        mode = {"default": "", "bridge": "", "host": "host", "none": "none"}[network]
+        hc: dict[str, Any] = {"Mounts": mounts, "ExtraHosts": list(self.opts.extra_hosts) or None}
+        if mode:
+            hc["NetworkMode"] = mode
+        if self.opts.shm_size:
+            hc["ShmSize"] = self.opts.shm_size
+        if self.opts.ulimits:
+            hc["Ulimits"] = self.opts.ulimits
+        body = {"Image": state.image, "Cmd": argv, "Entrypoint": [""], "Env": env,
+                "User": state.config.get("User") or "", "WorkingDir": state.config.get("WorkingDir") or "",
+                "AttachStdout": True, "AttachStderr": True, "HostConfig": hc,
+                "Labels": {}}
+        req = self.b.validate(body)
+        cid, _ = await self.b.creator.create(None, req)
+        self.containers.append(cid)
+        if not self.opts.quiet:
+            yield self.out(f" ---> Running in {cid[:12]}\n")
+        fut = self.b.lifecycle.wait_future(cid)
+        await self.b.lifecycle.start(cid)
+        _, gen = self.b.queries.logs(cid, follow=True, stdout=True, stderr=True)
+        async for _stream, data in gen:
+            if not self.opts.quiet:
+                yield self.out(data.decode("utf-8", errors="replace"))
+        code = await fut
+        if code != 0:
+            raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero code: {code}", code)
+        targets = tuple(m["Target"] for m in mounts)
+        iid = await self.b.images.commit_step(cid, state.image, run_config=dict(state.config),
+                                              history=[self._entry(state, created_by)], parent=state.image,
+                                              placeholders=PLACEHOLDERS + targets)
+        self.b.cache_put(key, iid)
+        if self.opts.rm or self.opts.forcerm:
+            if not self.opts.quiet:
+                yield self.out(f"Removing intermediate container {cid[:12]}\n")
+            await self._remove_container(cid)
+        else:
+            self.containers.remove(cid)
+        state.image = iid
+        if not self.opts.quiet:
+            yield self.out(f" ---> {_short(iid)}\n")
+
+    async def _remove_container(self, cid: str) -> None:
+        try:
+            await self.b.lifecycle.remove(cid, force=True, volumes=True)
+        except NotFound:
+            pass
+        if cid in self.containers:
+            self.containers.remove(cid)
+
+    async def run_mounts(self, e: dfmod.RunInstruction, state: _Stage, hd) -> tuple[list[dict], list, list]:
+        mounts: list[dict] = []
+        locks: list[asyncio.Lock] = []
+        cleanup: list = []
+        for m in e.mounts:
+            target = m.target if m.target.startswith("/") else posixpath.join(state.config.get("WorkingDir") or "/",
+                                                                              m.target)
+            if m.type == "cache":
+                if m.from_:
+                    raise NotImplementedYet(f"RUN --mount=type=cache,from={m.from_}: a cache seeded from a stage "
+                                            f"is not supported by this builder")
+                cid = m.cache_id or target
+                d = os.path.join(self.b.root, "cache-mounts", hashlib.sha256(cid.encode()).hexdigest()[:32])
+                if not os.path.isdir(d):
+                    os.makedirs(d, exist_ok=True)
+                    os.chmod(d, m.mode if m.mode is not None else 0o755)
+                    os.chown(d, m.uid or 0, m.gid or 0)
+                if m.sharing in ("locked", "private"):
+                    locks.append(self.b.lock(d))
+                mounts.append({"Type": "bind", "Source": d, "Target": target, "ReadOnly": False})
+            elif m.type == "tmpfs":
+                t: dict[str, Any] = {"Type": "tmpfs", "Target": target}
+                if m.size_limit:
+                    t["TmpfsOptions"] = {"SizeBytes": m.size_limit}
+                mounts.append(t)
+            elif m.type == "bind":
+                src_root, done = await self.source_root(m.from_) if m.from_ else (
+                    buildcopy.SourceRoot(self.ctx, self.matcher), None)
+                if done is not None:
+                    cleanup.append(done)
+                src = src_root.host_path(posixpath.normpath("/" + (m.source or "/")).lstrip("/"))
+                if not os.path.exists(src):
+                    raise BuildError(f"RUN --mount=type=bind,source={m.source}: not found in "
+                                     f"{m.from_ or 'the build context'}")
+                if not m.readonly:   # rw: the step's writes go to a copy and are discarded, as BuildKit
+                    copy = os.path.join(self.work, f"bind-{uuid.uuid4().hex[:8]}")
+                    await asyncio.to_thread(_copy_any, src, copy)
+                    src = copy
+                mounts.append({"Type": "bind", "Source": src, "Target": target, "ReadOnly": m.readonly})
+            elif m.type == "secret":
+                if m.required:
+                    raise BuildError(f"secret {m.cache_id or posixpath.basename(target)}: not found (this builder "
+                                     f"takes no --secret)")
+                continue   # BuildKit: a secret that is not given and not required is not mounted
+            else:
+                raise NotImplementedYet(f"RUN --mount=type={m.type}: not supported by this builder")
+        if hd is not None:
+            f = os.path.join(self.work, f"heredoc-{uuid.uuid4().hex[:8]}")
+            with open(f, "w") as out:
+                out.write(hd.content)
+            os.chmod(f, 0o755)
+            mounts.append({"Type": "bind", "Source": f, "Target": f"/dev/pipes/{hd.name}", "ReadOnly": True})
+        return mounts, locks, cleanup
+
+    # --- COPY / ADD
+
+    async def source_root(self, ref: str):
+        """The root a `--from` names (a stage by name or index, or an image), mounted; and its cleanup."""
+        names = {s.stage.name: s.stage.index for s in self.plan.stages if s.stage.name}
+        if ref.isdigit() or ref.lower() in names:
+            idx = int(ref) if ref.isdigit() else names[ref.lower()]
+            if idx not in self.stage_images:
+                raise FailedPrecondition(f"stage {ref} has not been built")
+            image = self.stage_images[idx]
+            what = f"stage {ref}"
+        else:
+            async for _ in self.ensure_image(ref, False):
+                pass
+            image = (await self.b.images.get_image(ref)).id
+            what = f"image {ref}"
+        key = f"build-{uuid.uuid4().hex[:16]}"
+        await self.b.images.create_build_root(image, key)
+        self.roots.append(key)
+        root = await self.b.images.mount_rootfs(key)
+
+        async def done() -> None:
+            await self.b.images.remove_rootfs(key)
+            if key in self.roots:
+                self.roots.remove(key)
+        return buildcopy.SourceRoot(root, None, what), done
+
+    async def do_copy(self, state: _Stage, e: dfmod.CopyInstruction | dfmod.AddInstruction) -> AsyncIterator[dict]:
+        add = isinstance(e, dfmod.AddInstruction)
+        verb = "ADD" if add else "COPY"
+        if isinstance(e, dfmod.CopyInstruction) and e.parents:
+            raise NotImplementedYet("COPY --parents: not supported by this builder")
+        if isinstance(e, dfmod.AddInstruction):
+            if e.checksum:
+                raise NotImplementedYet("ADD --checksum: only for URLs, which this builder does not fetch")
+            if e.keep_git_dir is not None:
+                raise NotImplementedYet("ADD --keep-git-dir: only for git URLs, which this builder does not fetch")
+        chmod = buildcopy.parse_chmod(e.chmod)
+        from_ = e.from_ if isinstance(e, dfmod.CopyInstruction) else ""
+        done = None
+        if from_:
+            src_root, done = await self.source_root(from_)
+        else:
+            src_root = buildcopy.SourceRoot(self.ctx, self.matcher)
+        key_name = f"build-{uuid.uuid4().hex[:16]}"
+        try:
+            sources = await asyncio.to_thread(
+                buildcopy.resolve_sources, src_root, e.sources, add=add, excludes=e.excludes,
+                unpack=getattr(e, "unpack", None), verb=verb) if e.sources else []
+            for c in e.contents:
+                sources.append(buildcopy.Source(c.path, [buildcopy.Entry(c.path, None, None, c.data.encode())],
+                                                False))
+            digest = await asyncio.to_thread(buildcopy.digest_sources, sources)
+            kind = "dir" if any(s.is_dir for s in sources) or len(sources) > 1 else "file"
+            dest_text = e.dest
+            created_by = f"{_NOP}{verb} {kind}:{digest} in {dest_text} "
+            key = _key(verb, state.image, state.config, created_by, e.chown, e.chmod, e.link, e.excludes)
+            if await self.use_cache(state, key):
+                for msg in self.cache_msgs(state):
+                    yield msg
+                return
+            await self.b.images.create_build_root(state.image, key_name)
+            self.roots.append(key_name)
+            root = await self.b.images.mount_rootfs(key_name)
+            workdir = state.config.get("WorkingDir") or "/"
+
+            def write() -> None:
+                from ketch.archive import extract_archive
+                owner = buildcopy.parse_chown(e.chown, root)
+                placed, archives, dirs = buildcopy.plan_copy(root, sources, e.dest, workdir, verb=verb)
+                tar = buildcopy.write_tar(placed, dirs, owner, chmod, time.time())
+                with tar:
+                    extract_archive(tar, root, "")
+                for archive, dest in archives:
+                    with open(archive, "rb") as f:
+                        extract_archive(f, root, dest)
+            try:
+                await asyncio.to_thread(write)
+            except (OSError, KetchError) as ex:
+                raise BuildError(f"{verb} failed: {ex}") from None
+            await self.b.images.unmount_rootfs(key_name)
+            iid = await self.b.images.commit_step(key_name, state.image, run_config=dict(state.config),
+                                                  history=[self._entry(state, created_by)], parent=state.image)
+            self.b.cache_put(key, iid)
+            state.image = iid
+            if not self.opts.quiet:
+                yield self.out(f" ---> {_short(iid)}\n")
+        finally:
+            if key_name in self.roots:
+                await self.b.images.remove_rootfs(key_name)
+                self.roots.remove(key_name)
+            if done is not None:
+                await done()
+
+    async def cleanup(self) -> None:
+        """Every container and root this build made and did not keep (also after a failure)."""
+        for cid in list(self.containers):
+            try:
+                await self._remove_container(cid)
+            except KetchError as e:
+                log.warning("build: removing an intermediate container", extra={"container": cid, "error": str(e)})
+        for key in list(self.roots):
+            try:
+                await self.b.images.remove_rootfs(key)
+            except KetchError as e:
+                log.warning("build: removing a step's root", extra={"key": key, "error": str(e)})
+        self.roots.clear()
+
+
+def _copy_any(src: str, dst: str) -> None:
+    if os.path.isdir(src) and not os.path.islink(src):
+        shutil.copytree(src, dst, symlinks=True)
+    else:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def build_options(query: Mapping[str, Any], getall: Callable[[str], list[str]]) -> BuildOptions:
+    """POST /build's query as BuildOptions; what the classic builder has and this one does not is refused."""
+    def flag(name: str, default: bool = False) -> bool:
+        v = query.get(name)
+        if v is None or v == "":
+            return default
+        return str(v).lower() in ("1", "true", "yes")
+
+    def js(name: str, default: Any) -> Any:
+        v = query.get(name)
+        if not v:
+            return default
+        try:
+            return json.loads(v)
+        except ValueError:
+            raise InvalidArgument(f"invalid {name} value: {v}") from None
+    for name, what in (("remote", "a remote context (git or URL)"), ("cachefrom", "--cache-from"),
+                       ("squash", "--squash"), ("isolation", "--isolation"), ("outputs", "--output"),
+                       ("session", "a BuildKit session")):
+        v = query.get(name)
+        if v and v not in ("[]", "default", "null"):
+            raise NotImplementedYet(f"{what}: not supported by this builder")
+    if query.get("version") == "2":
+        raise NotImplementedYet("BuildKit (version=2): this daemon has the classic builder only "
+                                "(DOCKER_BUILDKIT=0)")
+    for name in ("cpusetcpus", "cpusetmems", "cpushares", "cpuquota", "cpuperiod", "memory", "memswap"):
+        v = query.get(name)
+        if v and v not in ("0", "", "-1"):
+            raise NotImplementedYet(f"{name}: resource limits of build steps are not supported by this builder")
+    tags = [t for t in getall("t") if t]
+    from ketch.oci import reference
+    for t in tags:
+        r = reference.parse(t)
+        if r.digest:
+            raise InvalidArgument(f"invalid reference format: {t}: a build cannot be tagged by digest")
+    ulimits = js("ulimits", [])
+    hosts = query.get("extrahosts") or ""
+    extra = [h for h in hosts.split(",") if h] if hosts and not hosts.startswith("[") else js("extrahosts", [])
+    shm = query.get("shmsize") or "0"
+    try:
+        shm_size = int(shm)
+    except ValueError:
+        raise InvalidArgument(f"invalid shmsize value: {shm}") from None
+    labels = js("labels", {})
+    args = js("buildargs", {})
+    if not isinstance(args, dict) or not isinstance(labels, dict):
+        raise InvalidArgument("buildargs and labels must be JSON objects")
+    return BuildOptions(
+        dockerfile=query.get("dockerfile") or "Dockerfile", tags=tags, build_args=args,
+        target=query.get("target") or None, no_cache=flag("nocache"),
+        no_cache_filter=js("nocachefilter", []), pull=flag("pull"), rm=flag("rm", True), forcerm=flag("forcerm"),
+        labels=labels, network=query.get("networkmode") or "default", extra_hosts=extra, shm_size=shm_size,
+        ulimits=ulimits or [], quiet=flag("q"), platform=query.get("platform") or "")
