@@ -29,9 +29,11 @@ class ChangeRoutes(Routes):
 
     async def c_export(self, request):
         chunks = await self.engine.export(request.match_info["id"])
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
         try:
+            first = await anext(chunks, b"")  # a failure to mount the root is still an error status
+            resp = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
             await resp.prepare(request)
+            await resp.write(first)
             async for chunk in chunks:
                 if client_gone(request):
                     break

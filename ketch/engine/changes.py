@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import threading
 
 from ketch.engine.container import Container, container_event
 from ketch.engine.lifecycle import Lifecycle
@@ -28,7 +28,6 @@ log = logging.getLogger("ketch.engine")
 # runtime makes them in the writable layer; they are not the container's changes (dockerd keeps
 # them in its "-init" layer)
 PLACEHOLDERS = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/proc", "/sys", "/dev")
-_CHUNK = 1 << 16
 
 
 class ContainerChanges:
@@ -95,41 +94,73 @@ class ContainerChanges:
         return iid
 
     async def export(self, ref: str):
-        """An async iterator of the container's flattened root as tar bytes (the root stays mounted
-        until the stream ends or its reader goes away)."""
-        from ketch.archive.upper import write_tree
+        """An async iterator of the container's flattened root as tar bytes. The container is checked
+        now; its root is mounted (when it is not running) once the first chunk is asked for, and
+        unmounted when the stream ends or its reader goes away."""
         c = self.store.get(ref)
         self._usable(c, "export")
+        return self._export(c)
+
+    async def _export(self, c: Container):
+        from ketch.archive.upper import write_tree
         mounted_here = not c.status.active
         root = await self.images.mount_rootfs(c.id)
-        r, w = os.pipe()
-        wf = os.fdopen(w, "wb")
+        loop = asyncio.get_running_loop()
+        out = _ToLoop(loop)
 
         def produce():
             try:
-                write_tree(root, wf)
+                write_tree(root, out)
             except BrokenPipeError:
                 pass  # the reader went away
-            finally:
-                try:
-                    wf.close()
-                except BrokenPipeError:
-                    pass
-        loop = asyncio.get_running_loop()
+            except BaseException as e:  # noqa: BLE001 - handed to the reader, raised there
+                out.end(e)
+                return
+            out.end(None)
         task = loop.run_in_executor(None, produce)
+        try:
+            while True:
+                item = await out.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            out.stop()
+            await asyncio.shield(task)
+            if mounted_here and not c.status.active:
+                await self.images.unmount_rootfs(c.id)
 
-        async def chunks():
-            try:
-                with os.fdopen(r, "rb") as rf:
-                    while True:
-                        chunk = await loop.run_in_executor(None, rf.read1, _CHUNK)
-                        if not chunk:
-                            break
-                        yield chunk
-                await task
-            finally:
-                if not task.done():
-                    await asyncio.shield(task)
-                if mounted_here and not c.status.active:
-                    await self.images.unmount_rootfs(c.id)
-        return chunks()
+
+class _ToLoop:
+    """A writable for a worker thread whose chunks the event loop reads, at most DEPTH in flight
+    (back-pressure without a pipe or a thread parked on one)."""
+    DEPTH = 8
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.room = threading.Semaphore(self.DEPTH)
+        self.stopped = False
+
+    def write(self, data) -> int:
+        while not self.room.acquire(timeout=0.2):
+            if self.stopped:
+                raise BrokenPipeError("export: the reader went away")
+        if self.stopped:
+            raise BrokenPipeError("export: the reader went away")
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, bytes(data))
+        return len(data)
+
+    def end(self, error) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, error)
+
+    async def get(self):
+        item = await self.queue.get()
+        self.room.release()
+        return item
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.room.release()

@@ -233,6 +233,18 @@ def test_export_is_the_flattened_tree(ketchd, ketch):
             assert set(tf.getnames()) == names
             assert tf.extractfile("newfile").read() == b"new\n"
         assert not [m for m in _mounts_under(ketchd.data_root) if cid in m]
+        # a reader that goes away mid-stream: the export stops and the root is unmounted
+        import socket
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(ketchd.socket)
+        s.sendall(b"GET /containers/e1/export HTTP/1.1\r\nHost: ketch\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        s.close()
+        deadline = time.time() + 10
+        while [m for m in _mounts_under(ketchd.data_root) if cid in m] and time.time() < deadline:
+            time.sleep(0.05)
+        assert not [m for m in _mounts_under(ketchd.data_root) if cid in m]
+        assert ketch("diff", "e1").stdout.splitlines() == DIFF
         r = ketch("export", "nosuch", check=False)
         assert r.returncode == 1 and "No such container: nosuch" in r.stderr
     finally:
