@@ -17,7 +17,7 @@ class BuildRoutes(Routes):
 
     async def build(self, request):
         from ketch.engine.builds import build_options
-        opts = build_options(request.query, request.query.getall)
+        opts = build_options(request.query, lambda k: request.query.getall(k, []))
         opts.auth = _registry_config(request)
         gen = self.engine.build(request.content.iter_chunked(1 << 16), opts)
         try:

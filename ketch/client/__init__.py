@@ -381,6 +381,10 @@ class Client:
         return self.json_stream("POST", "/images/load", {"quiet": quiet or None}, raw=data,
                                 headers={"Content-Type": "application/x-tar"})
 
+    def image_build(self, data, params):
+        """Iterate POST /build's messages; ``data``: the context (a tar or a Dockerfile), bytes or a file."""
+        return self.json_stream("POST", "/build", params, raw=data, headers={"Content-Type": "application/x-tar"})
+
     def image_import(self, data, repo: str | None = None, tag: str | None = None, message: str | None = None,
                      changes=(), platform: str | None = None):
         """POST /images/create?fromSrc=-: iterate the import's messages; the last is {"status": <image ID>}."""

@@ -112,14 +112,17 @@ class SourceRoot:
             raise InvalidArgument(f"forbidden path outside the {self.what}: {rel}")
         return p
 
+    def _skip_dir(self, rel: str) -> bool:
+        return bool(self.matcher and self.matcher.excluded(rel) and self.matcher.can_skip_dir(rel))
+
     def _all(self) -> Iterator[str]:
         for top, dirs, files in os.walk(self.root):
-            dirs.sort()
             rel_top = os.path.relpath(top, self.root)
-            for name in sorted(dirs) + sorted(files):
-                rel = name if rel_top == "." else f"{rel_top}/{name}"
-                if not self.excluded(rel):
-                    yield rel
+            rels = {name: (name if rel_top == "." else f"{rel_top}/{name}") for name in dirs + files}
+            dirs[:] = sorted(d for d in dirs if not self._skip_dir(rels[d]))
+            for name in dirs + sorted(files):
+                if not self.excluded(rels[name]):
+                    yield rels[name]
 
     def expand(self, source: str) -> list[str]:
         """The context paths a COPY source names (globs expanded), checked to stay inside."""
@@ -146,10 +149,14 @@ class SourceRoot:
             for name in sorted(dirs) + sorted(files):
                 r = name if sub == "." else f"{sub}/{name}"
                 ctx_rel = f"{rel}/{r}" if rel else r
-                if self.excluded(ctx_rel) or (excludes is not None and excludes.excluded(r)):
+                if excludes is not None and excludes.excluded(r):
                     continue
                 p = os.path.join(top, name)
                 st = os.lstat(p)
+                if self.excluded(ctx_rel):
+                    if name in dirs and not stat.S_ISLNK(st.st_mode) and not self._skip_dir(ctx_rel):
+                        keep_dirs.append(name)   # an exception below it may bring something back
+                    continue
                 if name in dirs:
                     if stat.S_ISLNK(st.st_mode):
                         yield Entry(r, p, st)

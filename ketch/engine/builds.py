@@ -618,7 +618,7 @@ class _Run:
         self.containers.append(cid)
         if not self.opts.quiet:
             yield self.out(f" ---> Running in {cid[:12]}\n")
-        fut = self.b.lifecycle.wait_future(cid)
+        fut = self.b.lifecycle.wait_future(cid, "next-exit")
         await self.b.lifecycle.start(cid)
         _, gen = self.b.queries.logs(cid, follow=True, stdout=True, stderr=True)
         async for _stream, data in gen:

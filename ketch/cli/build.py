@@ -1,0 +1,208 @@
+"""`ketch build`: a context and a Dockerfile to ketchd's POST /build, the classic builder's stream shown.
+
+    ketch build [-t NAME:TAG]... [-f FILE|-] [--build-arg K[=V]]... [--target STAGE] [--no-cache]
+                [--no-cache-filter STAGE]... [--pull] [--label K=V]... [--network default|host|none]
+                [--add-host HOST:IP]... [--shm-size N] [--ulimit NAME=SOFT[:HARD]]... [--iidfile F] [-q]
+                [--progress auto|plain] CONTEXT
+
+CONTEXT is a directory (tarred here, `.dockerignore` applied by ketch.build.dockerignore, the
+Dockerfile and the ignore file always sent, as the docker CLI sends them), `-` (stdin: a tar,
+or a Dockerfile alone for a build without context) or a local tar file. `-f` names the
+Dockerfile (in the context, outside it, or `-` for stdin: then it travels in the tar under a
+name of its own, as the docker CLI does it). A `--build-arg K` without a value takes K from the
+environment (left out when unset). The exit status is the failing RUN's, else 1 on an error.
+What this builder does not do is refused by the flag's name: `--secret`, `--ssh`, `--output`,
+`--build-context`, `--cache-from`, `--platform` of another architecture, `--progress tty`
+(the live view), `--squash`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tarfile
+import tempfile
+
+from ketch.cli.containers import _client, _parser, command
+
+REFUSED = {"secret": "--secret", "ssh": "--ssh", "output": "--output", "build_context": "--build-context",
+           "cache_from": "--cache-from", "squash": "--squash", "cache_to": "--cache-to"}
+
+
+def register(sub, name, help_):
+    p = _parser(sub, name, help_)
+    p.add_argument("-t", "--tag", action="append", default=[], help="name and optionally a tag (name:tag)")
+    p.add_argument("-f", "--file", help="name of the Dockerfile (default: CONTEXT/Dockerfile; - for stdin)")
+    p.add_argument("--build-arg", action="append", default=[], help="set a build-time variable K[=V]")
+    p.add_argument("--target", help="the stage to build")
+    p.add_argument("--no-cache", action="store_true", help="do not use the cache")
+    p.add_argument("--no-cache-filter", action="append", default=[], help="do not cache the stage STAGE")
+    p.add_argument("--pull", action="store_true", help="always pull the base images")
+    p.add_argument("--label", action="append", default=[], help="set metadata K=V on the image")
+    p.add_argument("--network", default="default", help="networking mode of the RUN steps (default, host, none)")
+    p.add_argument("--add-host", action="append", default=[], help="add a custom host-to-IP mapping (host:ip)")
+    p.add_argument("--shm-size", help="size of /dev/shm of the RUN steps")
+    p.add_argument("--ulimit", action="append", default=[], help="ulimit of the RUN steps (name=soft[:hard])")
+    p.add_argument("--iidfile", help="write the image ID to the file")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    p.add_argument("--progress", default="auto", help="auto or plain (the classic builder's lines)")
+    p.add_argument("--rm", default="true", help="remove intermediate containers after a successful build")
+    p.add_argument("--force-rm", action="store_true", help="always remove intermediate containers")
+    p.add_argument("--platform", help="the platform to build for (only this machine's)")
+    for dest, flag in REFUSED.items():
+        p.add_argument(flag, dest=dest, action="append", help="not supported (refused)")
+    p.add_argument("context", metavar="PATH|-")
+    p.set_defaults(func=cmd_build)
+
+
+def _refuse(args) -> None:
+    from ketch.cli.runopts import FlagError
+    for dest, flag in REFUSED.items():
+        if getattr(args, dest, None):
+            raise FlagError(f"{flag} is not supported by the Ketch builder (the classic builder has no {flag})")
+    if args.progress not in ("auto", "plain"):
+        if args.progress == "tty":
+            raise FlagError("--progress tty: the live view is not implemented; use --progress plain")
+        raise FlagError(f'invalid --progress "{args.progress}": auto, plain or tty')
+    if args.context.startswith(("http://", "https://", "git@", "git://", "github.com/")):
+        raise FlagError(f"context {args.context}: remote contexts are not supported (this builder fetches nothing)")
+
+
+def _build_args(values: list[str]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        k, eq, val = v.partition("=")
+        if eq:
+            out[k] = val
+        elif k in os.environ:
+            out[k] = os.environ[k]
+    return out
+
+
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    from ketch.cli.runopts import FlagError
+    out = {}
+    for v in values:
+        k, eq, val = v.partition("=")
+        if not k:
+            raise FlagError(f"invalid {what} {v!r}")
+        out[k] = val
+    return out
+
+
+def _ulimits(values: list[str]) -> list[dict]:
+    from ketch.cli.runopts import FlagError
+    out = []
+    for v in values:
+        name, _, lim = v.partition("=")
+        soft, _, hard = lim.partition(":")
+        try:
+            out.append({"Name": name, "Soft": int(soft), "Hard": int(hard or soft)})
+        except ValueError:
+            raise FlagError(f"invalid ulimit argument: {v}") from None
+    return out
+
+
+def tar_context(ctx_dir: str, dockerfile: str | None, dockerfile_data: bytes | None):
+    """The context directory as a tar in a spooled file (the walk skips what .dockerignore excludes,
+    never the Dockerfile or .dockerignore), and the Dockerfile's name in it."""
+    from ketch.build import dockerignore
+    if not os.path.isdir(ctx_dir):
+        raise FileNotFoundError(f"unable to prepare context: path {ctx_dir!r} not found")
+    name = "Dockerfile"
+    outside = None
+    if dockerfile_data is None and dockerfile:
+        full = os.path.abspath(dockerfile if os.path.isabs(dockerfile) or os.path.exists(dockerfile)
+                               else os.path.join(ctx_dir, dockerfile))
+        rel = os.path.relpath(full, os.path.abspath(ctx_dir))
+        if rel.startswith(".."):
+            with open(full, "rb") as f:
+                dockerfile_data = f.read()
+            outside = full
+        else:
+            name = rel
+    if dockerfile_data is not None:
+        name = f".dockerfile.{os.urandom(10).hex()}"
+    ign_path = outside if outside else (os.path.join(ctx_dir, name) if dockerfile else None)
+    matcher = dockerignore.load(ctx_dir, ign_path)
+    keep = {name, ".dockerignore", name + ".dockerignore"}
+    out = tempfile.SpooledTemporaryFile(max_size=32 << 20)
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for rel, _st in dockerignore.walk(ctx_dir, matcher):
+            tf.add(os.path.join(ctx_dir, rel), arcname=rel, recursive=False)
+        for k in keep:
+            p = os.path.join(ctx_dir, k)
+            if matcher.excluded(k) and os.path.isfile(p):
+                tf.add(p, arcname=k, recursive=False)
+        if dockerfile_data is not None:
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mode = len(dockerfile_data), 0o644
+            import io
+            tf.addfile(ti, io.BytesIO(dockerfile_data))
+    out.seek(0)
+    return out, name
+
+
+@command("build")
+def cmd_build(args, ctx):
+    from ketch.cli.images import _stream_error
+    _refuse(args)
+    params: dict = {"target": args.target, "nocache": args.no_cache or None,
+                    "pull": args.pull or None, "q": args.quiet or None, "networkmode": args.network,
+                    "rm": "0" if args.rm.lower() in ("false", "0") else None, "forcerm": args.force_rm or None,
+                    "platform": args.platform}
+    if args.build_arg:
+        params["buildargs"] = json.dumps(_build_args(args.build_arg))
+    if args.label:
+        params["labels"] = json.dumps(_pairs(args.label, "label"))
+    if args.no_cache_filter:
+        params["nocachefilter"] = json.dumps(args.no_cache_filter)
+    if args.add_host:
+        params["extrahosts"] = ",".join(args.add_host)
+    if args.shm_size:
+        from ketch.units import ram_in_bytes
+        params["shmsize"] = str(ram_in_bytes(args.shm_size))
+    if args.ulimit:
+        params["ulimits"] = json.dumps(_ulimits(args.ulimit))
+    stdin_df = None
+    if args.file == "-":
+        if args.context == "-":
+            from ketch.cli.runopts import FlagError
+            raise FlagError("invalid argument: can't use stdin for both build context and dockerfile")
+        stdin_df = sys.stdin.buffer.read()
+    if args.context == "-":
+        body = sys.stdin.buffer
+        if args.file:
+            params["dockerfile"] = args.file
+    elif os.path.isfile(args.context):
+        body = open(args.context, "rb")  # a local tar (or a Dockerfile alone), sent as it is
+        if args.file:
+            params["dockerfile"] = args.file
+    else:
+        body, name = tar_context(args.context, args.file, stdin_df)
+        params["dockerfile"] = name
+    iid = ""
+    try:
+        pairs = [("t", t) for t in args.tag] + list(params.items())
+        for msg in _client(args).image_build(body, pairs):
+            if "error" in msg or "errorDetail" in msg:
+                e = _stream_error(msg)
+                print(msg.get("error") or str(e), file=sys.stderr)
+                return int((msg.get("errorDetail") or {}).get("code") or 1)
+            if "aux" in msg and isinstance(msg["aux"], dict) and msg["aux"].get("ID"):
+                iid = msg["aux"]["ID"]
+            s = msg.get("stream")
+            if s and not args.quiet:
+                sys.stdout.write(s)
+                sys.stdout.flush()
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None and body is not sys.stdin.buffer:
+            close()
+    if args.quiet:
+        print(iid)
+    if args.iidfile:
+        with open(args.iidfile, "w") as f:
+            f.write(iid)
+    return 0
