@@ -315,3 +315,26 @@ def test_diff_and_commit_of_a_container_whose_root_is_gone(ketchd, ketch):
         assert ketch("images", "-q", "cow/gone").stdout == ""
     finally:
         _rm(ketch, "gone")
+
+
+def test_a_failed_commit_still_unpauses(ketchd, ketch):
+    from ketch.images import ImageService
+    run_until(ketch, "v0", "echo v > /victim")
+    ketch("commit", "v0", "cow/victim")
+    run_until(ketch, "v1", "echo more > /more", image="cow/victim")
+    try:
+        svc = ImageService(ketchd.data_root)
+        iid = svc.resolve("cow/victim")[0]
+        with svc.meta.write() as doc:  # the image's record lost under the container (a damaged store)
+            del doc["images"][iid]
+            del doc["tags"]["docker.io/cow/victim:latest"]
+        since = time.time()
+        r = ketch("commit", "v1", "cow/never", check=False)
+        until = time.time() + 0.5
+        assert r.returncode == 1 and "no longer stored" in r.stderr, r.stderr
+        assert [e["Action"] for e in events(ketchd, since, until, container="v1")] == ["pause", "unpause"]
+        assert ketch("inspect", "-f", "{{.State.Status}}", "v1").stdout.strip() == "running"
+        assert _freezer_state(int(ketch("inspect", "-f", "{{.State.Pid}}", "v1").stdout)) == "THAWED"
+        assert ketch("images", "-q", "cow/never").stdout == ""
+    finally:
+        _rm(ketch, "v0", "v1")

@@ -38,6 +38,14 @@ def _upper(root):
     for i in range(50):
         with open(f"{root}/etc/sub/f{i:02}", "w") as f:
             f.write(str(i))
+    # entries that need PAX records (a long name, a non-ASCII name, a large uid), not a plain ustar header
+    long = f"{root}/etc/" + "n" * 150
+    with open(long, "w") as f:
+        f.write("long")
+    with open(f"{root}/etc/caf\u00e9", "w") as f:
+        f.write("utf-8")
+    os.chown(long, 3_000_000, 3_000_001)
+    os.symlink("t" * 120, f"{root}/etc/longlink")
 
 
 def _tree(root):
