@@ -181,8 +181,16 @@ class Builder:
                     with open(os.path.join(ctx, "Dockerfile"), "wb") as out:   # `docker build - < Dockerfile`
                         shutil.copyfileobj(f, out)
                     return
-                if head.strip(b"\0"):
-                    extract_archive(f, ctx, "", follow_symlinks=False)
+                if not head.strip(b"\0"):
+                    return
+                if cz.detect(head[:8]) is None:
+                    # the docker CLI's `-f -` rewrites the tar (moby's ReplaceFileTarWrapper) and closes
+                    # its pipe before the tar writer: no padding after the last file, no trailer.
+                    # Go's reader takes that; zeros after the data make it a whole tar for ours
+                    size = os.fstat(f.fileno()).st_size
+                    with open(spool, "ab") as pad:
+                        pad.write(b"\0" * ((-size) % 512 + 1024))
+                extract_archive(f, ctx, "", follow_symlinks=False)
         try:
             await asyncio.to_thread(unpack)
         except KetchError as e:
