@@ -26,7 +26,7 @@ ALLOWED = {
     "api": {"engine"},
     "daemon": {"api", "engine", "network", "registry"},
     "client": set(),
-    "cli": {"client", "images", "archive", "oci"},
+    "cli": {"client", "images", "archive", "oci", "build"},
 }
 
 
