@@ -257,17 +257,23 @@ def _each(refs, op) -> int:
     return rc
 
 
-@command("network inspect")
-def cmd_inspect(args, ctx):
-    fmt.check(args.format)
+def inspect_each(refs, get, template) -> int:
+    """`inspect` of a management group: each object's JSON (a list, indented) or the template per
+    object; a failing reference is printed and skipped, exit 1 at the end."""
+    fmt.check(template)
     found: list = []
-    rc = _each(args.networks, lambda r: found.append(ctx.client.network_inspect(r, verbose=args.verbose)))
-    if args.format:
+    rc = _each(refs, lambda r: found.append(get(r)))
+    if template:
         for obj in found:
-            print(fmt.render(args.format, obj))
+            print(fmt.render(template, obj))
     else:
         print(fmt.to_json(found, indent=4))
     return rc
+
+
+@command("network inspect")
+def cmd_inspect(args, ctx):
+    return inspect_each(args.networks, lambda r: ctx.client.network_inspect(r, verbose=args.verbose), args.format)
 
 
 # ============================================================================ rm / prune

@@ -132,6 +132,16 @@ def restart_policy(value: str | None) -> dict | None:
     return rp
 
 
+def _mount_bool(value: str, key: str, v: str, sep: str) -> bool:
+    if not sep:
+        return True
+    if v.lower() in ("1", "true", "t"):
+        return True
+    if v.lower() in ("0", "false", "f"):
+        return False
+    raise _bad(value, "--mount", f"invalid value for {key}: {v}")
+
+
 def mount_spec(value: str) -> dict:
     """--mount type=bind,source=/a,target=/b,readonly | type=tmpfs,target=/t,tmpfs-size=64m."""
     m: dict = {"Type": "volume"}
@@ -148,6 +158,20 @@ def mount_spec(value: str) -> dict:
             m["Target"] = v
         elif k == "bind-propagation":
             m.setdefault("BindOptions", {})["Propagation"] = v
+        elif k == "bind-nonrecursive":
+            m.setdefault("BindOptions", {})["NonRecursive"] = _mount_bool(value, k, v, sep)
+        elif k == "volume-nocopy":
+            m.setdefault("VolumeOptions", {})["NoCopy"] = _mount_bool(value, k, v, sep)
+        elif k == "volume-label":
+            lk, _, lv = v.partition("=")
+            m.setdefault("VolumeOptions", {}).setdefault("Labels", {})[lk] = lv
+        elif k == "volume-driver":
+            m.setdefault("VolumeOptions", {}).setdefault("DriverConfig", {})["Name"] = v
+        elif k == "volume-opt":
+            ok, osep, ov = v.partition("=")
+            if not osep:
+                raise _bad(value, "--mount", f"invalid volume-opt: {v}")
+            m.setdefault("VolumeOptions", {}).setdefault("DriverConfig", {}).setdefault("Options", {})[ok] = ov
         elif k == "tmpfs-size":
             m.setdefault("TmpfsOptions", {})["SizeBytes"] = ram_in_bytes(v, "--mount")
         elif k == "tmpfs-mode":
@@ -155,7 +179,7 @@ def mount_spec(value: str) -> dict:
                 m.setdefault("TmpfsOptions", {})["Mode"] = int(v, 8)
             except ValueError:
                 raise _bad(value, "--mount", f"invalid value for tmpfs-mode: {v}") from None
-        elif k in ("volume-nocopy", "consistency"):
+        elif k == "consistency":
             continue
         else:
             raise _bad(value, "--mount", f"unexpected key '{k}' in '{part}'")
@@ -217,8 +241,10 @@ def add_create_flags(p: argparse.ArgumentParser, run: bool) -> None:
       help="publish a container's port(s) to the host")
     a("-P", "--publish-all", action="store_true", help="publish all exposed ports to random ports")
     a("--expose", action="append", help="expose a port or a range of ports")
-    a("-v", "--volume", action="append", help="bind mount a volume (/host:/container[:ro])")
-    a("--mount", action="append", help="attach a filesystem mount to the container (type=bind|tmpfs,...)")
+    a("-v", "--volume", action="append",
+      help="bind mount a volume (/host:/container[:ro], NAME:/container[:ro][,nocopy], /container)")
+    a("--volumes-from", action="append", metavar="CONTAINER[:ro|rw]", help="mount volumes from the container")
+    a("--mount", action="append", help="attach a filesystem mount to the container (type=bind|volume|tmpfs,...)")
     a("--tmpfs", action="append", help="mount a tmpfs directory (/path[:options])")
     a("--log-driver", help="logging driver for the container (json-file, none)")
     a("--log-opt", action="append", help="log driver options (max-size=10m, max-file=3)")
@@ -379,6 +405,9 @@ def create_body(args, run: bool) -> dict:
         binds = []
         for v in args.volume:
             parts = v.split(":")
+            if len(parts) == 1 and v.startswith("/"):   # -v /path: an anonymous volume, in Config.Volumes
+                cfg.setdefault("Volumes", {})[v] = {}
+                continue
             if len(parts) < 2 or len(parts) > 3 or not parts[1]:
                 raise FlagError(f"invalid spec: {v}: empty section between colons" if "::" in v
                                 else f"invalid volume specification: '{v}'")
@@ -388,7 +417,10 @@ def create_body(args, run: bool) -> dict:
             if parts[0].startswith((".", "~")) or "/" in parts[0] and not parts[0].startswith("/"):
                 parts[0] = os.path.abspath(os.path.expanduser(parts[0]))
             binds.append(":".join(parts))
-        hc["Binds"] = binds
+        if binds:
+            hc["Binds"] = binds
+    if args.volumes_from:
+        hc["VolumesFrom"] = list(args.volumes_from)
     if args.mount:
         hc["Mounts"] = [mount_spec(m) for m in args.mount]
     if args.tmpfs:

@@ -16,7 +16,7 @@ import sys
 
 from ketch.cli import format as fmt
 from ketch.cli.containers import _err, _parser, command
-from ketch.cli.networks import _each, _kv_map, _label_ok, filters, natural_key
+from ketch.cli.networks import _each, _kv_map, _label_ok, filters, inspect_each, natural_key
 
 _TABLE = "table {{.Driver}}\t{{.Name}}"
 _HEADERS = {"Name": "VOLUME NAME"}
@@ -68,15 +68,7 @@ def cmd_ls(args, ctx):
 
 @command("volume inspect")
 def cmd_inspect(args, ctx):
-    fmt.check(args.format)
-    found: list = []
-    rc = _each(args.volumes, lambda r: found.append(ctx.client.volume_inspect(r)))
-    if args.format:
-        for obj in found:
-            print(fmt.render(args.format, obj))
-    else:
-        print(fmt.to_json(found, indent=4))
-    return rc
+    return inspect_each(args.volumes, ctx.client.volume_inspect, args.format)
 
 
 @command("volume rm")

@@ -67,7 +67,7 @@ def stat_header(st: dict) -> str:
 def in_root(rootfs: str, path: str, extra: dict[str, str]) -> tuple[str, str]:
     """(the root a path of the container lives under, the path inside it): a bind mount's source
     when `path` is in one (the longest match), else the container's root."""
-    norm = os.path.normpath("/" + path)
+    norm = os.path.normpath("/" + path.lstrip("/"))   # not "//x": POSIX normpath keeps a leading "//"
     best = None
     for dst in extra:
         if norm == dst or norm.startswith(dst.rstrip("/") + "/"):
@@ -98,7 +98,7 @@ def extract_tar(fileobj, rootfs: str, path: str, extra: dict[str, str],
     (ketch.archive.extract_archive): every path resolved by the kernel inside the root it lands
     in (the container's root, or a bind mount's source), no whiteout meaning."""
     from ketch.archive import extract_archive
-    root, dest = rootfs, os.path.normpath("/" + path)
+    root, dest = rootfs, os.path.normpath("/" + path.lstrip("/"))
     best = None
     for target in extra:
         if os.path.isdir(extra[target]) and (dest == target or dest.startswith(target.rstrip("/") + "/")):

@@ -96,11 +96,18 @@ class Lifecycle:
             c.save()
             try:
                 await self._start(c)
-            except KetchError:
-                if c.host_config.get("AutoRemove"):  # as Docker: a failed start of --rm removes it
-                    self.tasks.spawn(self.remove(c.id, force=True, volumes=True))
-                raise
-            return True
+                return True
+            except KetchError as e:
+                if not c.host_config.get("AutoRemove"):
+                    raise
+                failed = e
+        # as dockerd: a failed start of --rm removes it (and its anonymous volumes) before answering,
+        # so the client never sees it left over; outside the lock, which the removal takes
+        try:
+            await self.remove(c.id, force=True, volumes=True)
+        except KetchError as e:
+            log.warning("auto-remove after a failed start", extra={"container": c.id, "error": str(e)})
+        raise failed
 
     def _joined_namespaces(self, c: Container) -> dict[str, str]:
         """Namespaces to join for --network/--pid/--ipc container:<name>: their /proc paths."""

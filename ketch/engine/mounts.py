@@ -338,28 +338,25 @@ def _mount_of(path: str) -> tuple[str, set[str]]:
 
 
 def root_propagation(mounts: list[Mount]) -> str | None:
-    """The rootfsPropagation a bind's propagation needs, and its source checked, as moby does: a
-    shared bind needs the root shared and its source on a shared mount; a slave one, the root
-    rslave and its source on a shared or slave mount (else the propagation could never happen)."""
+    """The rootfsPropagation a shared bind needs (the root shared), with its source checked to sit
+    on a shared mount, as moby checks it (else nothing could ever propagate). A slave bind needs
+    nothing more than the runtime's default root (rslave); of a private source it receives
+    nothing, which moby refuses and Ketch lets run."""
     want = None
     for m in mounts:
-        if m.type != BIND or not m.propagation or m.propagation in ("private", "rprivate"):
+        if m.type != BIND or m.propagation not in ("shared", "rshared"):
             continue
         mp, words = _mount_of(m.source)
-        if m.propagation in ("shared", "rshared"):
-            if "shared" not in words:
-                raise InvalidArgument(f"path {m.source} is mounted on {mp} but it is not a shared mount")
-            want = "shared"
-        else:
-            if not words & {"shared", "master"}:
-                raise InvalidArgument(f"path {m.source} is mounted on {mp} but it is not a shared or slave mount")
-            want = want or "rslave"
+        if "shared" not in words:
+            raise InvalidArgument(f"path {m.source} is mounted on {mp} but it is not a shared mount")
+        want = "shared"
     return want
 
 
 def host_paths(mounts: list[Mount]) -> dict[str, str]:
-    """Container path -> host path of each bind mount, for `docker cp`."""
-    return {m.target: m.source for m in mounts if m.type == BIND}
+    """Container path -> host path of each bind and volume mount, for `docker cp`."""
+    return {m.target: m.source if m.type == BIND else m.path for m in mounts
+            if m.type == BIND or (m.type == VOLUME and m.path)}
 
 
 def prepare_sources(mounts: list[Mount]) -> None:

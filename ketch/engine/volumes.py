@@ -54,7 +54,7 @@ class VolumeOps:
             if m.source:
                 v = self.service.ensure(m.source, m.labels or None, m.driver_options or None)
             else:
-                v = self.service.anonymous()
+                v = self.service.anonymous(m.labels or None, m.driver_options or None)
                 m.source, m.anonymous = v.name, True
             m.path = v.path
             self.service.acquire(v.name, cid)

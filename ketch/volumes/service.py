@@ -230,8 +230,9 @@ class VolumeService:
                 return self.volumes[name]
         return self._create(name, None, labels, options or None, False)
 
-    def anonymous(self) -> Volume:
-        return self._create(None, None, None, None, True)
+    def anonymous(self, labels: dict | None = None, options: dict | None = None) -> Volume:
+        """A volume of one container's own (-v /path, the image's VOLUME, --mount without a source)."""
+        return self._create(None, None, labels, options, True)
 
     # --- users -----------------------------------------------------------------------
     def restore(self, users: dict[str, list[str]], running: set[str]) -> None:
