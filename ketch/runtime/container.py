@@ -219,10 +219,15 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
 
 
 def _has_idmapped(cfg):
-    """Whether any mount is idmapped (checked here, so a bad one fails create before any fork)."""
+    """Whether any mount is idmapped (checked here, so a bad one fails create before any fork);
+    rootfs is imported only then, off the common path."""
+    mounts = [m for m in cfg.get("mounts") or [] if m.get("uidMappings") or m.get("gidMappings")
+              or {"idmap", "ridmap"} & set(m.get("options") or [])]
+    if not mounts:
+        return False
     from ketch.runtime import rootfs
     linux = cfg.get("linux") or {}
-    return any([rootfs.idmap_of(m, linux) is not None for m in cfg.get("mounts") or []])
+    return any([rootfs.idmap_of(m, linux) is not None for m in mounts])
 
 
 def _connect(path):
