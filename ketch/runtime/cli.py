@@ -55,7 +55,10 @@ COMMANDS: dict[str, dict | None] = {
     "pause": {}, "resume": {},
     "update": {"--resources": ("resources", True), "-r": ("resources", True), "--memory": ("memory", True),
                "--memory-reservation": ("memory_reservation", True), "--memory-swap": ("memory_swap", True),
-               "--cpu-shares": ("cpu_shares", True), "--cpu-quota": ("cpu_quota", True),
+               "--cpu-shares": ("cpu_shares", True), "--cpu-share": ("cpu_shares", True),
+               "--cpu-quota": ("cpu_quota", True), "--cpu-rt-period": ("cpu_rt_period", True),
+               "--cpu-rt-runtime": ("cpu_rt_runtime", True), "--kernel-memory": ("kernel_memory", True),
+               "--kernel-memory-tcp": ("kernel_memory_tcp", True),
                "--cpu-period": ("cpu_period", True), "--cpuset-cpus": ("cpuset_cpus", True),
                "--cpuset-mems": ("cpuset_mems", True), "--pids-limit": ("pids_limit", True),
                "--blkio-weight": ("blkio_weight", True)},
@@ -489,10 +492,31 @@ def _update_resources(opts):
             return int(opts[k])
         except ValueError:
             raise InvalidArgument(f"update: --{k.replace('_', '-')} `{opts[k]}` is not a number") from None
-    mapping = {"memory": ("memory", "limit"), "memory_reservation": ("memory", "reservation"),
-               "memory_swap": ("memory", "swap"), "cpu_shares": ("cpu", "shares"), "cpu_quota": ("cpu", "quota"),
-               "cpu_period": ("cpu", "period"), "pids_limit": ("pids", "limit"),
-               "blkio_weight": ("blockIO", "weight")}
+
+    def size(k):
+        """A memory size as runc reads it: -1, or go-units' RAMInBytes (50M, 1g, 512KiB: powers of 1024)."""
+        v = opts[k].strip()
+        if v == "-1":
+            return -1
+        n = v.rstrip("bB").rstrip("iI")
+        unit = n[-1:].lower() if n[-1:].isalpha() else ""
+        n = n[:-1].rstrip() if unit else n
+        try:
+            val = float(n)
+            if val < 0 or unit not in ("", "k", "m", "g", "t", "p"):
+                raise ValueError
+        except ValueError:
+            raise InvalidArgument(f"invalid value for {k.replace('_', '-')}: invalid size: '{v}'") from None
+        return int(val * 1024 ** ("kmgtp".index(unit) + 1 if unit else 0))
+    sizes = {"memory": ("memory", "limit"), "memory_reservation": ("memory", "reservation"),
+             "memory_swap": ("memory", "swap"), "kernel_memory": ("memory", "kernel"),
+             "kernel_memory_tcp": ("memory", "kernelTCP")}
+    for k, (sect, field) in sizes.items():
+        if k in opts:
+            res.setdefault(sect, {})[field] = size(k)
+    mapping = {"cpu_shares": ("cpu", "shares"), "cpu_quota": ("cpu", "quota"), "cpu_period": ("cpu", "period"),
+               "cpu_rt_period": ("cpu", "realtimePeriod"), "cpu_rt_runtime": ("cpu", "realtimeRuntime"),
+               "pids_limit": ("pids", "limit"), "blkio_weight": ("blockIO", "weight")}
     for k, (sect, field) in mapping.items():
         if k in opts:
             res.setdefault(sect, {})[field] = num(k)

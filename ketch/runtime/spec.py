@@ -58,13 +58,42 @@ def default_config(rootless: bool = False) -> dict:
     return cfg
 
 
+def for_host(rootless: bool = False) -> dict:
+    """What `runc spec` writes on this host: the default config with ambient capabilities, and a
+    cgroup namespace only on a cgroup v2 host (runc 1.1 leaves it out on v1 and hybrid hosts);
+    --rootless as runc's specconv.ToRootless makes it."""
+    cfg = default_config()
+    cfg["process"]["capabilities"]["ambient"] = list(DEFAULT_CAPS)
+    linux = cfg["linux"]
+    if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != "cgroup"]
+    if not rootless:
+        return cfg
+    nss = [n for n in linux["namespaces"] if n["type"] not in ("network", "user")] + [{"type": "user"}]
+    mounts = []
+    for m in cfg["mounts"]:
+        if os.path.normpath(m["destination"]) == "/sys":
+            mounts.append({"destination": "/sys", "type": "none", "source": "/sys",
+                           "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+            continue
+        if "options" in m:
+            m["options"] = [o for o in m["options"] if not o.startswith(("gid=", "uid="))]
+        mounts.append(m)
+    cfg["mounts"] = mounts
+    # Go's struct order: the mappings first, no resources
+    cfg["linux"] = {"uidMappings": [{"containerID": 0, "hostID": os.geteuid(), "size": 1}],
+                    "gidMappings": [{"containerID": 0, "hostID": os.getegid(), "size": 1}],
+                    "namespaces": nss, "maskedPaths": linux["maskedPaths"], "readonlyPaths": linux["readonlyPaths"]}
+    return cfg
+
+
 def write(bundle: str, rootless: bool = False) -> None:
+    """config.json as `runc spec` writes it: Go's MarshalIndent with tabs, no final newline."""
     path = os.path.join(bundle, "config.json")
     if os.path.exists(path):
-        raise AlreadyExists(f"spec: `{path}` already exists")
+        raise AlreadyExists("File config.json exists. Remove it first")      # runc's words
     with open(path, "w") as f:
-        json.dump(default_config(rootless), f, indent=2)
-        f.write("\n")
+        f.write(json.dumps(for_host(rootless), indent="\t", separators=(",", ": ")))
 
 
 def features() -> dict:

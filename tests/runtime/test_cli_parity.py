@@ -23,8 +23,10 @@ def pair(rt):
     """A running and an exited container under each runtime, with the same ids."""
     running, exited = rt.bundle(["sleep", "100"]), rt.bundle(["true"])
     calls = {"ketch": rt.rt, "runc": rt.runc}
-    for run in calls.values():
+    for name, run in calls.items():
         for b in (running, exited):
+            b.cfg["linux"]["cgroupsPath"] = f"/{rt.cg_parent}/{name}-{b.id}"     # a cgroup each
+            b.write()
             r = run("run", "-d", "--bundle", b.path, b.id, stdin=subprocess.DEVNULL)
             assert r.returncode == 0, r.stderr
     deadline = time.time() + 10
@@ -118,3 +120,38 @@ def test_log_file_json(rt):
     assert r.returncode != 0
     entry = json.loads(open(log).read().splitlines()[-1])
     assert entry["level"] == "error" and "does not exist" in entry["msg"] and "time" in entry
+
+
+def test_update_flags_as_runc(pair, rt):
+    """runc's spellings and sizes (50M, 1g, -1), on the same container under each runtime."""
+    calls, running, exited = pair
+    steps = (["--memory", "50M"], ["--memory", "1g", "--memory-swap", "-1"], ["--cpu-share", "512"],
+             ["--pids-limit", "77"], ["--blkio-weight", "300"], ["--cpu-rt-period", "1000000"])
+    seen = {}
+    for name, run in calls.items():
+        for args in steps:
+            r = run("update", *args, running.id)
+            assert r.returncode == 0, (name, args, r.stderr)
+        r = run("update", "--memory", "12X", running.id)
+        assert r.returncode != 0 and _msg(r.stderr) == "invalid value for memory: invalid size: '12X'", r.stderr
+        base = f"/sys/fs/cgroup/%s/{rt.cg_parent}/{name}-{running.id}/"
+        seen[name] = [open(base % c + f).read().strip() for c, f in
+                      (("memory", "memory.limit_in_bytes"), ("cpu", "cpu.shares"), ("pids", "pids.max"),
+                       ("cpu", "cpu.rt_period_us"))]
+    assert seen["ketch"] == seen["runc"] == ["1073741824", "512", "77", "1000000"]
+
+
+@pytest.mark.parametrize("rootless", [False, True])
+def test_spec_as_runc_writes_it(rt, rootless):
+    """Byte for byte but the spec version and the hostname; a second spec is refused in runc's words."""
+    out = {}
+    for name, run in (("ketch", rt.rt), ("runc", rt.runc)):
+        d = os.path.join(rt.tmp, f"spec-{name}-{rootless}")
+        os.makedirs(d)
+        r = run("spec", "--bundle", d, *(["--rootless"] if rootless else []))
+        assert r.returncode == 0, r.stderr
+        out[name] = open(os.path.join(d, "config.json")).read()
+        r = run("spec", "--bundle", d)
+        assert r.returncode != 0 and _msg(r.stderr) == "File config.json exists. Remove it first", r.stderr
+    norm = {k: re.sub(r'"(ociVersion|hostname)": "[^"]*"', r'"\1": X', v) for k, v in out.items()}
+    assert norm["ketch"] == norm["runc"]
