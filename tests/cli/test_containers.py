@@ -171,7 +171,8 @@ def test_create_options_reach_the_container(k, tmp_path):
     assert i["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
     assert i["Config"]["StopSignal"] == "SIGUSR1" and i["Config"]["Entrypoint"] == ["echo"]
     assert i["Config"]["Cmd"] == ["x"] and i["Config"]["Healthcheck"]["Interval"] == 10**9
-    assert i["HostConfig"]["LogConfig"]["Config"] == {"max-size": "1m"}
+    # the daemon's default log-opts fill what the container left out (dockerd's mergeAndVerifyLogConfig)
+    assert i["HostConfig"]["LogConfig"]["Config"] == {"max-size": "1m", "max-file": "3"}
     k("rm", c)
 
 
