@@ -203,15 +203,25 @@ def _main(argv):
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - one clear line, never a traceback
-        from ketch.errors import KetchError
-        msg = str(e) if isinstance(e, (KetchError, OSError)) else f"{type(e).__name__}: {e}"
-        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
-            msg = f"{e.filename}: {e.strerror}"
+        msg = _words(e)
         log("error", msg)
         sys.stderr.write(f"ketch-runtime: {msg}\n")
         if os.environ.get("KETCH_DEBUG"):
             raise
         return 1
+
+
+def _words(e: BaseException) -> str:
+    """An error as one line: a Ketch error's message; an OSError's own words, without `[Errno N]`
+    (which is how OSError(errno, "what: why") prints), naming its file when the words do not."""
+    from ketch.errors import KetchError
+    if isinstance(e, KetchError):
+        return str(e)
+    if isinstance(e, OSError):
+        if e.filename and str(e.filename) not in (e.strerror or ""):
+            return f"{e.filename}: {e.strerror}"
+        return e.strerror or str(e)
+    return f"{type(e).__name__}: {e}"
 
 
 def _default_root():
@@ -257,7 +267,15 @@ def _dispatch(cmd, root, g, opts, pos, log):
                 raise
         return 0
     if cmd == "exec":
-        return _exec(root, g, opts, pos, log)
+        try:
+            return _exec(root, g, opts, pos, log)
+        except (UsageError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - runc's: `exec failed: why`, exit 255
+            msg = _words(e)
+            log("error", f"exec failed: {msg}")
+            sys.stderr.write(f"ketch-runtime: exec failed: {msg}\n")
+            return 255
     if cmd == "ps":
         return _ps(root, opts, pos)
     if cmd == "list":
@@ -399,7 +417,8 @@ def _exec(root, g, opts, pos, log):
         console = theirs.detach()
     try:
         pid = ct.exec_(root, cid, proc, console_socket=console, pid_file=opts.get("pid_file"), detach=detach,
-                       preserve_fds=int(opts.get("preserve_fds") or 0), log=log, subreaper=not detach)
+                       preserve_fds=int(opts.get("preserve_fds") or 0), log=log, subreaper=not detach,
+                       ignore_paused=opts.get("ignore_paused", False))
     finally:
         if relay_sock is not None:
             os.close(console)

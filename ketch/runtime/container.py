@@ -236,9 +236,16 @@ def _connect(path):
 
 
 def _write_pid_file(path, pid):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(str(pid))
+    """Written beside it as `.NAME` and renamed, as runc does (and with runc's words on failure)."""
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path))
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        raise OSError(e.errno, f"open {tmp}: {(e.strerror or '').lower()}") from None
+    try:
+        os.write(fd, str(pid).encode())
+    finally:
+        os.close(fd)
     os.rename(tmp, path)
 
 
@@ -574,14 +581,17 @@ def wait_pid(pid: int) -> int:
 
 
 def exec_(root: str, cid: str, proc: dict, *, console_socket: str | None = None, pid_file: str | None = None,
-          detach: bool = False, preserve_fds: int = 0, log: Log | None = None, subreaper: bool = False) -> int:
+          detach: bool = False, preserve_fds: int = 0, log: Log | None = None, subreaper: bool = False,
+          ignore_paused: bool = False) -> int:
     """Run proc inside a running container. Returns the new process's pid."""
     from ketch.linux import syscalls as sc
     sc.set_dumpable(False)
     state = st.load(root, cid)
     status = state.status()
-    if status not in (st.RUNNING, st.CREATED):
-        raise FailedPrecondition(f"cannot exec in container `{cid}`: it is {status}")
+    if status == st.PAUSED and not ignore_paused:
+        raise FailedPrecondition("cannot exec in a paused container (use --ignore-paused to override)")
+    if status not in (st.RUNNING, st.CREATED, st.PAUSED):
+        raise FailedPrecondition("cannot exec in a stopped container")
     cfg = state.config
     nss = cfgmod.namespaces(cfg)
     if proc.get("terminal") and not console_socket and not subreaper:
@@ -640,7 +650,11 @@ def exec_(root: str, cid: str, proc: dict, *, console_socket: str | None = None,
         pid = got["pid"]["pid"]
         os.waitpid(pid1, 0)
         if pid_file:
-            _write_pid_file(pid_file, pid)
+            try:
+                _write_pid_file(pid_file, pid)
+            except OSError:
+                os.kill(pid, signal.SIGKILL)        # as runc: no process nobody can name
+                raise
         return pid
     except channel._ChildError as e:
         raise e.as_ketch_error() from None

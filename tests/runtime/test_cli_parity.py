@@ -155,3 +155,23 @@ def test_spec_as_runc_writes_it(rt, rootless):
         assert r.returncode != 0 and _msg(r.stderr) == "File config.json exists. Remove it first", r.stderr
     norm = {k: re.sub(r'"(ociVersion|hostname)": "[^"]*"', r'"\1": X', v) for k, v in out.items()}
     assert norm["ketch"] == norm["runc"]
+
+
+def test_exec_failures_exit_255_in_runcs_words(pair):
+    calls, running, exited = pair
+    for name, run in calls.items():
+        r = run("exec", "--pid-file", "/nonexistent/dir/pid", running.id, "true", stdin=subprocess.DEVNULL)
+        assert r.returncode == 255, (name, r.stderr)
+        assert _msg(r.stderr) == "exec failed: open /nonexistent/dir/.pid: no such file or directory", r.stderr
+        assert run("pause", running.id).returncode == 0
+        try:
+            r = run("exec", running.id, "true", stdin=subprocess.DEVNULL)
+            assert r.returncode == 255, (name, r.stderr)
+            assert _msg(r.stderr) == "exec failed: cannot exec in a paused container (use --ignore-paused to override)"
+        finally:
+            run("resume", running.id)
+        r = run("exec", running.id, "sh", "-c", "exit 3", stdin=subprocess.DEVNULL)
+        assert r.returncode == 3, (name, r.stderr)
+    # the process of the failed --pid-file exec was not left behind
+    out = calls["ketch"]("ps", "--format", "json", running.id).stdout
+    assert len(json.loads(out)) == 1

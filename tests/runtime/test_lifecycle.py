@@ -136,7 +136,7 @@ def test_spec_features_version(rt):
     cfg = json.load(open(os.path.join(d, "config.json")))
     assert cfg["root"]["path"] == "rootfs" and cfg["process"]["args"] == ["sh"]
     r = rt.rt("spec", "--bundle", d)
-    assert r.returncode != 0 and "already exists" in r.stderr
+    assert r.returncode != 0 and "File config.json exists. Remove it first" in r.stderr       # runc's words
     feats = json.loads(rt.rt("features").stdout)
     assert "createRuntime" in feats["hooks"] and "SCMP_ACT_ERRNO" in feats["linux"]["seccomp"]["actions"]
     assert "CAP_SYS_ADMIN" in feats["linux"]["capabilities"]
