@@ -126,7 +126,9 @@ class Ketch:
         rt = shutil.which(self.runtime) or (os.path.join(REPO, "bin", "ketch-runtime")
                                            if self.runtime == "ketch-runtime" else self.runtime)
         with open(os.path.join(self.base, "daemon.json"), "w") as f:
-            f.write("{}")
+            # no default bridge and no nftables table: the benches run `--network none`, and a bench
+            # daemon must not take over the host's ketch0 (bench/network.py sets up its own)
+            f.write('{"bridge": "none", "iptables": false}')
         self.proc = subprocess.Popen([sys.executable, "-m", "ketch.daemon", "--config-file",
                                       os.path.join(self.base, "daemon.json"), "--data-root", self.data,
                                       "--exec-root", self.run, "--runtime", rt, "--cgroup-parent",

@@ -1,7 +1,16 @@
 #!/usr/bin/env python3
-"""Storage, side by side: `commit` of a container that changed 10,000 small files, Ketch against podman.
+"""Storage, side by side: file I/O in a container's root, a volume and a bind mount against the host's,
+and `commit` of a container that changed 10,000 small files, Ketch against podman.
 
     sudo .venv/bin/python bench/storage.py [-n RUNS] [--dirs 100 --files 100] [--ketch-runtime ketch-runtime]
+                                           [--io-mib 1024] [--only io|commit]
+
+Section "io": the same busybox commands time, inside a Ketch container and on the host (busybox's
+`time`, wall clock of the command alone, container start excluded): `dd` writes IO_MIB MiB from
+/dev/zero with `conv=fsync`, then reads it back with `iflag=direct` (past the page cache), and `tar -x`
+unpacks an archive of DIRS x FILES small files; each in the container's root (overlay's upper dir),
+in a named volume, in a bind mount of a host directory, and in a directory of the host, all on the
+same file system (the data root's). RUNS runs each, interleaved; medians and the ratio to the host's.
 
 What it measures (section "commit"): one container per tool, made from the same busybox image (Ketch's
 base image, saved and loaded into podman, as bench/engine.py does), writes DIRS x FILES small files
@@ -143,6 +152,73 @@ def section_commit(tools, runs: int, files: int) -> None:
                   flush=True)
 
 
+def _busybox_time(err: str) -> float:
+    """Seconds from busybox `time`'s "real 0m 1.23s" line."""
+    for line in err.splitlines():
+        if line.startswith("real"):
+            m, _, sec = "".join(line.split()[1:]).partition("m")   # "real\t0m 1.23s"
+            return int(m) * 60 + float(sec.rstrip("s"))
+    raise RuntimeError(f"no time in: {err[-300:]}")
+
+
+def section_io(k: Ketch, base: str, runs: int, mib: int, dirs: int, files: int) -> None:
+    src = os.path.join(base, "io-src")
+    os.makedirs(src)
+    tree = os.path.join(base, "io-tree")
+    for i in range(dirs):
+        os.makedirs(os.path.join(tree, f"d{i}"))
+        for j in range(files):
+            with open(os.path.join(tree, f"d{i}", f"f{j}"), "w") as f:
+                f.write("0123456789abcdef0123456789abcdef0123456789abcdef\n")
+    sh(["tar", "-cf", os.path.join(src, "files.tar"), "-C", tree, "."])
+    shutil.rmtree(tree)
+    host_dir = os.path.join(base, "io-host")
+    bind_dir = os.path.join(base, "io-bind")
+    os.makedirs(host_dir)
+    os.makedirs(bind_dir)
+    sh(k.cli("volume", "create", "bench-io"))
+    places = {"host": None, "container root": "/work", "volume": "/vol", "bind mount": "/bind"}
+    tests = {
+        "dd write": "time dd if=/dev/zero of={d}/big bs=1M count={mib} conv=fsync",
+        "dd read": "time dd if={d}/big of=/dev/null bs=1M iflag=direct",
+        "tar -x small files": "mkdir -p {d}/t && time tar -xf /src/files.tar -C {d}/t",
+    }
+    results: dict[tuple[str, str], list[float]] = {}
+    print(f"\nfile I/O: busybox dd of {mib} MiB (write with fsync, read with O_DIRECT) and tar -x of "
+          f"{dirs * files} small files, {runs} runs each; seconds, median", flush=True)
+    for _ in range(runs):
+        for place, d in places.items():
+            if d is None:
+                # the host: the same busybox commands in a host directory (and the tar from its source)
+                script = "; ".join(t.format(d=host_dir, mib=mib).replace("/src/", src + "/") + " 2>&1"
+                                   for t in tests.values())
+                out = sh(["busybox", "sh", "-c", f"rm -rf {host_dir}/*; " + script]).stdout
+            else:
+                script = "; ".join(t.format(d=d, mib=mib) + " 2>&1" for t in tests.values())
+                out = sh(k.cli("run", "--rm", "--network", "none", "-v", "bench-io:/vol", "-v", f"{bind_dir}:/bind",
+                               "-v", f"{src}:/src:ro", "busybox", "sh", "-c",
+                               f"mkdir -p /work; rm -rf {d}/*; " + script), timeout=1800).stdout
+            reals = [line for line in out.splitlines() if line.startswith("real")]
+            if len(reals) != len(tests):
+                raise RuntimeError(f"{place}: expected {len(tests)} timings, got: {out[-500:]}")
+            for name, line in zip(tests, reals, strict=True):
+                results.setdefault((place, name), []).append(_busybox_time(line))
+        shutil.rmtree(bind_dir)
+        os.makedirs(bind_dir)
+    print(f"{'':<22}" + "".join(f"{p:>16}" for p in places))
+    for name in tests:
+        host = statistics.median(results[("host", name)])
+        cells = []
+        for place in places:
+            m = statistics.median(results[(place, name)])
+            cells.append(f"{m:.2f}" + (f" (x{m / host:.2f})" if place != "host" and host else ""))
+        print(f"{name:<22}" + "".join(f"{c:>16}" for c in cells), flush=True)
+    sh(k.cli("volume", "rm", "bench-io"), check=False)
+    if mib:
+        print(f"  dd throughput on the host: write {mib / statistics.median(results[('host', 'dd write')]):.0f} MiB/s, "
+              f"read {mib / statistics.median(results[('host', 'dd read')]):.0f} MiB/s")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", "--runs", type=int, default=7)
@@ -150,6 +226,8 @@ def main():
     ap.add_argument("--files", type=int, default=100, help="files per directory")
     ap.add_argument("--ketch-runtime", default="ketch-runtime")
     ap.add_argument("--no-podman", action="store_true")
+    ap.add_argument("--io-mib", type=int, default=1024, help="size of the dd file, MiB")
+    ap.add_argument("--only", choices=("io", "commit"))
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root")
@@ -161,6 +239,10 @@ def main():
         k.make_image()
         k.start()
         owners.append(k)
+        if args.only != "commit":
+            section_io(k, base, args.runs if args.runs < 7 else 3, args.io_mib, args.dirs, args.files)
+            if args.only == "io":
+                return
         tools = [KetchCommit(k)]
         if not args.no_podman and PODMAN:
             tar = os.path.join(base, "busybox.tar")
