@@ -14,7 +14,7 @@ from ketch import _json as json
 USAGE = """usage: ketch-runtime [global options] COMMAND [options] ARGS
 
 commands:
-  create [--bundle DIR] [--console-socket PATH] [--pid-file FILE] [--no-pivot] ID
+  create [--bundle DIR] [--config FILE] [--console-socket PATH] [--pid-file FILE] [--no-pivot] ID
   start ID                      state ID                 kill [--all] ID [SIGNAL]
   delete [--force] ID           run [--bundle DIR] [--detach] ID
   exec [--process FILE | --tty --cwd DIR --env K=V --user UID[:GID] ...] [--detach] [--pid-file F] ID [ARGS...]
@@ -23,12 +23,14 @@ commands:
   spec [--bundle DIR] [--rootless]   features   events [--stats] ID
 
 global options: --root DIR  --log FILE  --log-format text|json  --systemd-cgroup  --debug  --version
+                --cgroup-manager cgroupfs|systemd|disabled (crun's)
 """
 
 # option spellings -> (destination, takes a value)
 GLOBAL = {
     "--root": ("root", True), "--log": ("log", True), "--log-format": ("log_format", True),
     "--systemd-cgroup": ("systemd", False), "--debug": ("debug", False), "--rootless": ("rootless", True),
+    "--cgroup-manager": ("cgroup_manager", True),      # crun's: cgroupfs, systemd or disabled
     "--criu": ("criu", True), "--version": ("version", False), "-v": ("version", False),
     "--help": ("help", False), "-h": ("help", False),
 }
@@ -37,6 +39,7 @@ _CREATE = {
     "--pid-file": ("pid_file", True), "--no-pivot": ("no_pivot", False), "--no-new-keyring": ("nnk", False),
     "--preserve-fds": ("preserve_fds", True), "--detach": ("detach", False), "-d": ("detach", False),
     "--no-subreaper": ("no_subreaper", False), "--keep": ("keep", False),
+    "--config": ("config", True), "-f": ("config", True),          # crun's
 }
 COMMANDS: dict[str, dict | None] = {
     "create": _CREATE, "run": _CREATE, "start": {}, "state": {},
@@ -243,7 +246,8 @@ def _dispatch(cmd, root, g, opts, pos, log):
     if cmd == "create":
         ct.create(root, _need_id(cmd, pos), opts.get("bundle") or ".", console_socket=opts.get("console_socket"),
                   pid_file=opts.get("pid_file"), no_pivot=opts.get("no_pivot", False),
-                  systemd=g.get("systemd", False), preserve_fds=int(opts.get("preserve_fds") or 0), log=log)
+                  preserve_fds=int(opts.get("preserve_fds") or 0), log=log, config=opts.get("config"),
+                  **_cgroup_opts(g))
         return 0
     if cmd == "run":
         return _run(root, g, opts, pos, log)
@@ -302,16 +306,26 @@ def _dispatch(cmd, root, g, opts, pos, log):
     raise UsageError(f"unknown command `{cmd}`")
 
 
+def _cgroup_opts(g):
+    """runc's --systemd-cgroup, or crun's --cgroup-manager cgroupfs|systemd|disabled."""
+    manager = g.get("cgroup_manager")
+    if manager not in (None, "cgroupfs", "systemd", "disabled"):
+        from ketch.errors import InvalidArgument
+        raise InvalidArgument(f"unknown cgroup manager specified `{manager}`")
+    return {"systemd": g.get("systemd", False) or manager == "systemd", "cgroups_disabled": manager == "disabled"}
+
+
 def _run(root, g, opts, pos, log):
     """create + start (+ wait and delete unless --detach), like `runc run`."""
     from ketch.runtime import container as ct
     cid = _need_id("run", pos)
+    cgopts = _cgroup_opts(g)
     detach = opts.get("detach", False)
     console = opts.get("console_socket")
     relay_sock = None
     if not detach and not console:
         from ketch.runtime.config import load
-        _, cfg = load(opts.get("bundle") or ".")
+        _, cfg = load(opts.get("bundle") or ".", opts.get("config"))
         if (cfg.get("process") or {}).get("terminal"):
             import socket
             relay_sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -319,8 +333,8 @@ def _run(root, g, opts, pos, log):
     try:
         state = ct.create(root, cid, opts.get("bundle") or ".", console_socket=console,
                           pid_file=opts.get("pid_file"), no_pivot=opts.get("no_pivot", False),
-                          systemd=g.get("systemd", False), preserve_fds=int(opts.get("preserve_fds") or 0),
-                          log=log, subreaper=not detach)
+                          preserve_fds=int(opts.get("preserve_fds") or 0), log=log, subreaper=not detach,
+                          config=opts.get("config"), **cgopts)
     finally:
         if relay_sock is not None:
             os.close(console)

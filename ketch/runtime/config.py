@@ -14,12 +14,13 @@ NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "t
 PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable", "runbindable")
 
 
-def load(bundle: str) -> tuple[str, dict]:
-    """Read and check `bundle`/config.json; returns (absolute bundle path, config dict)."""
+def load(bundle: str, config: str | None = None) -> tuple[str, dict]:
+    """Read and check `bundle`/config.json (or `config`, crun's --config, relative to the bundle);
+    returns (absolute bundle path, config dict)."""
     bundle = os.path.abspath(bundle)
     if not os.path.isdir(bundle):
         raise NotFound(f"bundle `{bundle}`: no such directory")
-    path = os.path.join(bundle, "config.json")
+    path = os.path.join(bundle, config or "config.json")
     try:
         with open(path, "rb") as f:
             raw = f.read()

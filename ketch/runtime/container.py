@@ -60,6 +60,13 @@ def _cgroup_manager(cfg, cid, systemd):
     return cgroups.new_manager(linux.get("cgroupsPath") or None, cid, systemd=systemd)
 
 
+def _own_cgroup_paths():
+    """{hierarchy: path} of the runtime's own cgroups, for a container made without one of its own."""
+    from ketch.runtime import cgroups
+    own = cgroups.own_cgroups()
+    return {k.removeprefix("name="): v for k, v in own.items()}
+
+
 def _cgroup_paths(mgr):
     """{controller: path} used to bind the container's cgroups when there is no cgroup namespace."""
     d = mgr.to_dict()
@@ -90,11 +97,11 @@ def _write_id_maps(pid, linux):
 
 def create(root: str, cid: str, bundle: str, *, console_socket: str | None = None, pid_file: str | None = None,
            no_pivot: bool = False, systemd: bool = False, preserve_fds: int = 0, log: Log | None = None,
-           subreaper: bool = False) -> st.State:
+           subreaper: bool = False, config: str | None = None, cgroups_disabled: bool = False) -> st.State:
     """Create the container and leave its init waiting for start. Returns the State."""
     from ketch.linux import syscalls as sc
     sc.set_dumpable(False)
-    bundle, cfg = cfgmod.load(bundle)
+    bundle, cfg = cfgmod.load(bundle, config)
     st.check_id(cid)
     proc = cfg.get("process") or {}
     linux = cfg.get("linux", {}) or {}
@@ -133,19 +140,23 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         state_fd = os.open(state.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         if console_socket:
             console_fd = console_socket if isinstance(console_socket, int) else _connect(console_socket)
-        mgr = _cgroup_manager(cfg, cid, systemd)
-        existed = mgr.exists()
-        if existed:
-            _check_cgroup(mgr, log)
-        mgr.create()
-        if not existed and mgr.frozen():          # a new cgroup under a frozen parent is frozen too
-            raise FailedPrecondition("container's cgroup unexpectedly frozen")
-        state.data["cgroup"] = mgr.to_dict()
+        if cgroups_disabled:              # crun's --cgroup-manager disabled: the runtime's own cgroups
+            cg_paths = _own_cgroup_paths()
+        else:
+            mgr = _cgroup_manager(cfg, cid, systemd)
+            existed = mgr.exists()
+            if existed:
+                _check_cgroup(mgr, log)
+            mgr.create()
+            if not existed and mgr.frozen():          # a new cgroup under a frozen parent is frozen too
+                raise FailedPrecondition("container's cgroup unexpectedly frozen")
+            state.data["cgroup"] = mgr.to_dict()
+            cg_paths = _cgroup_paths(mgr)
         hook_state = {"ociVersion": cfg.get("ociVersion"), "id": cid, "status": st.CREATING, "pid": 0,
                       "bundle": bundle, "annotations": cfg.get("annotations") or {}}
         opts = {"rootfs": rootfs, "fifo_fd": fifo_fd, "state_fd": state_fd, "console_fd": console_fd,
                 "no_pivot": no_pivot, "preserve_fds": preserve_fds, "hook_state": hook_state,
-                "cgroup_paths": _cgroup_paths(mgr), "idmapped": _has_idmapped(cfg)}
+                "cgroup_paths": cg_paths, "idmapped": _has_idmapped(cfg)}
         if subreaper:
             sc.set_child_subreaper()
         pid1 = os.fork()
@@ -169,8 +180,9 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         child_pids.append(pid)
         # the init builds its root meanwhile; the first move into a v1 cgroup waits for an RCU
         # grace period (~10 ms), so doing it now overlaps the two
-        mgr.apply(pid)
-        mgr.set(_resources(linux))
+        if mgr is not None:
+            mgr.apply(pid)
+            mgr.set(_resources(linux))
         parent.send("cgroup")
         start_time, _ = st.proc_start_time(pid)
         state.data.update(pid=pid, start_time=start_time)

@@ -175,3 +175,19 @@ def test_exec_failures_exit_255_in_runcs_words(pair):
     # the process of the failed --pid-file exec was not left behind
     out = calls["ketch"]("ps", "--format", "json", running.id).stdout
     assert len(json.loads(out)) == 1
+
+
+def test_crun_options(rt):
+    """crun's --cgroup-manager and run/create --config, so crun's users and tools can drive Ketch."""
+    def m(c):      # no cgroup namespace: /proc/self/cgroup shows the host's path
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "cgroup"]
+    b = rt.bundle(["sh", "-c", "cat /proc/self/cgroup | grep memory"], m)
+    os.rename(os.path.join(b.path, "config.json"), os.path.join(b.path, "other.json"))
+    r = rt.rt("--cgroup-manager", "cgroupfs", "run", "--bundle", b.path, "--config", "other.json", b.id)
+    assert r.returncode == 0, r.stderr
+    assert f"{rt.cg_parent}/{b.id}" in r.stdout
+    r = rt.rt("--cgroup-manager", "disabled", "run", "--bundle", b.path, "--config", "other.json", b.id + "x")
+    assert r.returncode == 0, r.stderr
+    assert rt.cg_parent not in r.stdout and not os.path.exists(f"/sys/fs/cgroup/memory/{rt.cg_parent}/{b.id}x")
+    r = rt.rt("--cgroup-manager", "nosuch", "run", "--bundle", b.path, b.id + "y")
+    assert r.returncode != 0 and "unknown cgroup manager" in r.stderr
