@@ -134,8 +134,8 @@ def _take(argv, i, spec, out):
 
 
 class Logger:
-    def __init__(self, path: str | None = None, fmt: str | None = "text"):
-        self.path, self.fmt = path, fmt or "text"
+    def __init__(self, path: str | None = None, fmt: str | None = "text", debug: bool = False):
+        self.path, self.fmt, self.debug = path, fmt or "text", debug
 
     def check(self) -> None:
         """As runc: an unknown --log-format, or a --log that cannot be opened, fails the command."""
@@ -152,7 +152,14 @@ class Logger:
                 raise InvalidArgument(f"open {path}: {(e.strerror or str(e)).lower()}") from None
 
     def __call__(self, level: str, msg: str) -> None:
+        if level == "debug" and not self.debug:
+            return
         if not self.path:
+            if level == "debug":             # --debug: runc's logrus lines on stderr
+                import time
+                t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                sys.stderr.write(f'time="{t}" level=debug msg="{msg}"\n')
+                return
             # without --log, stderr; with it, warnings stay out of stderr, which is often the
             # container's own (a caller such as conmon hands us the container's stdio)
             if level != "error":
@@ -188,7 +195,7 @@ def _main(argv):
     log = Logger()
     try:
         g, cmd, opts, pos = parse(argv)
-        log = Logger(g.get("log"), g.get("log_format"))
+        log = Logger(g.get("log"), g.get("log_format"), bool(g.get("debug")))
         log.check()
         if g.get("version"):
             from ketch import OCI_VERSION, __version__
@@ -198,6 +205,7 @@ def _main(argv):
             sys.stdout.write(USAGE)
             return 0 if g.get("help") else 1
         root = g.get("root") or _default_root()
+        log("debug", f"{cmd} {' '.join(pos)} (root {root})".rstrip())
         return _dispatch(cmd, root, g, opts, pos, log) or 0
     except UsageError as e:
         log("error", str(e))

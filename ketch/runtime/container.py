@@ -178,6 +178,8 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
             raise channel._ChildError(msg["msg"], msg.get("kind", "Internal"))
         pid = msg["pid"]
         child_pids.append(pid)
+        if log:
+            log("debug", f"container init pid {pid}, cgroup {state.data.get('cgroup', {}).get('path', 'none')}")
         # the init builds its root meanwhile; the first move into a v1 cgroup waits for an RCU
         # grace period (~10 ms), so doing it now overlaps the two
         if mgr is not None:

@@ -191,3 +191,18 @@ def test_crun_options(rt):
     assert rt.cg_parent not in r.stdout and not os.path.exists(f"/sys/fs/cgroup/memory/{rt.cg_parent}/{b.id}x")
     r = rt.rt("--cgroup-manager", "nosuch", "run", "--bundle", b.path, b.id + "y")
     assert r.returncode != 0 and "unknown cgroup manager" in r.stderr
+
+
+def test_debug_writes_debug_lines(rt):
+    b = rt.bundle(["true"])
+    for name, run in (("ketch", rt.rt), ("runc", rt.runc)):
+        r = run("--debug", "run", "--bundle", b.path, b.id + name)
+        assert r.returncode == 0, (name, r.stderr)
+        lines = r.stderr.splitlines()
+        assert lines and all(re.match(r'time="[^"]+" level=debug msg=', ln) for ln in lines), (name, lines)
+    r = rt.rt("run", "--bundle", b.path, b.id + "quiet")
+    assert r.returncode == 0 and r.stderr == ""
+    log = os.path.join(rt.tmp, "debug.log")
+    r = rt.rt("--debug", "--log", log, "--log-format", "json", "run", "--bundle", b.path, b.id + "log")
+    assert r.returncode == 0 and r.stderr == ""
+    assert any(json.loads(ln)["level"] == "debug" for ln in open(log))
