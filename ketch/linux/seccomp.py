@@ -271,15 +271,20 @@ def load_filter(spec: dict) -> None:
             rc = lib.seccomp_arch_add(ctx, token)
             if rc != 0 and rc != -17:  # -EEXIST: the native arch is already there
                 _check(rc, f"add architecture {a}")
+        largest = -1
         for names, act, groups in rules:
             for name in names:
                 nr = lib.seccomp_syscall_resolve_name(name.encode())
                 if nr == -1:  # __NR_SCMP_ERROR: unknown to libseccomp, skipped like runc
                     continue
+                largest = max(largest, nr)
                 for group in groups:
                     arr = (_ArgCmp * max(1, len(group)))(*[_ArgCmp(*c) for c in group])
                     _check(lib.seccomp_rule_add_array(ctx, act, nr, len(group), arr),
                            f"add rule for `{name}`")
+        stub = None
+        if spec.get("defaultAction") not in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE") and largest >= 0:
+            stub = enosys_stub(largest)
         rc = lib.seccomp_load(ctx)
         if rc != 0:
             why = os.strerror(-rc)
@@ -288,6 +293,53 @@ def load_filter(spec: dict) -> None:
             raise OSError(-rc, f"seccomp load: {why}")
     finally:
         lib.seccomp_release(ctx)
+    if stub is not None:
+        _load_stub(stub)
+
+
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_X32_SYSCALL_BIT = 0x40000000
+_ENOSYS = 38
+
+
+class _Insn(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _Prog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_Insn))]
+
+
+def enosys_stub(largest: int):
+    """runc's -ENOSYS stub, ready to load (None on an architecture it is not made for): a native
+    syscall newer than every syscall the profile names fails with ENOSYS rather than the default
+    action's errno, so a program falls back as on an older kernel (glibc: clone3 -> clone).
+    libseccomp cannot say "number above N", so this is a second, seven-instruction classic BPF
+    filter, loaded after the profile's: for the same precedence (ERRNO and ERRNO) the kernel takes
+    the newest filter's errno, and for every other syscall this one allows, leaving the profile's
+    answer. x32 numbers and other architectures are left to the profile. Built before the profile
+    is loaded: the profile may deny what building it takes (uname)."""
+    arch = _AUDIT_ARCH.get(os.uname().machine)
+    if arch is None:
+        return None
+    ld, jeq, jset, jgt, ret = 0x20, 0x15, 0x45, 0x25, 0x06
+    code = (_Insn * 7)(_Insn(ld, 0, 0, 4),                       # seccomp_data.arch
+                       _Insn(jeq, 0, 3, arch),                    # another arch: allow
+                       _Insn(ld, 0, 0, 0),                        # seccomp_data.nr
+                       _Insn(jset, 1, 0, _X32_SYSCALL_BIT),       # x32: allow
+                       _Insn(jgt, 1, 0, largest),                 # newer than the profile: ENOSYS
+                       _Insn(ret, 0, 0, _ACT_ALLOW),
+                       _Insn(ret, 0, 0, _ACT_ERRNO | _ENOSYS))
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl = libc.prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+    return prctl, _Prog(7, ctypes.cast(code, ctypes.POINTER(_Insn))), code
+
+
+def _load_stub(stub) -> None:
+    """Best effort: a profile that denies prctl itself keeps its own answer."""
+    prctl, prog, _code = stub
+    prctl(22, 2, ctypes.addressof(prog), 0, 0)        # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
 
 
 def _check(rc, what):
