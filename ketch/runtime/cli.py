@@ -569,9 +569,8 @@ def _update_resources(opts):
 
 
 def _events(root, opts, pos):
+    from ketch.runtime import events
     from ketch.runtime import state as st
-    cid = _need_id("events", pos)
-    s = st.load(root, cid)
-    stats = s.cgroup().stats() if s.data.get("cgroup") else {}
-    print(json.dumps({"type": "stats", "id": cid, "data": stats}))
-    return 0
+    s = st.load(root, _need_id("events", pos))
+    interval = events.parse_duration(opts["interval"]) if opts.get("interval") else 5.0
+    return events.stream(s, interval, opts.get("stats", False))
