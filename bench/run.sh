@@ -14,3 +14,6 @@ $py bench/engine.py -n 15 --idle 100
 echo
 echo "== network: run --rm on the default network vs none, iperf3 throughput, connection rate (ketch vs podman)"
 $py bench/network.py
+echo
+echo "== build: cold, cached and one-file rebuild of a multi-stage Dockerfile (ketch build vs podman build)"
+$py bench/build.py -n 5
