@@ -2,7 +2,10 @@
 engine, which spools it to disk), the options are the query, the answer Docker's JSON progress
 stream. An error before the first message (a Dockerfile that does not parse, an option refused)
 is an ordinary error answer with its status, as dockerd answers before it has written output;
-after it, the stream's last message is `{"errorDetail": {"message", "code"}, "error"}`."""
+after it, the stream's last message is `{"errorDetail": {"message", "code"}, "error"}`. With
+`outputs` (`--output type=local|tar`), `{"aux": {"Output": {"Type": "tar", "ID"}}}` is the last
+message and the final root's tar follows it to the end of the answer; a failure while it is
+written cuts the answer short (no terminating chunk), which the client reports."""
 
 import json
 
@@ -26,12 +29,21 @@ class BuildRoutes(Routes):
             first = None
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
+        raw = False   # `outputs`: after {"aux": {"Output": ...}} the rest of the answer is the root's tar
         try:
             if first is not None:
                 await resp.write(json.dumps(first).encode() + b"\r\n")
             async for msg in gen:
-                await resp.write(json.dumps(msg).encode() + b"\r\n")
+                if isinstance(msg, bytes):
+                    raw = True
+                    await resp.write(msg)
+                else:
+                    await resp.write(json.dumps(msg).encode() + b"\r\n")
         except KetchError as e:
+            if raw:   # no message can follow tar bytes: the answer ends without its last chunk
+                if request.transport is not None:
+                    request.transport.close()
+                return resp
             detail = {"message": str(e)}
             code = getattr(e, "code", None)
             if code:

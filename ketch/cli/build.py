@@ -11,7 +11,9 @@ or a Dockerfile alone for a build without context) or a local tar file. `-f` nam
 Dockerfile (in the context, outside it, or `-` for stdin: then it travels in the tar under a
 name of its own, as the docker CLI does it). A `--build-arg K` without a value takes K from the
 environment (left out when unset). The exit status is the failing RUN's, else 1 on an error.
-What this builder does not do is refused by the flag's name: `--secret`, `--ssh`, `--output`,
+`-o type=local,dest=DIR` / `type=tar,dest=FILE|-` (buildx's shorthands `-o DIR`, `-o -`): the final
+stage's root, streamed by the daemon after the build's last message, unpacked into DIR or written
+as a tar; no image is tagged. What this builder does not do is refused by the flag's name: `--secret`, `--ssh`,
 `--build-context`, `--cache-from`, `--platform` of another architecture, `--progress tty`
 (the live view), `--squash`.
 """
@@ -26,7 +28,7 @@ import tempfile
 
 from ketch.cli.containers import _client, _parser, command
 
-REFUSED = {"secret": "--secret", "ssh": "--ssh", "output": "--output", "build_context": "--build-context",
+REFUSED = {"secret": "--secret", "ssh": "--ssh", "build_context": "--build-context",
            "cache_from": "--cache-from", "squash": "--squash", "cache_to": "--cache-to"}
 
 
@@ -45,6 +47,8 @@ def register(sub, name, help_):
     p.add_argument("--shm-size", help="size of /dev/shm of the RUN steps")
     p.add_argument("--ulimit", action="append", default=[], help="ulimit of the RUN steps (name=soft[:hard])")
     p.add_argument("--iidfile", help="write the image ID to the file")
+    p.add_argument("-o", "--output", help="type=local,dest=DIR | type=tar,dest=FILE|- | type=image "
+                                          "(DIR alone: local; - alone: a tar on stdout)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     p.add_argument("--progress", default="auto", help="auto or plain (the classic builder's lines)")
     p.add_argument("--rm", default="true", help="remove intermediate containers after a successful build")
@@ -67,6 +71,50 @@ def _refuse(args) -> None:
         raise FlagError(f'invalid --progress "{args.progress}": auto, plain or tty')
     if args.context.startswith(("http://", "https://", "git@", "git://", "github.com/")):
         raise FlagError(f"context {args.context}: remote contexts are not supported (this builder fetches nothing)")
+
+
+def parse_output(value: str | None) -> tuple[str, str] | None:
+    """`-o` as buildx reads it: (`local`|`tar`, dest), or None for an image (`type=image`, no -o)."""
+    from ketch.cli.runopts import FlagError
+    if not value:
+        return None
+    if "=" not in value:
+        return ("tar", "-") if value == "-" else ("local", value)
+    fields = {}
+    for part in value.split(","):
+        k, eq, v = part.partition("=")
+        if not eq:
+            raise FlagError(f"invalid --output {value!r}: {part!r} is not KEY=VALUE")
+        fields[k.strip().lower()] = v
+    kind = fields.get("type", "local").lower()
+    if kind in ("image", "docker", "moby"):
+        return None
+    if kind not in ("local", "tar"):
+        raise FlagError(f"--output type={kind}: this builder writes an image, a local directory or a tar")
+    dest = fields.get("dest", "")
+    if not dest:
+        raise FlagError(f"--output type={kind}: dest= is required")
+    if kind == "local" and dest == "-":
+        raise FlagError("--output type=local: dest=- is for type=tar")
+    return kind, dest
+
+
+def _write_output(kind: str, dest: str, spool) -> None:
+    """The final root's tar (spooled): unpacked into the directory DEST (made when missing; nothing
+    is followed through a symlink), or written to the file DEST or stdout."""
+    spool.seek(0)
+    if kind == "tar":
+        import shutil
+        if dest == "-":
+            shutil.copyfileobj(spool, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            with open(dest, "wb") as f:
+                shutil.copyfileobj(spool, f)
+        return
+    from ketch.archive.apply import extract_archive
+    os.makedirs(dest, exist_ok=True)
+    extract_archive(spool, os.path.abspath(dest), follow_symlinks=False)
 
 
 def _build_args(values: list[str]) -> dict[str, str]:
@@ -165,6 +213,12 @@ def cmd_build(args, ctx):
         params["shmsize"] = str(ram_in_bytes(args.shm_size))
     if args.ulimit:
         params["ulimits"] = json.dumps(_ulimits(args.ulimit))
+    output = parse_output(args.output)
+    if output:
+        if args.tag:
+            from ketch.cli.runopts import FlagError
+            raise FlagError(f"-t: a build with --output type={output[0]} makes no image to tag")
+        params["outputs"] = json.dumps([{"Type": output[0], "Attrs": {}}])
     stdin_df = None
     if args.file == "-":
         if args.context == "-":
@@ -183,9 +237,11 @@ def cmd_build(args, ctx):
         body, name = tar_context(args.context, args.file, stdin_df)
         params["dockerfile"] = name
     iid = ""
+    spool = tempfile.TemporaryFile() if output else None
+    quiet = args.quiet or (output is not None and output[1] == "-")   # stdout is the tar's
     try:
         pairs = [("t", t) for t in args.tag] + list(params.items())
-        for msg in _client(args).image_build(body, pairs):
+        for msg in _client(args).image_build(body, pairs, spool):
             if "error" in msg or "errorDetail" in msg:
                 e = _stream_error(msg)
                 print(msg.get("error") or str(e), file=sys.stderr)
@@ -193,14 +249,18 @@ def cmd_build(args, ctx):
             if "aux" in msg and isinstance(msg["aux"], dict) and msg["aux"].get("ID"):
                 iid = msg["aux"]["ID"]
             s = msg.get("stream")
-            if s and not args.quiet:
+            if s and not quiet:
                 sys.stdout.write(s)
                 sys.stdout.flush()
+        if output and spool is not None:
+            _write_output(output[0], output[1], spool)
     finally:
         close = getattr(body, "close", None)
         if close is not None and body is not sys.stdin.buffer:
             close()
-    if args.quiet:
+        if spool is not None:
+            spool.close()
+    if args.quiet and not (output and output[1] == "-"):
         print(iid)
     if args.iidfile:
         with open(args.iidfile, "w") as f:

@@ -158,8 +158,9 @@ class Client:
             raise api_error(r.status, content)
         return r
 
-    def json_stream(self, method, path, params=None, body=None, raw=None, headers=None):
-        """Iterate the JSON objects of a streaming answer (one per line)."""
+    def json_stream(self, method, path, params=None, body=None, raw=None, headers=None, output=None):
+        """Iterate the JSON objects of a streaming answer (one per line). ``output``: a writable for
+        the raw bytes that follow a message `{"aux": {"Output": ...}}` to the end (a build's --output)."""
         r = self.stream(method, path, params, body, raw, headers)
         try:
             buf = b""
@@ -171,7 +172,13 @@ class Client:
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     if line.strip():
-                        yield json.loads(line)
+                        msg = json.loads(line)
+                        yield msg
+                        if output is not None and isinstance(msg.get("aux"), dict) and "Output" in msg["aux"]:
+                            output.write(buf)
+                            while chunk := r.read1(1 << 20):
+                                output.write(chunk)
+                            return
             if buf.strip():
                 yield json.loads(buf)
         finally:
@@ -381,9 +388,12 @@ class Client:
         return self.json_stream("POST", "/images/load", {"quiet": quiet or None}, raw=data,
                                 headers={"Content-Type": "application/x-tar"})
 
-    def image_build(self, data, params):
-        """Iterate POST /build's messages; ``data``: the context (a tar or a Dockerfile), bytes or a file."""
-        return self.json_stream("POST", "/build", params, raw=data, headers={"Content-Type": "application/x-tar"})
+    def image_build(self, data, params, output=None):
+        """Iterate POST /build's messages; ``data``: the context (a tar or a Dockerfile), bytes or a file.
+        ``output`` (with an `outputs` param, `--output type=local|tar`): a writable that receives the
+        final root's tar, which follows the message `{"aux": {"Output": ...}}` to the end of the answer."""
+        return self.json_stream("POST", "/build", params, raw=data, headers={"Content-Type": "application/x-tar"},
+                                output=output)
 
     def image_import(self, data, repo: str | None = None, tag: str | None = None, message: str | None = None,
                      changes=(), platform: str | None = None):

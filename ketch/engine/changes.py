@@ -102,35 +102,44 @@ class ContainerChanges:
         return self._export(c)
 
     async def _export(self, c: Container):
-        from ketch.archive.upper import write_tree
         mounted_here = not c.status.active
         root = await self.images.mount_rootfs(c.id)
-        loop = asyncio.get_running_loop()
-        out = _ToLoop(loop)
-
-        def produce():
-            try:
-                write_tree(root, out)
-            except BrokenPipeError:
-                pass  # the reader went away
-            except BaseException as e:  # noqa: BLE001 - handed to the reader, raised there
-                out.end(e)
-                return
-            out.end(None)
-        task = loop.run_in_executor(None, produce)
         try:
-            while True:
-                item = await out.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            async for chunk in tree_tar(root):
+                yield chunk
         finally:
-            out.stop()
-            await asyncio.shield(task)
             if mounted_here and not c.status.active:
                 await self.images.unmount_rootfs(c.id)
+
+
+async def tree_tar(root: str):
+    """A mounted root as plain tar chunks (archive.upper.write_tree in a worker thread); the walk
+    stops when the reader goes away (export, and a build's `--output`)."""
+    from ketch.archive.upper import write_tree
+    loop = asyncio.get_running_loop()
+    out = _ToLoop(loop)
+
+    def produce():
+        try:
+            write_tree(root, out)
+        except BrokenPipeError:
+            pass  # the reader went away
+        except BaseException as e:  # noqa: BLE001 - handed to the reader, raised there
+            out.end(e)
+            return
+        out.end(None)
+    task = loop.run_in_executor(None, produce)
+    try:
+        while True:
+            item = await out.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        out.stop()
+        await asyncio.shield(task)
 
 
 class _ToLoop:
