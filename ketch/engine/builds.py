@@ -82,15 +82,19 @@ class BuildOptions:
     output: str = ""                    # "tar": the final stage's root streamed after the messages
     platform: str = ""
     auth: dict | None = None
+    # `RUN --mount=type=secret` values by id: held in memory only (the client sends them in a framed
+    # prefix of the body, see ketch/api/builds.py), written to a tmpfs only while a step runs
+    secrets: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 class BuildError(Internal):
     """A build that failed after it started (a RUN's exit code, a COPY's missing file): `code` is the
     exit code the docker CLI exits with."""
 
-    def __init__(self, message: str, code: int = 1):
+    def __init__(self, message: str, code: int = 1, buildkit: str | None = None):
         super().__init__(message)
         self.code = code
+        self.buildkit = buildkit or message   # BuildKit's words, which `ketch build` prints
 
 
 @dataclass
@@ -102,6 +106,8 @@ class _Stage:
     cmd_set: bool = False               # CMD given in this stage (ENTRYPOINT keeps it then)
     author: str = ""
     no_cache: bool = False
+    prefix: str = ""                    # "[name] " before the stage's lines when stages run at once
+    hit: bool = False                   # the last step came from the cache
 
 
 def _key(*parts: Any) -> str:
@@ -292,9 +298,12 @@ class _Run:
         self.containers: list[str] = []
         self.roots: list[str] = []
         self.stage_images: dict[int, str | None] = {}
+        self.done: dict[int, asyncio.Future] = {}       # a stage's image, once it is built
         self.used_args: set[str] = set()
         self.step = 0
         self.total = 0
+        self.vertices = 0
+        self.secret_dir: str | None = None
 
     def prepare(self, ctx: str, dockerfile_path: str, df: dfmod.Dockerfile, p: dfmod.Plan) -> None:
         self.ctx = ctx
@@ -319,14 +328,47 @@ class _Run:
         return {"stream": text}
 
     async def run(self) -> AsyncIterator[dict]:
+        """Every stage the target needs as a task of its own, started at once: a stage waits for the
+        stage its FROM names before it starts, and a `COPY --from` or `--mount from=` for the stage it
+        names when the step comes (BuildKit's graph, not the classic builder's file order). Their
+        messages meet in one queue; the first failure cancels the others and ends the stream."""
         p = self.plan
-        final: str | None = None
-        for n, i in enumerate(p.order):
-            ps = p.stages[i]
-            last = n == len(p.order) - 1
-            async for msg in self.run_stage(ps, last):
-                yield msg
-            final = self.stage_images[i]
+        loop = asyncio.get_running_loop()
+        self.done = {i: loop.create_future() for i in p.order}
+        parallel = any(len(w) > 1 for w in p.independent())
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1024)
+        end = object()
+
+        async def stage(i: int) -> None:
+            error: BaseException | None = None
+            try:
+                async for msg in self.run_stage(p.stages[i], i == p.target, parallel):
+                    await queue.put(msg)
+                self.done[i].set_result(self.stage_images[i])
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:   # noqa: BLE001 - handed to the consumer, which raises it
+                error = e
+            await queue.put((end, i, error))
+
+        running = [asyncio.create_task(stage(i), name=f"build-stage-{i}") for i in p.order]
+        try:
+            left = len(running)
+            while left:
+                item = await queue.get()
+                if isinstance(item, tuple) and item and item[0] is end:
+                    left -= 1
+                    if item[2] is not None:
+                        raise item[2]
+                    continue
+                yield item
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            for f in self.done.values():
+                f.cancel()
+        final = self.stage_images.get(p.target)
         if final is None:
             raise BuildError("the build produced no image (FROM scratch with nothing in it)")
         if self.opts.tags:
@@ -345,32 +387,89 @@ class _Run:
         self.step += 1
         return self.out(f"Step {self.step}/{self.total} : {text}\n")
 
+    @staticmethod
+    def log(text: str) -> dict:
+        """A line a step printed (or a pull's status): `log` keeps it without the stage's prefix."""
+        return {"stream": text, "log": text}
+
+    async def vertex(self, state: _Stage, name: str, gen: AsyncIterator[dict]) -> AsyncIterator[dict]:
+        """One step as BuildKit's vertex: Ketch's aux messages around its classic lines (`start` with
+        `[stage 2/4] RUN ...`, then `done` or `cached` with the time, or `error` with BuildKit's
+        words), each line tagged with the vertex's number and, when stages run at once, prefixed
+        with the stage's name. The docker CLI passes aux messages without an ID by."""
+        self.vertices += 1
+        v = self.vertices
+        quiet = self.opts.quiet
+        t0 = time.monotonic()
+        state.hit = False
+        if not quiet:
+            yield {"aux": {"ketch": {"vertex": v, "event": "start", "name": name}}}
+        try:
+            async for msg in gen:
+                msg.setdefault("vertex", v)
+                if state.prefix and "stream" in msg:
+                    msg["stream"] = "".join(state.prefix + ln for ln in msg["stream"].splitlines(keepends=True))
+                yield msg
+        except BaseException as e:
+            if not quiet and isinstance(e, KetchError):
+                words = e.buildkit if isinstance(e, BuildError) else str(e)
+                yield {"aux": {"ketch": {"vertex": v, "event": "error", "error": words,
+                                         "elapsed": round(time.monotonic() - t0, 3)}}}
+            raise
+        if not quiet:
+            yield {"aux": {"ketch": {"vertex": v, "event": "cached" if state.hit else "done",
+                                     "elapsed": round(time.monotonic() - t0, 3)}}}
+
+    async def stage_image(self, idx: int) -> str | None:
+        """The image of stage `idx`, once its task has built it."""
+        if idx not in self.done:
+            raise FailedPrecondition(f"stage {idx} is not part of this build")
+        return await asyncio.shield(self.done[idx])
+
     # --- a stage
 
-    async def run_stage(self, ps: dfmod.PlannedStage, last: bool) -> AsyncIterator[dict]:
+    async def run_stage(self, ps: dfmod.PlannedStage, last: bool, parallel: bool = False) -> AsyncIterator[dict]:
         st = ps.stage
+        no_cache = self.opts.no_cache or bool(st.name and st.name in [f.lower() for f in self.opts.no_cache_filter])
+        label = (st.name or f"stage-{st.index}") if len(self.plan.order) > 1 else ""
+        state = _Stage(None, {}, {}, no_cache=no_cache, prefix=f"[{label}] " if parallel else "")
+        count = 1 + len(st.instructions) + (1 if last and self.opts.labels else 0)
+
+        def name(pos: int, text: str) -> str:
+            return f"[{label + ' ' if label else ''}{pos}/{count}] {text}"
+        base: str | None = None
+        if ps.base_stage is not None:
+            base = await self.stage_image(ps.base_stage)
+        from_text = "FROM " + (ps.base_image or st.from_.base)
+        async for msg in self.vertex(state, name(1, from_text), self.from_step(ps, state, base)):
+            yield msg
+        for pos, inst in enumerate(st.instructions, 2):
+            async for msg in self.vertex(state, name(pos, inst.original), self.step_of(state, inst)):
+                yield msg
+        if last and self.opts.labels:
+            text = "LABEL " + " ".join(f"{k}={v}" for k, v in sorted(self.opts.labels.items()))
+            async for msg in self.vertex(state, name(count, text), self.label_step(state)):
+                yield msg
+        self.stage_images[st.index] = state.image
+
+    async def from_step(self, ps: dfmod.PlannedStage, state: _Stage, base: str | None) -> AsyncIterator[dict]:
         q = self.opts.quiet
         if not q:
-            yield self.step_line(st.from_.original)
+            yield self.step_line(ps.stage.from_.original)
         if ps.platform and ps.platform not in (_host_platform(), _host_platform().split("/v")[0]):
             raise NotImplementedYet(f"FROM --platform={ps.platform}: this builder builds for {_host_platform()} only")
-        no_cache = self.opts.no_cache or bool(st.name and st.name in [f.lower() for f in self.opts.no_cache_filter])
-        if ps.base_stage is not None:
-            image = self.stage_images[ps.base_stage]
-        elif ps.base_image is not None:
-            image = None
+        image = base
+        if ps.base_image is not None:
             async for msg in self.ensure_image(ps.base_image, self.opts.pull):
                 yield msg
             image = (await self.b.images.get_image(ps.base_image)).id
-        else:
-            image = None
         config: dict = {}
         if image is not None:
             cfg = (await self.b.images.get_image(image)).run_config
             config = {k: json.loads(json.dumps(cfg[k])) for k in CONFIG_KEYS if cfg.get(k) is not None}
         if not q and image:
             yield self.out(f" ---> {_short(image)}\n")
-        state = _Stage(image, config, {}, no_cache=no_cache)
+        state.image, state.config = image, config
         triggers = config.pop("OnBuild", None) or []
         if triggers:
             parsed = dfmod.parse_triggers(triggers, self.df.file)
@@ -379,20 +478,20 @@ class _Run:
             for inst in parsed:
                 async for msg in self.run_step(state, inst, trigger=True):
                     yield msg
-        for inst in st.instructions:
-            if not q:
-                yield self.step_line(inst.original)
-            async for msg in self.run_step(state, inst):
-                yield msg
-        if last and self.opts.labels:
-            if not q:
-                yield self.step_line("LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in
-                                                         sorted(self.opts.labels.items())))
-            state.config.setdefault("Labels", {}).update(self.opts.labels)
-            async for msg in self.commit_meta(state, "LABEL " + " ".join(
-                    f"{k}={v}" for k, v in sorted(self.opts.labels.items()))):
-                yield msg
-        self.stage_images[st.index] = state.image
+
+    async def step_of(self, state: _Stage, inst: dfmod.Instruction) -> AsyncIterator[dict]:
+        if not self.opts.quiet:
+            yield self.step_line(inst.original)
+        async for msg in self.run_step(state, inst):
+            yield msg
+
+    async def label_step(self, state: _Stage) -> AsyncIterator[dict]:
+        labels = self.opts.labels
+        if not self.opts.quiet:
+            yield self.step_line("LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items())))
+        state.config.setdefault("Labels", {}).update(labels)
+        async for msg in self.commit_meta(state, "LABEL " + " ".join(f"{k}={v}" for k, v in sorted(labels.items()))):
+            yield msg
 
     async def ensure_image(self, ref: str, pull: bool) -> AsyncIterator[dict]:
         if not pull:
@@ -408,7 +507,7 @@ class _Run:
                 raise NotFound(m["error"])
             if m.get("status") and not self.opts.quiet:
                 line = f"{m['id']}: {m['status']}" if m.get("id") else m["status"]
-                yield self.out(line + "\n")
+                yield self.log(line + "\n")
 
     # --- a step
 
@@ -567,6 +666,7 @@ class _Run:
             await self.b.images.get_image(iid)
         except (NotFound, InvalidArgument):
             return None
+        state.hit = True
         return iid
 
     # --- RUN
@@ -637,12 +737,23 @@ class _Run:
         fut = self.b.lifecycle.wait_future(cid, "next-exit")
         await self.b.lifecycle.start(cid)
         _, gen = self.b.queries.logs(cid, follow=True, stdout=True, stderr=True)
-        async for _stream, data in gen:
-            if not self.opts.quiet:
-                yield self.out(data.decode("utf-8", errors="replace"))
+        partial: dict[Any, str] = {}   # whole lines only, per stream, so each can carry its stage's name
+        async for stream, data in gen:
+            if self.opts.quiet:
+                continue
+            text = partial.pop(stream, "") + data.decode("utf-8", errors="replace")
+            lines = text.splitlines(keepends=True)
+            if lines and not lines[-1].endswith(("\n", "\r")) and len(lines[-1]) < 65536:
+                partial[stream] = lines.pop()
+            for line in lines:
+                yield self.log(line)
+        for rest in partial.values():
+            yield self.log(rest)
         code = await fut
         if code != 0:
-            raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero code: {code}", code)
+            shown = json.dumps(" ".join(argv))   # BuildKit's %q of the joined argv
+            raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero code: {code}", code,
+                             f"process {shown} did not complete successfully: exit code: {code}")
         targets = tuple(m["Target"] for m in mounts)
         iid = await self.b.images.commit_step(cid, state.image, run_config=dict(state.config),
                                               history=[self._entry(state, created_by)], parent=state.image,
@@ -727,9 +838,7 @@ class _Run:
         names = {s.stage.name: s.stage.index for s in self.plan.stages if s.stage.name}
         if ref.isdigit() or ref.lower() in names:
             idx = int(ref) if ref.isdigit() else names[ref.lower()]
-            if idx not in self.stage_images:
-                raise FailedPrecondition(f"stage {ref} has not been built")
-            image = self.stage_images[idx]
+            image = await self.stage_image(idx)
             what = f"stage {ref}"
         else:
             async for _ in self.ensure_image(ref, False):
