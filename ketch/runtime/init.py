@@ -233,8 +233,11 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
         # the fifo's write end stays open (close-on-exec) until execve: `start` reads to its end,
         # so it returns once the user's process runs, and a signal sent right after start reaches
         # that process (the init, PID 1 of its namespace with no handlers, would drop it)
-        hooks.run_all(cfg.get("hooks"), "startContainer", opts["hook_state"])
-        process.exec_process(proc, linux.get("seccomp"), preserve_fds=opts.get("preserve_fds", 0))
+        # startContainer hooks run as the program will: its user, capabilities and seccomp filter (runc)
+        start_hooks = (cfg.get("hooks") or {}).get("startContainer")
+        process.exec_process(proc, linux.get("seccomp"), preserve_fds=opts.get("preserve_fds", 0),
+                             before_exec=(lambda: hooks.run_all(cfg.get("hooks"), "startContainer",
+                                                                opts["hook_state"])) if start_hooks else None)
     except BaseException as e:  # noqa: B902 - the runtime is gone: stderr (and start) is all we have
         sys.stderr.write(f"ketch-runtime: {e}\n")
         sys.stderr.flush()

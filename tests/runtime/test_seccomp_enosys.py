@@ -31,3 +31,24 @@ def test_newer_syscalls_get_enosys_as_under_runc(rt):
         assert r.returncode == 0, (name, r.stderr)
     got = {name: json.loads(r.stdout) for name, r in res.items()}
     assert got["ketch"] == got["runc"] == {"457": 38, "462": 38, "1000": 38, "165": 1}
+
+
+def test_start_container_hook_runs_as_the_program_will(rt):
+    """runc runs startContainer hooks after the process took its user, capabilities and seccomp
+    filter; so does Ketch (before, its hooks ran as the init: root, every capability, no filter)."""
+    def m(c):
+        c["linux"]["seccomp"] = profile_for(DEFAULT_CAPS)
+        c["process"]["user"] = {"uid": 1000, "gid": 1000}
+        c["hooks"] = {"startContainer": [{"path": "/hook.sh"}]}
+
+    def prepare(b):
+        with open(os.path.join(b.rootfs, "hook.sh"), "w") as f:
+            f.write("#!/bin/sh\ngrep -E '^(Uid|CapEff|Seccomp|NoNewPrivs):' /proc/self/status > /tmp/hook.out\n")
+        os.chmod(os.path.join(b.rootfs, "hook.sh"), 0o755)
+    res = rt.both(["cat", "/tmp/hook.out"], m, prepare=prepare)
+    for name, r in res.items():
+        assert r.returncode == 0, (name, r.stderr)
+    assert res["ketch"].stdout == res["runc"].stdout, res
+    lines = dict(ln.split(":", 1) for ln in res["ketch"].stdout.splitlines())
+    assert lines["Uid"].split()[0] == "1000" and lines["Seccomp"].strip() == "2"
+    assert int(lines["CapEff"], 16) == 0

@@ -40,6 +40,9 @@ def rec(monkeypatch):
     monkeypatch.setattr(os, "setresuid", lambda *ids: r.calls.append(f"setresuid{ids}"))
     monkeypatch.setattr(os, "umask", lambda m: r.calls.append(f"umask={m:o}") or 0o22)
     monkeypatch.setattr(os, "execve", lambda path, args, env: r.calls.append(f"execve {path}"))
+    # never on the test process itself: its stdio and its signal handlers stay as they are
+    monkeypatch.setattr(process, "fix_stdio_owner", r.stub("stdio"))
+    monkeypatch.setattr(process, "reset_signals", r.stub("signals"))
     return r
 
 
@@ -57,24 +60,25 @@ IDS = ["keep_caps=True", "setgroups[5]", "setresgid(1001, 1001, 1001)", "setresu
 
 def test_no_new_privs_then_seccomp_last(rec):
     process.drop_privileges(proc(True), {"defaultAction": "SCMP_ACT_ALLOW"})
-    assert rec.calls == ["no_new_privs", "bounding", *IDS, "caps", "seccomp"]
+    assert rec.calls == ["stdio", "no_new_privs", "bounding", *IDS, "caps", "seccomp"]
 
 
 def test_without_no_new_privs_seccomp_first_while_still_privileged(rec):
     process.drop_privileges(proc(False), {"defaultAction": "SCMP_ACT_ALLOW"})
-    assert rec.calls == ["seccomp", "bounding", *IDS, "caps"]
+    assert rec.calls == ["stdio", "seccomp", "bounding", *IDS, "caps"]
 
 
 def test_without_seccomp_no_filter_is_loaded(rec):
     process.drop_privileges(proc(True), None)
-    assert rec.calls == ["no_new_privs", "bounding", *IDS, "caps"]
+    assert rec.calls == ["stdio", "no_new_privs", "bounding", *IDS, "caps"]
 
 
 def test_exec_process_closes_fds_then_drops_then_execs(rec):
     p = proc(True, args=["/bin/sh", "-c", "true"])
     p["user"]["umask"] = 0o27
-    process.exec_process(p, None, preserve_fds=2)
-    assert rec.calls == ["umask=27", "cloexec", "no_new_privs", "bounding", *IDS, "caps", "execve /bin/sh"]
+    process.exec_process(p, None, preserve_fds=2, before_exec=lambda: rec.calls.append("startContainer"))
+    assert rec.calls == ["umask=27", "cloexec", "signals", "stdio", "no_new_privs", "bounding", *IDS, "caps",
+                         "startContainer", "execve /bin/sh"]
 
 
 def test_container_init_order(rec, monkeypatch, tmp_path):
@@ -91,7 +95,11 @@ def test_container_init_order(rec, monkeypatch, tmp_path):
     monkeypatch.setattr(process, "lookup", rec.stub("lookup", "/bin/sh"))
     monkeypatch.setattr(process, "set_rlimits", rec.stub("rlimits"))
     monkeypatch.setattr(process, "check_cwd", rec.stub("cwd"))
-    monkeypatch.setattr(process, "exec_process", rec.stub("exec_process"))
+    def exec_process(*args, before_exec=None, **kw):
+        calls.append("exec_process")
+        if before_exec:            # the startContainer hooks, once the process is the program's
+            before_exec()
+    monkeypatch.setattr(process, "exec_process", exec_process)
     monkeypatch.setattr(hooks, "run_all", lambda hooks_, kind, state: calls.append(f"hooks {kind}"))
 
     class Channel:
@@ -109,6 +117,7 @@ def test_container_init_order(rec, monkeypatch, tmp_path):
     r, w = os.pipe()          # the exec fifo: opening its write end does not block on a pipe
     try:
         cfg = {"process": {"args": ["/bin/sh"], "cwd": "/"}, "hostname": "box",
+               "hooks": {"startContainer": [{"path": "/bin/true"}]},
                "root": {"path": "rootfs", "readonly": True},
                "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
                           {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"}],
@@ -124,4 +133,4 @@ def test_container_init_order(rec, monkeypatch, tmp_path):
         "close_inherited", "setsid", "sethostname", "mount", "mount", "mount", "mount_one", "mount_one",
         "create_devices", "default_symlinks", "expect cgroup", "send hooks", "expect go", "hooks createContainer",
         "pivot", "apply_sysctl", "readonly_paths", "mask_paths", "cwd", "lookup", "rlimits", "remount_root_readonly",
-        "set_pdeathsig", "send created", "close channel", "hooks startContainer", "exec_process"]
+        "set_pdeathsig", "send created", "close channel", "exec_process", "hooks startContainer"]
