@@ -7,12 +7,13 @@ after it, the stream's last message is `{"errorDetail": {"message", "code"}, "er
 message and the final root's tar follows it to the end of the answer; a failure while it is
 written cuts the answer short (no terminating chunk), which the client reports."""
 
+import asyncio
 import json
 
 from aiohttp import web
 
 from ketch.api.request import Routes
-from ketch.errors import KetchError
+from ketch.errors import InvalidArgument, KetchError
 
 
 class BuildRoutes(Routes):
@@ -22,6 +23,7 @@ class BuildRoutes(Routes):
         from ketch.engine.builds import build_options
         opts = build_options(request.query, lambda k: request.query.getall(k, []))
         opts.auth = _registry_config(request)
+        opts.secrets = await _secrets(request)
         gen = self.engine.build(request.content.iter_chunked(1 << 16), opts)
         try:
             first = await gen.__anext__()
@@ -69,3 +71,26 @@ def _registry_config(request):
         first = next(iter(cfg.values()))
         return first if isinstance(first, dict) else None
     return None
+
+
+async def _secrets(request) -> dict[str, bytes]:
+    """`ketch build --secret`: the classic protocol has no channel for secrets (BuildKit's session
+    has one), so Ketch's own: `ketchsecrets=N` in the query says the body starts with N bytes of JSON,
+    `{"id": "<base64>"}`, before the context. It is read into memory here, never spooled with the
+    context, and only reaches the socket's owner and group (root and `ketch`)."""
+    import base64
+    raw = request.query.get("ketchsecrets")
+    if not raw:
+        return {}
+    try:
+        size = int(raw)
+        if not 0 < size <= MAX_SECRETS:
+            raise ValueError(raw)
+        data = json.loads(await request.content.readexactly(size))
+        return {str(k): base64.b64decode(v, validate=True) for k, v in data.items()}
+    except (ValueError, TypeError, AttributeError, asyncio.IncompleteReadError):
+        raise InvalidArgument(f"ketchsecrets={raw}: the body does not start with that many bytes of "
+                              f"secrets (a JSON object of base64 values, at most {MAX_SECRETS} bytes)") from None
+
+
+MAX_SECRETS = 16 << 20

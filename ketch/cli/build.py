@@ -28,7 +28,7 @@ import tempfile
 
 from ketch.cli.containers import _client, _parser, command
 
-REFUSED = {"secret": "--secret", "ssh": "--ssh", "build_context": "--build-context",
+REFUSED = {"ssh": "--ssh", "build_context": "--build-context",
            "cache_from": "--cache-from", "squash": "--squash", "cache_to": "--cache-to"}
 
 
@@ -50,7 +50,10 @@ def register(sub, name, help_):
     p.add_argument("-o", "--output", help="type=local,dest=DIR | type=tar,dest=FILE|- | type=image "
                                           "(DIR alone: local; - alone: a tar on stdout)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
-    p.add_argument("--progress", default="auto", help="auto or plain (the classic builder's lines)")
+    p.add_argument("--progress", default="auto", help="auto, plain (a line per event) or tty (the live view); "
+                                                       "auto is tty on a terminal")
+    p.add_argument("--secret", action="append", default=[],
+                   help="a secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR")
     p.add_argument("--rm", default="true", help="remove intermediate containers after a successful build")
     p.add_argument("--force-rm", action="store_true", help="always remove intermediate containers")
     p.add_argument("--platform", help="the platform to build for (only this machine's)")
@@ -65,9 +68,7 @@ def _refuse(args) -> None:
     for dest, flag in REFUSED.items():
         if getattr(args, dest, None):
             raise FlagError(f"{flag} is not supported by the Ketch builder (the classic builder has no {flag})")
-    if args.progress not in ("auto", "plain"):
-        if args.progress == "tty":
-            raise FlagError("--progress tty: the live view is not implemented; use --progress plain")
+    if args.progress not in ("auto", "plain", "tty"):
         raise FlagError(f'invalid --progress "{args.progress}": auto, plain or tty')
     if args.context.startswith(("http://", "https://", "git@", "git://", "github.com/")):
         raise FlagError(f"context {args.context}: remote contexts are not supported (this builder fetches nothing)")
@@ -192,9 +193,42 @@ def tar_context(ctx_dir: str, dockerfile: str | None, dockerfile_data: bytes | N
     return out, name
 
 
+def _with_secrets(body, secrets: dict[str, bytes], params: dict):
+    """The body with the secrets in front (`ketchsecrets=N`: the first N bytes, see ketch/api/builds.py)."""
+    import base64
+    head = json.dumps({k: base64.b64encode(v).decode() for k, v in secrets.items()}).encode()
+    params["ketchsecrets"] = str(len(head))
+
+    def chunks():
+        yield head
+        if isinstance(body, (bytes, bytearray)):
+            yield bytes(body)
+            return
+        while True:
+            b = body.read(1 << 16)
+            if not b:
+                return
+            yield b
+    return _Chained(chunks(), body)
+
+
+class _Chained:
+    """An iterable body that closes the file it reads (cmd_build closes what it sent)."""
+
+    def __init__(self, it, inner):
+        self.it, self.inner = it, inner
+
+    def __iter__(self):
+        return self.it
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None and self.inner is not sys.stdin.buffer:
+            close()
+
+
 @command("build")
 def cmd_build(args, ctx):
-    from ketch.cli.images import _stream_error
     _refuse(args)
     params: dict = {"target": args.target, "nocache": args.no_cache or None,
                     "pull": args.pull or None, "q": args.quiet or None, "networkmode": args.network,
@@ -236,25 +270,29 @@ def cmd_build(args, ctx):
     else:
         body, name = tar_context(args.context, args.file, stdin_df)
         params["dockerfile"] = name
+    from ketch.cli import buildprogress
+    if args.secret:
+        body = _with_secrets(body, buildprogress.parse_secrets(args.secret, os.environ), params)
     iid = ""
+    progress = None
     spool = tempfile.TemporaryFile() if output else None
     quiet = args.quiet or (output is not None and output[1] == "-")   # stdout is the tar's
     try:
         pairs = [("t", t) for t in args.tag] + list(params.items())
+        progress = buildprogress.open_progress(args.progress)
         for msg in _client(args).image_build(body, pairs, spool):
             if "error" in msg or "errorDetail" in msg:
-                e = _stream_error(msg)
-                print(msg.get("error") or str(e), file=sys.stderr)
+                progress.fail(msg)   # BuildKit's words; the API's errorDetail keeps dockerd's
                 return int((msg.get("errorDetail") or {}).get("code") or 1)
             if "aux" in msg and isinstance(msg["aux"], dict) and msg["aux"].get("ID"):
                 iid = msg["aux"]["ID"]
-            s = msg.get("stream")
-            if s and not quiet:
-                sys.stdout.write(s)
-                sys.stdout.flush()
+            if not quiet:
+                progress.message(msg)
         if output and spool is not None:
             _write_output(output[0], output[1], spool)
     finally:
+        if progress is not None:
+            progress.close()
         close = getattr(body, "close", None)
         if close is not None and body is not sys.stdin.buffer:
             close()

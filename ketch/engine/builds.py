@@ -320,6 +320,13 @@ class _Run:
                         if m.type == "ssh":
                             raise NotImplementedYet(f"RUN --mount=type=ssh (line {inst.line}): ssh forwarding is "
                                                     f"not supported by this builder")
+                        if m.type == "secret" and m.env:
+                            raise NotImplementedYet(f"RUN --mount=type=secret,env={m.env} (line {inst.line}): a "
+                                                    f"secret as a variable is not supported by this builder (it "
+                                                    f"would be kept in the step container's record); use target=")
+                        if m.type == "secret" and m.required and _secret_id(m) not in self.opts.secrets:
+                            raise InvalidArgument(f"secret {_secret_id(m)}: not found (required by RUN on line "
+                                                  f"{inst.line}; give it with --secret id={_secret_id(m)},src=FILE)")
 
     # --- messages
 
@@ -817,10 +824,17 @@ class _Run:
                     src = copy
                 mounts.append({"Type": "bind", "Source": src, "Target": target, "ReadOnly": m.readonly})
             elif m.type == "secret":
-                if m.required:
-                    raise BuildError(f"secret {m.cache_id or posixpath.basename(target)}: not found (this builder "
-                                     f"takes no --secret)")
-                continue   # BuildKit: a secret that is not given and not required is not mounted
+                sid = _secret_id(m)
+                value = self.opts.secrets.get(sid)
+                if value is None:
+                    if m.required:
+                        raise BuildError(f"secret {sid}: not found (give it with --secret id={sid},src=FILE)")
+                    continue   # BuildKit: a secret that is not given and not required is not mounted
+                path = await asyncio.to_thread(self.secret_file, value, m, state)
+                cleanup.append(_remover(path))
+                mounts.append({"Type": "bind", "Source": path, "ReadOnly": True,
+                               "Target": m.target if m.target.startswith("/") else (
+                                   target if m.target else f"/run/secrets/{sid}")})
             else:
                 raise NotImplementedYet(f"RUN --mount=type={m.type}: not supported by this builder")
         if hd is not None:
@@ -830,6 +844,31 @@ class _Run:
             os.chmod(f, 0o755)
             mounts.append({"Type": "bind", "Source": f, "Target": f"/dev/pipes/{hd.name}", "ReadOnly": True})
         return mounts, locks, cleanup
+
+    def secret_file(self, value: bytes, m: dfmod.Mount, state: _Stage) -> str:
+        """A secret as a file on the build's own tmpfs (mounted at the first secret, 0700, never in a
+        layer: it is bind-mounted over the step's root), owned by uid=/gid= (BuildKit's 0:0 by default,
+        the step's numeric USER when it has one) with mode= (0400)."""
+        from ketch.linux import syscalls
+        if self.secret_dir is None:
+            d = os.path.join(self.work, "secrets")
+            os.makedirs(d, mode=0o700)
+            size = sum(len(v) for v in self.opts.secrets.values()) * 2 + (1 << 20)
+            syscalls.mount("tmpfs", d, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC,
+                           f"mode=0700,size={size}")
+            self.secret_dir = d
+        user = (state.config.get("User") or "").split(":")
+        uid = m.uid if m.uid is not None else (int(user[0]) if user[0].isdigit() else 0)
+        gid = m.gid if m.gid is not None else (int(user[1]) if len(user) > 1 and user[1].isdigit() else 0)
+        path = os.path.join(self.secret_dir, uuid.uuid4().hex)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, value)
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, m.mode if m.mode is not None else 0o400)
+        finally:
+            os.close(fd)
+        return path
 
     # --- COPY / ADD
 
@@ -949,6 +988,27 @@ class _Run:
             except KetchError as e:
                 log.warning("build: removing a step's root", extra={"key": key, "error": str(e)})
         self.roots.clear()
+        if self.secret_dir is not None:
+            from ketch.linux import syscalls
+            try:
+                syscalls.umount2(self.secret_dir, syscalls.MNT_DETACH)
+            except OSError as e:
+                log.warning("build: unmounting the secrets", extra={"error": str(e)})
+            self.secret_dir = None
+
+
+def _secret_id(m: dfmod.Mount) -> str:
+    """BuildKit's id of a secret mount: id=, else source=, else the target's base name."""
+    return m.cache_id or m.source or posixpath.basename(m.target)
+
+
+def _remover(path: str):
+    async def remove() -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    return remove
 
 
 def _copy_any(src: str, dst: str) -> None:

@@ -233,7 +233,7 @@ def test_ketch_build_directory_file_stdin_iidfile_quiet(ketchd, ketch, tmp_path)
                           "other.Dockerfile": "FROM busybox\nARG X\nRUN echo $X > /x\n"})
     ctx = str(tmp_path / "ctx")
     r = ketch("build", "-t", "cli:1", "-t", "cli:2", "--label", "a=b", ctx)
-    assert "Successfully tagged cli:1" in r.stdout and "Successfully tagged cli:2" in r.stdout
+    assert "Successfully tagged cli:1" in r.stderr and "Successfully tagged cli:2" in r.stderr   # BuildKit: stderr
     assert _run(ketch, "cli:2") == "cli\n"
     assert image_config(ketchd, "cli:1")["config"]["Labels"] == {"a": "b"}
     # -f outside the context, --build-arg from the environment, -q and --iidfile
@@ -254,14 +254,14 @@ def test_ketch_build_directory_file_stdin_iidfile_quiet(ketchd, ketch, tmp_path)
     (tmp_path / "ctx" / "Dockerfile").write_text("FROM busybox\nRUN exit 7\n")
     r = ketch("build", ctx, check=False)
     assert r.returncode == 7
-    assert "The command '/bin/sh -c exit 7' returned a non-zero code: 7" in r.stderr
+    assert 'ERROR: failed to solve: process "/bin/sh -c exit 7" did not complete successfully: exit code: 7' \
+        in r.stderr
     # a Dockerfile error with its line
     (tmp_path / "ctx" / "Dockerfile").write_text("FROM busybox\nCOPY --nope a b\n")
     r = ketch("build", ctx, check=False)
     assert r.returncode == 1 and "dockerfile parse error on line 2: unknown flag: --nope" in r.stderr
     # what is not implemented is refused by name
-    for flag in (["--secret", "id=x,src=/etc/hostname"], ["--cache-from", "busybox"], ["--output", "type=local"],
-                 ["--build-context", "a=/tmp"], ["--progress", "tty"]):
+    for flag in (["--cache-from", "busybox"], ["--build-context", "a=/tmp"]):
         r = ketch("build", *flag, ctx, check=False)
         assert r.returncode == 125 and flag[0] in r.stderr, (flag, r.stderr)
     r = ketch("build", "--platform", "linux/s390x", ctx, check=False)

@@ -50,7 +50,8 @@ def test_independent_stages_overlap_and_copy_from_waits_for_its_stage_only(ketch
 
 def test_a_failing_stage_cancels_the_others_and_leaves_no_container(ketchd, tmp_path):
     write_tree(tmp_path, {"Dockerfile": "FROM busybox AS a\nRUN sleep 30\nFROM busybox AS b\nRUN exit 4\n"
-                                        "FROM busybox\nCOPY --from=a /etc/hostname /a\nCOPY --from=b /etc/hostname /b\n"})
+                                        "FROM busybox\nCOPY --from=a /etc/hostname /a\n"
+                                        "COPY --from=b /etc/hostname /b\n"})
     status, msgs = api_build(ketchd, tmp_path, nocache=1, timeout=25)
     assert status == 200
     assert msgs[-1]["errorDetail"]["code"] == 4, msgs[-1]

@@ -1,0 +1,95 @@
+"""`ketch build --secret` and `RUN --mount=type=secret`: readable in the step, owned and moded as asked,
+never in a layer, the history or the config; a required secret that is missing stops the build before
+any step. Through `ketch build` (file and environment) and through POST /build's `ketchsecrets`
+framing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import tarfile
+from urllib.parse import urlencode
+
+from tests.build.conftest import context_tar, stream_text, write_tree
+from tests.storage.conftest import image_config
+
+SECRET = "s3cr3t-v4lue-0f-k3tch"
+
+DOCKERFILE = """\
+FROM busybox
+RUN --mount=type=secret,id=tok sha256sum /run/secrets/tok | cut -c1-64 > /sum && \\
+    stat -c '%a %u %g' /run/secrets/tok > /default
+RUN --mount=type=secret,id=tok,target=/etc/app/token,uid=1000,gid=1001,mode=0440 \\
+    stat -c '%a %u %g' /etc/app/token > /custom && grep -q k3tch /etc/app/token
+USER 1000:1000
+RUN --mount=type=secret,id=envtok,target=/tmp/t cat /tmp/t > /dev/null && echo readable > /tmp/ok
+USER root
+RUN --mount=type=secret,id=optional,target=/tmp/o test ! -e /tmp/o && echo absent > /optional
+"""
+
+
+def _layers_and_history(d, name) -> tuple[list[tuple[str, bytes]], str]:
+    status, _, body = d.request("GET", f"/images/{name}/get", timeout=120)
+    assert status == 200
+    entries = []
+    with tarfile.open(fileobj=io.BytesIO(body)) as outer:
+        for m in outer.getmembers():
+            f = outer.extractfile(m) if m.isfile() else None
+            data = f.read() if f is not None else b""
+            entries.append((m.name, data))
+            if m.isfile() and data[257:262] == b"ustar":   # a layer
+                with tarfile.open(fileobj=io.BytesIO(data)) as layer:
+                    for lm in layer.getmembers():
+                        lf = layer.extractfile(lm) if lm.isfile() else None
+                        entries.append((lm.name, lf.read() if lf is not None else b""))
+    return entries, json.dumps(image_config(d, name))
+
+
+def test_secret_mounts_are_readable_and_stay_out_of_every_layer(ketchd, ketch, tmp_path):
+    write_tree(tmp_path, {"ctx/Dockerfile": DOCKERFILE, "tok": SECRET + "\n"})
+    ketch.env["ENVTOK"] = "from-the-environment"
+    try:
+        r = ketch("build", "--progress", "plain", "--no-cache", "-t", "secrets:1",
+                  "--secret", f"id=tok,src={tmp_path / 'tok'}", "--secret", "id=envtok,env=ENVTOK",
+                  str(tmp_path / "ctx"))
+    finally:
+        del ketch.env["ENVTOK"]
+    assert SECRET not in r.stdout + r.stderr
+    out = ketch("run", "--rm", "secrets:1", "cat", "/sum", "/default", "/custom", "/tmp/ok", "/optional").stdout
+    assert out.splitlines() == [hashlib.sha256(SECRET.encode() + b"\n").hexdigest(), "400 0 0", "440 1000 1001",
+                                "readable", "absent"]
+    entries, config = _layers_and_history(ketchd, "secrets:1")
+    assert len(entries) > 10
+    for name, data in entries:
+        assert SECRET.encode() not in data and b"from-the-environment" not in data, name
+        assert not name.lstrip("./").startswith(("run/secrets/tok", "etc/app/token", "tmp/t")), name
+    assert SECRET not in config and "from-the-environment" not in config
+    ls = ketch("run", "--rm", "secrets:1", "sh", "-c", "ls -a /run/secrets /etc/app /tmp 2>&1; true").stdout
+    assert "tok" not in ls and "token" not in ls and " t\n" not in ls
+
+
+def test_secrets_through_the_api_and_a_missing_required_one(ketchd, ketch, tmp_path):
+    write_tree(tmp_path, {"Dockerfile": "FROM busybox\nRUN --mount=type=secret,id=k,required=true "
+                                        "cat /run/secrets/k > /dev/null && echo got-it\n"})
+    head = json.dumps({"k": base64.b64encode(b"api-secret").decode()}).encode()
+    q = urlencode({"ketchsecrets": len(head), "nocache": 1})
+    status, _, body = ketchd.request("POST", "/build?" + q, raw=head + context_tar(tmp_path),
+                                     headers={"Content-Type": "application/x-tar"}, timeout=120)
+    msgs = [json.loads(x) for x in body.decode().splitlines() if x.strip()]
+    assert status == 200 and "got-it" in stream_text(msgs) and "ID" in msgs[-3].get("aux", {}) | msgs[-2].get(
+        "aux", {}) | msgs[-1].get("aux", {}), msgs
+    # required and not given: refused before any step, in ketch build and in the API
+    r = ketch("build", str(tmp_path), check=False)
+    assert r.returncode == 1 and "secret k: not found" in r.stderr, r.stderr
+    status, _, body = ketchd.request("POST", "/build", raw=context_tar(tmp_path),
+                                     headers={"Content-Type": "application/x-tar"}, timeout=120)
+    assert status == 400 and "secret k: not found" in json.loads(body)["message"]
+    # a --secret whose file is missing is the CLI's error, nothing is sent
+    r = ketch("build", "--secret", "id=k,src=/nonexistent/k", str(tmp_path), check=False)
+    assert r.returncode == 125 and "open /nonexistent/k" in r.stderr, r.stderr
+    # a bad framing is a 400
+    status, _, body = ketchd.request("POST", "/build?ketchsecrets=99", raw=b"{}",
+                                     headers={"Content-Type": "application/x-tar"}, timeout=60)
+    assert status == 400 and "ketchsecrets" in json.loads(body)["message"]
