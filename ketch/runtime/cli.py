@@ -440,7 +440,7 @@ def _exec(root, g, opts, pos, log):
     try:
         pid = ct.exec_(root, cid, proc, console_socket=console, pid_file=opts.get("pid_file"), detach=detach,
                        preserve_fds=int(opts.get("preserve_fds") or 0), log=log, subreaper=not detach,
-                       ignore_paused=opts.get("ignore_paused", False))
+                       ignore_paused=opts.get("ignore_paused", False), sub_cgroups=opts.get("cgroup"))
     finally:
         if relay_sock is not None:
             os.close(console)

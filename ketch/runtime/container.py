@@ -596,7 +596,7 @@ def wait_pid(pid: int) -> int:
 
 def exec_(root: str, cid: str, proc: dict, *, console_socket: str | None = None, pid_file: str | None = None,
           detach: bool = False, preserve_fds: int = 0, log: Log | None = None, subreaper: bool = False,
-          ignore_paused: bool = False) -> int:
+          ignore_paused: bool = False, sub_cgroups: list[str] | None = None) -> int:
     """Run proc inside a running container. Returns the new process's pid."""
     from ketch.linux import syscalls as sc
     sc.set_dumpable(False)
@@ -623,8 +623,12 @@ def exec_(root: str, cid: str, proc: dict, *, console_socket: str | None = None,
     # joining our own user namespace would fail with EINVAL; only join a container's own
     if "user" in paths and os.stat(paths["user"]).st_ino == os.stat("/proc/self/ns/user").st_ino:
         del paths["user"]
-    parent, child = channel.pair()
     mgr = state.cgroup() if state.data.get("cgroup") else None
+    subs: dict[str, str] = {}
+    if sub_cgroups and mgr is not None:
+        names = [c.removeprefix("name=") for c in (getattr(mgr, "paths", None) or {})] or ["unified"]
+        subs = parse_sub_cgroups(sub_cgroups, names)
+    parent, child = channel.pair()
     from ketch.runtime import init
     init.preload({"process": proc, "linux": {"seccomp": seccomp}})
     if subreaper:
@@ -650,8 +654,16 @@ def exec_(root: str, cid: str, proc: dict, *, console_socket: str | None = None,
         os._exit(0)
     child.close()
     try:
-        if mgr is not None:
-            mgr.apply(pid1)
+        try:
+            if mgr is not None:
+                if subs:
+                    _join_sub_cgroups(mgr, pid1, subs)
+                else:
+                    mgr.apply(pid1)
+        except BaseException:
+            os.kill(pid1, signal.SIGKILL)           # it waits for "go": nothing of it has run yet
+            os.waitpid(pid1, 0)
+            raise
         parent.send("go")
         got = {}
         while "pid" not in got or "ready" not in got:   # the joiner and the process write in any order
@@ -676,6 +688,35 @@ def exec_(root: str, cid: str, proc: dict, *, console_socket: str | None = None,
         parent.close()
         if console_fd is not None and not isinstance(console_socket, int):
             os.close(console_fd)
+
+
+def parse_sub_cgroups(values: list[str], controllers: list[str]) -> dict[str, str]:
+    """runc's exec --cgroup: `[CONTROLLER[,CONTROLLER]:]PATH`, PATH below the container's cgroup;
+    {controller (or "" for all): path}."""
+    out: dict[str, str] = {}
+    for v in values:
+        names, sep, path = v.rpartition(":")
+        clean = os.path.normpath(path.lstrip("/") or ".")
+        if clean == ".." or clean.startswith("../") or not path:
+            raise InvalidArgument(f"{path} is not a sub cgroup path")
+        for c in (names.split(",") if sep else [""]):
+            if c and c not in controllers:
+                raise InvalidArgument(f"unknown controller {c} in SubCgroupPaths")
+            out[c] = clean
+    return out
+
+
+def _join_sub_cgroups(mgr, pid: int, subs: dict[str, str]) -> None:
+    """Put an exec'd process in sub-cgroups of the container's (they must exist, as under runc)."""
+    from ketch.runtime.cgroups import common
+    paths = getattr(mgr, "paths", None)
+    if paths is None:                                   # v2: one hierarchy
+        sub = subs.get("") or next(iter(subs.values()))
+        common.write(os.path.join(mgr.dir, sub), "cgroup.procs", str(pid))
+        return
+    for c, d in paths.items():
+        part = subs.get(c.removeprefix("name=")) or subs.get("")
+        common.write(os.path.join(d, part) if part else d, "cgroup.procs", str(pid))
 
 
 def _exec_child(ch, proc, seccomp, console_fd, preserve_fds):

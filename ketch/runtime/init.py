@@ -30,7 +30,7 @@ def _fail(ch, exc):
         msg = exc.strerror if exc.strerror and "`" in exc.strerror else str(exc)
     try:
         ch.send("error", msg=msg, kind=kind)
-    except OSError:
+    except Exception:  # noqa: BLE001 - the runtime is gone (send says so by raising): exit all the same
         pass
     os._exit(1)
 

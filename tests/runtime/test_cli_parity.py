@@ -206,3 +206,24 @@ def test_debug_writes_debug_lines(rt):
     r = rt.rt("--debug", "--log", log, "--log-format", "json", "run", "--bundle", b.path, b.id + "log")
     assert r.returncode == 0 and r.stderr == ""
     assert any(json.loads(ln)["level"] == "debug" for ln in open(log))
+
+
+def test_exec_into_sub_cgroups(pair, rt):
+    """exec --cgroup [CONTROLLER[,CONTROLLER]:]PATH puts the process below the container's cgroup."""
+    calls, running, exited = pair
+    for name, run in calls.items():
+        for c in ("memory", "pids"):
+            os.makedirs(f"/sys/fs/cgroup/{c}/{rt.cg_parent}/{name}-{running.id}/sub")
+        r = run("exec", "--cgroup", "memory,pids:sub", running.id, "cat", "/proc/self/cgroup",
+                stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, (name, r.stderr)
+        lines = {ln.split(":")[1]: ln.split(":")[2] for ln in r.stdout.splitlines()}
+        assert lines["memory"] == lines["pids"] == "/sub" and lines["cpu"] == "/", (name, r.stdout)
+        for value, words in (("../..", "../.. is not a sub cgroup path"),
+                             ("bogus:sub", "unknown controller bogus in SubCgroupPaths")):
+            r = run("exec", "--cgroup", value, running.id, "true", stdin=subprocess.DEVNULL)
+            msg = _msg(r.stderr)
+            assert r.returncode == 255 and msg.startswith("exec failed: ") and msg.endswith(words), (name, msg)
+        r = run("exec", "--cgroup", "nosuch", running.id, "true", stdin=subprocess.DEVNULL)
+        assert r.returncode == 255 and "no such file or directory" in r.stderr, (name, r.stderr)
+    assert len(json.loads(calls["ketch"]("ps", "--format", "json", running.id).stdout)) == 1
