@@ -1,4 +1,4 @@
-"""System routes: /_ping, /version, /info, /system/df, /events."""
+"""System routes: /_ping, /version, /info, /system/df, /events, /build/prune (the build cache)."""
 
 import asyncio
 import json
@@ -12,7 +12,8 @@ from ketch.engine.logs import parse_time
 
 class SystemRoutes(Routes):
     ROUTES = [("GET", "/_ping", "ping"), ("HEAD", "/_ping", "ping"), ("GET", "/version", "version"),
-              ("GET", "/info", "info"), ("GET", "/events", "events"), ("GET", "/system/df", "df")]
+              ("GET", "/info", "info"), ("GET", "/events", "events"), ("GET", "/system/df", "df"),
+              ("POST", "/build/prune", "prune_build")]
 
     async def ping(self, request):
         resp = web.Response(text="OK" if request.method == "GET" else None, content_type="text/plain")
@@ -29,6 +30,18 @@ class SystemRoutes(Routes):
 
     async def df(self, request):
         return jresp(await self.engine.df())
+
+    async def prune_build(self, request):
+        """POST /build/prune?all=&filters=&keep-storage= (or reserved-space): {"CachesDeleted", "SpaceReclaimed"}."""
+        from ketch.errors import InvalidArgument
+        q = request.query
+        raw = q.get("keep-storage") or q.get("reserved-space") or "0"
+        try:
+            keep = int(float(raw))
+        except ValueError:
+            raise InvalidArgument(f"invalid keep-storage value: {raw}") from None
+        all_ = (q.get("all") or "").lower() in ("1", "true")
+        return jresp(await self.engine.prune_build_cache(all_, filters_of(request), keep))
 
     async def events(self, request):
         since = parse_time(request.query.get("since"))

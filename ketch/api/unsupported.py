@@ -7,9 +7,7 @@ teardown, docker compose, the docker CLI's `info`, BuildKit) go on instead of me
   are refused (501): this daemon cannot become a swarm node;
 - plugins: none are installed (`GET /plugins` is `[]`, a named plugin is 404 `plugin "x" not
   found`); installing one is refused (501);
-- `POST /session` (BuildKit's upgraded session) and `GET /distribution/{name}/json`: 501;
-- prune of the build cache (what `docker system prune` asks for): this daemon has no builder,
-  so nothing is deleted and that is the truthful answer.
+- `POST /session` (BuildKit's upgraded session) and `GET /distribution/{name}/json`: 501.
 """
 
 from aiohttp import web
@@ -39,11 +37,7 @@ class UnsupportedRoutes(Routes):
         *[("POST", rf"/plugins/{{name:.+}}/{op}", "plugin")
           for op in ("enable", "disable", "upgrade", "push", "set")],
         ("POST", "/session", "session"), ("GET", r"/distribution/{name:.+}/json", "distribution"),
-        ("POST", "/build/prune", "prune_build"),
     ]
-
-    async def prune_build(self, request) -> web.Response:
-        return jresp({"CachesDeleted": None, "SpaceReclaimed": 0})
 
     async def not_manager(self, request):
         raise Unavailable(NOT_A_MANAGER)

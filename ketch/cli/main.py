@@ -21,6 +21,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS = {
     "build": ("ketch.cli.build", "Build an image from a Dockerfile"),
+    "builder": ("ketch.cli.builder", "Manage builds (prune the build cache)"),
     "pull": ("ketch.cli.images", "Download an image from a registry"),
     "push": ("ketch.cli.images", "Upload an image to a registry"),
     "images": ("ketch.cli.images", "List images"),

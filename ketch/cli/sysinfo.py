@@ -158,6 +158,9 @@ def _df_rows(d: dict) -> list[dict]:
     logs = d.get("Logs") or []
     by_id = {c["Id"]: c for c in containers}
     l_unused = sum(x["Size"] for x in logs if not active(by_id.get(x["Id"]) or {}))
+    cache = d.get("BuildCache") or []
+    b_size = d.get("BuilderSize") or 0
+    b_free = sum(b.get("Size", 0) for b in cache if not b.get("InUse") and not b.get("Shared"))
     return [
         {"Type": "Images", "TotalCount": str(len(images)),
          "Active": str(sum(1 for i in images if i.get("Containers"))),
@@ -168,8 +171,9 @@ def _df_rows(d: dict) -> list[dict]:
         {"Type": "Local Volumes", "TotalCount": str(len(volumes)),
          "Active": str(sum(1 for u in usage if u.get("RefCount", 0) > 0)),
          "Size": fmt.human_size(v_size, 4), "Reclaimable": pct(v_unused, v_size)},
-        {"Type": "Build Cache", "TotalCount": str(len(d.get("BuildCache") or [])), "Active": "0", "Size": "0B",
-         "Reclaimable": "0B"},
+        {"Type": "Build Cache", "TotalCount": str(len(cache)), "Active": str(sum(1 for b in cache if b.get("InUse"))),
+         "Size": fmt.human_size(b_size, 4),
+         "Reclaimable": fmt.human_size(b_free, 4)},
         {"Type": "Container Logs", "TotalCount": str(len(logs)),
          "Active": str(sum(1 for x in logs if active(by_id.get(x["Id"]) or {}))),
          "Size": fmt.human_size(d.get("LogsSize") or 0, 4), "Reclaimable": pct(l_unused, d.get("LogsSize") or 0)},

@@ -395,6 +395,11 @@ class Client:
         return self.json_stream("POST", "/build", params, raw=data, headers={"Content-Type": "application/x-tar"},
                                 output=output)
 
+    def build_prune(self, all_: bool = False, filters=None, keep_storage: int = 0) -> dict:
+        """POST /build/prune: {"CachesDeleted": [...], "SpaceReclaimed": bytes}; filters: until, id, type."""
+        return self.json("POST", "/build/prune", {"all": "1" if all_ else None, "filters": _filters(filters),
+                                                  "keep-storage": keep_storage or None})
+
     def image_import(self, data, repo: str | None = None, tag: str | None = None, message: str | None = None,
                      changes=(), platform: str | None = None):
         """POST /images/create?fromSrc=-: iterate the import's messages; the last is {"status": <image ID>}."""

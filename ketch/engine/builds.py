@@ -183,6 +183,8 @@ class Builder:
             with open(spool, "rb") as f:
                 head = f.read(512)
                 f.seek(0)
+                if not head.strip(b"\0"):
+                    return   # an empty context (nothing, or a tar with no entries)
                 if cz.detect(head[:8]) is None and not (len(head) >= 262 and head[257:262] == b"ustar") \
                         and head.strip():
                     with open(os.path.join(ctx, "Dockerfile"), "wb") as out:   # `docker build - < Dockerfile`
@@ -801,6 +803,8 @@ class _Run:
                     os.makedirs(d, exist_ok=True)
                     os.chmod(d, m.mode if m.mode is not None else 0o755)
                     os.chown(d, m.uid or 0, m.gid or 0)
+                from ketch.engine.buildcache import note_mount_use
+                await asyncio.to_thread(note_mount_use, d, cid, target)   # system df's UsageCount, LastUsedAt
                 if m.sharing in ("locked", "private"):
                     locks.append(self.b.lock(d))
                 mounts.append({"Type": "bind", "Source": d, "Target": target, "ReadOnly": False})

@@ -89,6 +89,9 @@ class Engine:
         from ketch.engine.builds import Builder
         self.builder = Builder(data_root=data_root, images=images, creator=self.creator, lifecycle=self.lifecycle,
                                queries=self.queries, validate=self._validate)
+        from ketch.engine.buildcache import BuildCache
+        self.build_cache = BuildCache(build_root=self.builder.root, images=images)
+        self.system.build_cache = self.build_cache   # system df's BuildCache and BuilderSize
 
     def _validate(self, body: object, platform: str | None = None):
         req = validate_create(body, init_available=self.monitor.init_binary is not None,
@@ -100,6 +103,10 @@ class Engine:
     def build(self, chunks, opts):
         """POST /build: the progress messages of a build (ketch.engine.builds)."""
         return self.builder.build(chunks, opts)
+
+    async def prune_build_cache(self, all_: bool = False, filters: dict | None = None, keep_storage: int = 0) -> dict:
+        """POST /build/prune: cache mounts and untagged step images (ketch.engine.buildcache)."""
+        return await self.build_cache.prune(all_, filters, keep_storage)
 
     # --- networks --------------------------------------------------------------------
     async def create_network(self, body: dict) -> dict:

@@ -11,6 +11,7 @@ import os
 import platform
 import socket
 import time
+from typing import Any
 
 import ketch
 from ketch.engine.ports import ImageService, NetworkService
@@ -38,6 +39,7 @@ class System:
         self.runtime_name = os.path.basename(runtime_binary)
         self._runtime_version: str | None = None
         self.volumes = None  # a service with `usage() -> [Docker's volume with UsageData]`, when wired
+        self.build_cache: Any = None  # ketch.engine.buildcache.BuildCache, when wired
 
     def runtime_version(self) -> str:
         """The OCI runtime's version, as `version` shows it (runc's first line: `runc version 1.1.5`)."""
@@ -157,8 +159,12 @@ class System:
         if self.volumes is not None:  # the volume service's usage() walks the volumes: off the loop
             usage = self.volumes.usage
             volumes = await usage() if asyncio.iscoroutinefunction(usage) else await asyncio.to_thread(usage)
+        cache: list[dict] = []
+        cache_size = 0
+        if self.build_cache is not None:
+            cache, cache_size = await self.build_cache.usage()
         return {"LayersSize": layers, "Images": images, "Containers": containers, "Volumes": volumes,
-                "BuildCache": [], "BuilderSize": 0, "Logs": logs, "LogsSize": sum(x["Size"] for x in logs)}
+                "BuildCache": cache, "BuilderSize": cache_size, "Logs": logs, "LogsSize": sum(x["Size"] for x in logs)}
 
     async def prune_containers(self, filters: dict) -> dict:
         """Remove stopped containers (filters, as dockerd's: label and label! (k or k=v), until (a
