@@ -27,7 +27,7 @@ def _context(tmp_path):
 def test_output_local_directory(ketch, tmp_path):
     dest = tmp_path / "out"
     r = ketch("build", "--network", "none", "-o", f"type=local,dest={dest}", _context(tmp_path))
-    assert "Successfully built" in r.stdout
+    assert "Successfully built" in r.stdout + r.stderr
     assert sorted(os.listdir(dest)) == ["hello.txt", "link", "sub"]
     assert (dest / "hello.txt").read_text() == "hello\n"
     assert (dest / "sub" / "gen.txt").read_text() == "generated\n"
