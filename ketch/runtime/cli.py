@@ -67,7 +67,7 @@ COMMANDS: dict[str, dict | None] = {
                "--blkio-weight": ("blkio_weight", True)},
     "spec": {"--bundle": ("bundle", True), "-b": ("bundle", True), "--rootless": ("rootless", False)},
     "features": {}, "events": {"--stats": ("stats", False), "--interval": ("interval", True)},
-    "checkpoint": None, "restore": None,
+    "checkpoint": None, "restore": None, "help": {}, "h": {},
 }
 
 
@@ -201,9 +201,8 @@ def _main(argv):
             from ketch import OCI_VERSION, __version__
             print(f"ketch-runtime version {__version__}\nspec: {OCI_VERSION}")
             return 0
-        if g.get("help") or cmd is None:
-            sys.stdout.write(USAGE)
-            return 0 if g.get("help") else 1
+        if g.get("help") or cmd in (None, "help", "h"):
+            return _help(cmd, pos)
         root = g.get("root") or _default_root()
         log("debug", f"{cmd} {' '.join(pos)} (root {root})".rstrip())
         return _dispatch(cmd, root, g, opts, pos, log) or 0
@@ -220,6 +219,23 @@ def _main(argv):
         if os.environ.get("KETCH_DEBUG"):
             raise
         return 1
+
+
+def _help(cmd: str | None, pos: list[str]) -> int:
+    """runc's help: `--help`, `COMMAND -h`, `help [COMMAND]`; a bare `ketch-runtime` prints the list
+    too, exit 0, as runc."""
+    from ketch import OCI_VERSION, __version__
+    from ketch.runtime import help as h
+    topic = pos[0] if cmd in ("help", "h") and pos else (cmd if cmd not in (None, "help", "h") else None)
+    if topic is None:
+        sys.stdout.write(h.main_help(f"{__version__}\nspec: {OCI_VERSION}"))
+        return 0
+    text = h.command_help(topic)
+    if text is None:
+        sys.stderr.write(f"ketch-runtime: No help topic for '{topic}'\n")
+        return 3                        # urfave/cli's exit code for it, as runc's
+    sys.stdout.write(text)
+    return 0
 
 
 def _words(e: BaseException) -> str:

@@ -227,3 +227,37 @@ def test_exec_into_sub_cgroups(pair, rt):
         r = run("exec", "--cgroup", "nosuch", running.id, "true", stdin=subprocess.DEVNULL)
         assert r.returncode == 255 and "no such file or directory" in r.stderr, (name, r.stderr)
     assert len(json.loads(calls["ketch"]("ps", "--format", "json", running.id).stdout)) == 1
+
+
+def _sections(text):
+    """urfave/cli's headings: NAME:, USAGE:, OPTIONS:, ..."""
+    return [ln[:-1] for ln in text.splitlines() if re.fullmatch(r"[A-Z][A-Z ]*:", ln)]
+
+
+def _option_names(text):
+    """The long options a help's OPTIONS section lists."""
+    body = text.split("OPTIONS:\n", 1)[-1] if "OPTIONS:\n" in text else ""
+    return {m.group(1) for m in re.finditer(r"^   (--[\w-]+)", body, re.M)}
+
+
+@pytest.mark.parametrize("cmd", ["create", "run", "exec", "kill", "delete", "update", "events", "ps", "list", "spec"])
+def test_help_in_runcs_shape(rt, cmd):
+    out = {name: run(cmd, "-h") for name, run in (("ketch", rt.rt), ("runc", rt.runc))}
+    for name, r in out.items():
+        assert r.returncode == 0, (name, r.stderr)
+    assert _sections(out["ketch"].stdout) == _sections(out["runc"].stdout)
+    # every option runc lists, Ketch lists (runc's Intel RDT ones aside: no RDT here)
+    missing = _option_names(out["runc"].stdout) - _option_names(out["ketch"].stdout) - {
+        "--l3-cache-schema", "--mem-bw-schema", "--kernel-memory", "--kernel-memory-tcp"}
+    assert not missing, missing
+    assert rt.rt("help", cmd).stdout == out["ketch"].stdout
+
+
+def test_main_help_in_runcs_shape(rt):
+    out = {name: run("--help") for name, run in (("ketch", rt.rt), ("runc", rt.runc))}
+    assert _sections(out["ketch"].stdout) == _sections(out["runc"].stdout)
+    cmds = {name: set(re.findall(r"^   ([a-z]+)", r.stdout.split("COMMANDS:\n")[1].split("\n\n")[0], re.M))
+            for name, r in out.items()}
+    assert cmds["runc"] <= cmds["ketch"], cmds["runc"] - cmds["ketch"]
+    r = rt.rt("help", "nosuch")
+    assert r.returncode == 3 and "No help topic for 'nosuch'" in r.stderr
