@@ -171,6 +171,10 @@ def tar_context(ctx_dir: str, dockerfile: str | None, dockerfile_data: bytes | N
             outside = full
         else:
             name = rel
+    if dockerfile_data is None and not os.path.isfile(os.path.join(ctx_dir, name)) and not (
+            name == "Dockerfile" and os.path.isfile(os.path.join(ctx_dir, "dockerfile"))):
+        raise FileNotFoundError(f"unable to prepare context: the Dockerfile {os.path.join(ctx_dir, name)!r} "
+                                f"does not exist")
     if dockerfile_data is not None:
         name = f".dockerfile.{os.urandom(10).hex()}"
     ign_path = outside if outside else (os.path.join(ctx_dir, name) if dockerfile else None)

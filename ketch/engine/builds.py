@@ -469,8 +469,12 @@ class _Run:
             raise NotImplementedYet(f"FROM --platform={ps.platform}: this builder builds for {_host_platform()} only")
         image = base
         if ps.base_image is not None:
-            async for msg in self.ensure_image(ps.base_image, self.opts.pull):
-                yield msg
+            try:
+                async for msg in self.ensure_image(ps.base_image, self.opts.pull):
+                    yield msg
+            except KetchError as e:
+                raise NotFound(f"FROM {ps.base_image}: the base image is not here and could not be pulled: "
+                               f"{e}") from None
             image = (await self.b.images.get_image(ps.base_image)).id
         config: dict = {}
         if image is not None:
@@ -884,8 +888,13 @@ class _Run:
             image = await self.stage_image(idx)
             what = f"stage {ref}"
         else:
-            async for _ in self.ensure_image(ref, False):
-                pass
+            try:
+                async for _ in self.ensure_image(ref, False):
+                    pass
+            except KetchError as e:
+                stages = ", ".join(sorted(names)) or "none is named"
+                raise NotFound(f"--from={ref}: no stage of this Dockerfile is named {ref!r} (stages: {stages}), "
+                               f"and the image {ref} is not here and could not be pulled: {e}") from None
             image = (await self.b.images.get_image(ref)).id
             what = f"image {ref}"
         key = f"build-{uuid.uuid4().hex[:16]}"
