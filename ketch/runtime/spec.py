@@ -98,12 +98,12 @@ def write(bundle: str, rootless: bool = False) -> None:
 
 def features() -> dict:
     from ketch.runtime.config import NAMESPACE_TYPES
-    from ketch.runtime.rootfs import _FLAGS, PROPAGATION
+    from ketch.runtime.rootfs import _FLAGS, PROPAGATION, REC_ATTRS
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": sorted(list(_FLAGS) + list(PROPAGATION) + ["tmpcopyup"]),
+        "mountOptions": sorted(list(_FLAGS) + list(PROPAGATION) + list(REC_ATTRS) + ["tmpcopyup", "idmap", "ridmap"]),
         "linux": {
             "namespaces": list(NAMESPACE_TYPES),
             "capabilities": _caps(),
@@ -118,6 +118,7 @@ def features() -> dict:
             },
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
+            "mountExtensions": {"idmap": {"enabled": True}},        # idmapped bind mounts
         },
         "annotations": {"io.github.ketch.runtime.version": "0.1.0"},
     }

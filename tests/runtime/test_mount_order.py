@@ -2,6 +2,7 @@
 after the runtime filled it, recursive attributes (rro, rnosuid, ...) through mount_setattr, and in a
 user namespace the device nodes bound from the host stay nosuid and noexec."""
 
+import json
 import os
 import subprocess
 
@@ -135,3 +136,9 @@ def test_idmap_on_a_non_bind_mount_is_refused(rt):
                             "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]})
     r = rt.run(["true"], m)
     assert r.returncode != 0 and "idmapped mounts are only supported for bind mounts" in r.stderr
+
+
+def test_features_names_what_is_honoured(rt):
+    feats = json.loads(rt.rt("features").stdout)
+    assert {"rro", "rnosuid", "rnoexec", "rnoatime", "tmpcopyup", "idmap", "ridmap"} <= set(feats["mountOptions"])
+    assert feats["linux"]["mountExtensions"]["idmap"]["enabled"] is True
