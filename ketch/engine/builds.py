@@ -857,13 +857,12 @@ class _Run:
         """A secret as a file on the build's own tmpfs (mounted at the first secret, 0700, never in a
         layer: it is bind-mounted over the step's root), owned by uid=/gid= (BuildKit's 0:0 by default,
         the step's numeric USER when it has one) with mode= (0400)."""
-        from ketch.linux import syscalls
+        from ketch.volumes import local
         if self.secret_dir is None:
             d = os.path.join(self.work, "secrets")
             os.makedirs(d, mode=0o700)
             size = sum(len(v) for v in self.opts.secrets.values()) * 2 + (1 << 20)
-            syscalls.mount("tmpfs", d, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC,
-                           f"mode=0700,size={size}")
+            local.mount(_secrets_fs(size), d)
             self.secret_dir = d
         user = (state.config.get("User") or "").split(":")
         uid = m.uid if m.uid is not None else (int(user[0]) if user[0].isdigit() else 0)
@@ -1002,12 +1001,17 @@ class _Run:
                 log.warning("build: removing a step's root", extra={"key": key, "error": str(e)})
         self.roots.clear()
         if self.secret_dir is not None:
-            from ketch.linux import syscalls
+            from ketch.volumes import local
             try:
-                syscalls.umount2(self.secret_dir, syscalls.MNT_DETACH)
+                local.unmount(_secrets_fs(0), self.secret_dir)
             except OSError as e:
                 log.warning("build: unmounting the secrets", extra={"error": str(e)})
             self.secret_dir = None
+
+
+def _secrets_fs(size: int) -> dict:
+    """The build's tmpfs for secrets, as a local volume's options (the engine mounts through volumes)."""
+    return {"type": "tmpfs", "device": "tmpfs", "o": f"mode=0700,size={size},nosuid,nodev,noexec"}
 
 
 def _secret_id(m: dfmod.Mount) -> str:
