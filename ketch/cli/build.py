@@ -181,7 +181,7 @@ def tar_context(ctx_dir: str, dockerfile: str | None, dockerfile_data: bytes | N
     matcher = dockerignore.load(ctx_dir, ign_path)
     keep = {name, ".dockerignore", name + ".dockerignore"}
     out = tempfile.SpooledTemporaryFile(max_size=32 << 20)
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tf:   # PAX: a header more per file
         for rel, _st in dockerignore.walk(ctx_dir, matcher):
             tf.add(os.path.join(ctx_dir, rel), arcname=rel, recursive=False)
         for k in keep:

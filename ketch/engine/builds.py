@@ -176,6 +176,7 @@ class Builder:
         with open(spool, "wb") as f:
             async for chunk in chunks:
                 await asyncio.to_thread(f.write, chunk)
+        await asyncio.to_thread(_context_tmpfs, ctx, os.path.getsize(spool))
 
         def unpack() -> None:
             from ketch.archive import compression as cz
@@ -239,7 +240,7 @@ class Builder:
                                                                          opts.target or ""))
             run.prepare(ctx, path, df, p)
         except BaseException:
-            await asyncio.to_thread(shutil.rmtree, work, True)
+            await asyncio.to_thread(_drop_work, work)
             raise
         try:
             final = None
@@ -253,7 +254,7 @@ class Builder:
                     yield chunk
         finally:
             await run.cleanup()
-            await asyncio.to_thread(shutil.rmtree, work, True)
+            await asyncio.to_thread(_drop_work, work)
 
     # --- the cache -------------------------------------------------------------------------------
 
@@ -272,6 +273,55 @@ class Builder:
 
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
+
+
+# A context up to this size is unpacked into a tmpfs of the build's own: creating an inode costs
+# ~0.7 ms on this kind of host's ext4 against ~15 us on tmpfs, and a cached build of a context of
+# 3000 small files spent 2.3 s of its 2.7 s unpacking it to disk (docs/build.md, bench/build.py)
+CONTEXT_TMPFS_MAX = 256 << 20
+
+
+def _mem_available() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _context_tmpfs(ctx: str, tar_size: int) -> bool:
+    """Mount a tmpfs at ``ctx`` for a context of ``tar_size`` bytes when it is small enough (small
+    files take a page each: room for four times the tar) and memory allows; else the disk is used."""
+    from ketch.volumes import local
+    room = 4 * tar_size + (64 << 20)
+    if tar_size > CONTEXT_TMPFS_MAX or room > _mem_available() // 2:
+        return False
+    try:
+        local.mount(_context_fs(room), ctx)
+    except (OSError, KetchError) as e:
+        log.info("build: the context on disk", extra={"error": str(e)})
+        return False
+    return True
+
+
+def _context_fs(size: int) -> dict:
+    """The context's tmpfs, as a local volume's options (the engine mounts through volumes)."""
+    return {"type": "tmpfs", "device": "tmpfs", "o": f"mode=0755,size={size},nosuid,nodev"}
+
+
+def _drop_work(work: str) -> None:
+    """A build's work directory, its context's tmpfs unmounted first."""
+    from ketch.volumes import local
+    ctx = os.path.join(work, "context")
+    if os.path.ismount(ctx):
+        try:
+            local.unmount(_context_fs(0), ctx)
+        except (OSError, KetchError) as e:
+            log.warning("build: unmounting the context", extra={"error": str(e)})
+    shutil.rmtree(work, True)
 
 
 def _host_platform() -> str:
