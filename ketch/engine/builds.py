@@ -1011,8 +1011,10 @@ class _Run:
             except (OSError, KetchError) as ex:
                 raise BuildError(f"{verb} failed: {ex}") from None
             await self.b.images.unmount_rootfs(key_name)
+            # unmounted and removed after: its upper dir becomes the layer, no copy of what COPY wrote
             iid = await self.b.images.commit_step(key_name, state.image, run_config=dict(state.config),
-                                                  history=[self._entry(state, created_by)], parent=state.image)
+                                                  history=[self._entry(state, created_by)], parent=state.image,
+                                                  in_place=True)
             self.b.cache_put(key, iid)
             state.image = iid
             if not self.opts.quiet:

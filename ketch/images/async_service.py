@@ -443,14 +443,14 @@ class AsyncImageService:
         await asyncio.to_thread(self.svc.prepare_build_root, image_id, key)
 
     async def commit_step(self, key, base, *, run_config, history, tags=(), parent=None,
-                          placeholders=()):
+                          placeholders=(), in_place=False):
         """A build step's image: root ``key``'s changes (None: no layer) on image ``base`` (None:
         scratch), ``run_config`` its config, ``history`` its new history entries; its ID."""
         from ketch.images.commit import commit_step
 
         def run():
             return commit_step(self.svc, key, base, run_config=run_config, history=history, tags=tags,
-                               parent=parent, placeholders=placeholders)
+                               parent=parent, placeholders=placeholders, in_place=in_place)
         iid = await asyncio.to_thread(run)
         for t in tags:
             self._publish("tag", iid, reference.parse(t).familiar())

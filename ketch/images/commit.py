@@ -62,6 +62,21 @@ def _container_root(svc, key):
     return st, upper, svc.snapshots.lower_dirs(key)
 
 
+def _move_upper(upper: str, dest: str) -> str:
+    """Move upper dir ``upper`` onto ``dest`` (a snapshot's fresh, empty upper dir, whose mode and
+    owner the moved root takes; overlay's xattrs on the root go), leaving ``upper`` empty."""
+    st = os.stat(dest)
+    os.rmdir(dest)
+    os.rename(upper, dest)
+    os.mkdir(upper, 0o755)
+    os.chown(dest, st.st_uid, st.st_gid)
+    os.chmod(dest, st.st_mode & 0o7777)
+    for name in os.listxattr(dest, follow_symlinks=False):
+        if name.startswith("trusted.overlay."):
+            os.removexattr(dest, name, follow_symlinks=False)
+    return dest
+
+
 def container_changes(svc, key: str, placeholders=()) -> list[dict]:
     """Docker's /containers/{id}/changes: [{"Path", "Kind"}] (0 modified, 1 added, 2 deleted)."""
     from ketch.snapshots.changes import changes
@@ -346,13 +361,18 @@ def commit_container(svc, key: str, *, run_config: dict, author: str = "", comme
 
 
 def commit_step(svc, key: str | None, base: str | None, *, run_config: dict, history: list[dict],
-                author: str = "", tags=(), placeholders=(), parent: str | None = None) -> str:
+                author: str = "", tags=(), placeholders=(), parent: str | None = None,
+                in_place: bool = False) -> str:
     """A new image on image ``base`` (None: on nothing, as FROM scratch): the changes of root
     ``key`` (a snapshot over ``base``'s layers) as one more layer, or none when ``key`` is None or
     changed nothing; ``run_config`` as its config, ``history`` appended to ``base``'s (each entry's
     ``created`` filled in; the last one marks the layer, or ``empty_layer`` when there is none;
     the others are ``empty_layer``). ``parent``: the image it was built on, kept as Docker's
-    ``Parent`` (a build's intermediate images). Returns the image ID."""
+    ``Parent`` (a build's intermediate images). ``in_place`` (root ``key`` is mounted nowhere, and is
+    removed after: a build's COPY step): its upper dir is moved into the new snapshot and becomes the
+    layer as the tar is written (write_upper in_place), instead of a copy; ``key`` is left an empty
+    upper dir. A new inode costs ~0.7 ms on this kind of host's ext4: a COPY of 3,000 files spent
+    as long again in the copy. Returns the image ID."""
     from ketch.archive.upper import write_upper
     from ketch.snapshots.changes import placeholders as find_placeholders
     from ketch.snapshots.overlay import OWNER_LABEL, owner_label
@@ -385,7 +405,10 @@ def commit_step(svc, key: str | None, base: str | None, *, run_config: dict, his
             sn.prepare(tmp, None, labels={OWNER_LABEL: owner_label()})
             w = svc.content.writer()
             try:
-                res = write_upper(upper, w, copy_to=sn.upper_dir(tmp), skip=skip)
+                if in_place:
+                    res = write_upper(_move_upper(upper, sn.upper_dir(tmp)), w, skip=skip, in_place=True)
+                else:
+                    res = write_upper(upper, w, copy_to=sn.upper_dir(tmp), skip=skip)
                 empty = res.entries == 0
                 if empty:
                     w.abort()

@@ -85,3 +85,39 @@ def test_api_outputs_query(ketchd, tmp_path):
     status, _, _ = ketchd.request("POST", "/build?" + urlencode({"outputs": json.dumps([{"Type": "oci"}])}),
                                   raw=context_tar(ctx), headers={"Content-Type": "application/x-tar"})
     assert status == 501
+
+
+def test_copy_layer_committed_in_place_is_its_tar(ketchd, ketch, tmp_path):
+    """A COPY step's upper dir becomes its layer's snapshot (no copy): the snapshot holds exactly what
+    the layer blob unpacks to (names, types, modes, owners, mtimes, contents, link targets)."""
+    from ketch.archive.apply import apply_layer
+    from ketch.images import ImageService
+    ctx = tmp_path / "ctx"
+    write_tree(ctx, {"Dockerfile": "FROM busybox\nCOPY --chmod=0750 tree/ /app/\nCOPY tree/x/two.txt /app/y/\n",
+                     "tree/one.txt": "1\n", "tree/x/two.txt": "2" * 5000, "tree/x/deep/three": ""})
+    os.symlink("x/two.txt", ctx / "tree" / "link")
+    os.utime(ctx / "tree" / "one.txt", (1_500_000_000.7, 1_500_000_000.7))
+    ketch("build", "-q", "--network", "none", "-t", "inplace:1", str(ctx))
+    svc = ImageService(ketchd.data_root)
+    iid, rec = svc.resolve("inplace:1")
+    layers = [str(d.digest) for d in svc.manifest(rec).layers]
+    chains = rec["chains"]
+    for layer, chain in list(zip(layers, chains))[-2:]:
+        snap = svc.snapshots.layer_dirs(chain)[0]
+        out = tmp_path / f"apply-{chain[-8:]}"
+        out.mkdir()
+        with svc.content.open(layer) as f:
+            apply_layer(f, str(out))
+        assert _tree(snap) == _tree(str(out))
+    assert ketch("run", "--rm", "--network", "none", "inplace:1", "cat", "/app/link").stdout == "2" * 5000
+
+
+def _tree(root: str) -> dict:
+    out = {}
+    for top, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(top, n)
+            st = os.lstat(p)
+            data = os.readlink(p) if os.path.islink(p) else (open(p, "rb").read() if os.path.isfile(p) else None)
+            out[os.path.relpath(p, root)] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, data)
+    return out
