@@ -102,7 +102,7 @@ def test_copy_layer_committed_in_place_is_its_tar(ketchd, ketch, tmp_path):
     iid, rec = svc.resolve("inplace:1")
     layers = [str(d.digest) for d in svc.manifest(rec).layers]
     chains = rec["chains"]
-    for layer, chain in list(zip(layers, chains))[-2:]:
+    for layer, chain in list(zip(layers, chains, strict=True))[-2:]:
         snap = svc.snapshots.layer_dirs(chain)[0]
         out = tmp_path / f"apply-{chain[-8:]}"
         out.mkdir()
