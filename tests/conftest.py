@@ -36,7 +36,7 @@ def _host_state():
         with open("/proc/self/mountinfo") as f:
             for line in f:
                 mp = line.split()[4]
-                if "ketch" in mp:
+                if "ketch" in mp or mp.endswith("/netns") or "/netns/" in mp:
                     state.add(("mount", mp))
     except OSError:
         pass

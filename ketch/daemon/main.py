@@ -306,6 +306,12 @@ async def serve(cfg: dict) -> int:
             f.write(os.urandom(16).hex())
     with open(id_file) as f:
         engine_id = f.read().strip()
+    # the sockets first: a daemon that cannot serve must not have touched bridges and tables
+    for host in cfg["hosts"]:
+        path = socket_path(host)
+        if os.path.exists(path) and _socket_in_use(path):
+            log.error("socket in use by another daemon", extra={"socket": path})
+            return 1
     try:
         networks = await open_networks(cfg, data_root, exec_root)
     except (OSError, ValueError) as e:
@@ -336,6 +342,7 @@ async def serve(cfg: dict) -> int:
             if _socket_in_use(path):
                 log.error("socket in use by another daemon", extra={"socket": path})
                 await runner.cleanup()
+                await networks.close()
                 return 1
             os.unlink(path)
         site = web.UnixSite(runner, path)
@@ -358,6 +365,7 @@ async def serve(cfg: dict) -> int:
             pass
     await engine.shutdown()
     await runner.cleanup()
+    await networks.close()
     try:
         os.unlink(os.path.join(exec_root, "ketchd.pid"))
     except FileNotFoundError:

@@ -58,6 +58,14 @@ def prepare_netns_dir(path: str) -> None:
     sc.mount("none", path, None, sc.MS_PRIVATE | sc.MS_REC)
 
 
+def release_netns_dir(path: str) -> None:
+    """Undo prepare_netns_dir (idempotent): unmount the directory's own mount."""
+    with open("/proc/self/mountinfo") as f:
+        mounted = any(line.split()[4] == path for line in f)
+    if mounted:
+        sc.umount2(path, sc.MNT_DETACH)
+
+
 def create_netns(path: str, sysctls: dict[str, str] | None = None) -> socket.socket:
     """A new network namespace held by a bind mount on `path`; returns a netlink socket in it.
     `sysctls` (net.* keys) are written inside the namespace before anything uses it."""

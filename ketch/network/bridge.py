@@ -284,10 +284,18 @@ class BridgeNetworks:
         self.fw.remove_network(self._rules(net))
 
     async def close(self) -> None:
+        """At ketchd's exit: the DNS listeners and port reservations go with the process; the
+        namespaces directory's own mount goes too when no live container's namespace is held in it
+        (live ones stay for the next ketchd)."""
         for r in self.reserved.values():
             r.close()
         if self.dns is not None:
             await self.dns.close()
+        try:
+            if not os.listdir(self.netns_dir):
+                netlink.release_netns_dir(self.netns_dir)
+        except OSError as e:
+            log.warning("release netns dir", extra={"path": self.netns_dir, "error": str(e)})
 
     # --- networks ------------------------------------------------------------------------
     def _event(self, action: str, net: Network, **attrs) -> None:
