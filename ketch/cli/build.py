@@ -153,6 +153,28 @@ def _ulimits(values: list[str]) -> list[dict]:
     return out
 
 
+def _add(tf: tarfile.TarFile, path: str, rel: str, st: os.stat_result) -> None:
+    """One entry from the walk's own lstat (tarfile.add stats again and looks the owner's names up:
+    a third of a 3,000-file context's time); hard-linked files and the rest through tarfile.add."""
+    import stat as st_
+    mode = st.st_mode
+    if st_.S_ISDIR(mode) or st_.S_ISLNK(mode) or (st_.S_ISREG(mode) and st.st_nlink == 1):
+        ti = tarfile.TarInfo(rel)
+        ti.mode, ti.uid, ti.gid, ti.mtime = st_.S_IMODE(mode), st.st_uid, st.st_gid, int(st.st_mtime)
+        if st_.S_ISDIR(mode):
+            ti.type = tarfile.DIRTYPE
+            tf.addfile(ti)
+        elif st_.S_ISLNK(mode):
+            ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(path)
+            tf.addfile(ti)
+        else:
+            ti.size = st.st_size
+            with open(path, "rb") as f:
+                tf.addfile(ti, f)
+        return
+    tf.add(path, arcname=rel, recursive=False)
+
+
 def tar_context(ctx_dir: str, dockerfile: str | None, dockerfile_data: bytes | None):
     """The context directory as a tar in a spooled file (the walk skips what .dockerignore excludes,
     never the Dockerfile or .dockerignore), and the Dockerfile's name in it."""
@@ -182,8 +204,8 @@ def tar_context(ctx_dir: str, dockerfile: str | None, dockerfile_data: bytes | N
     keep = {name, ".dockerignore", name + ".dockerignore"}
     out = tempfile.SpooledTemporaryFile(max_size=32 << 20)
     with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tf:   # PAX: a header more per file
-        for rel, _st in dockerignore.walk(ctx_dir, matcher):
-            tf.add(os.path.join(ctx_dir, rel), arcname=rel, recursive=False)
+        for rel, st in dockerignore.walk(ctx_dir, matcher):
+            _add(tf, os.path.join(ctx_dir, rel), rel, st)
         for k in keep:
             p = os.path.join(ctx_dir, k)
             if matcher.excluded(k) and os.path.isfile(p):
