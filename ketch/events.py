@@ -23,6 +23,13 @@ def make_event(type_: str, action: str, actor_id: str, attributes: dict, from_im
     return ev
 
 
+def label_match(labels: dict, spec: str) -> bool:
+    """Docker's `label` filter term: "k" (the label is set) or "k=v" (set to v). Shared by every list
+    and prune filter and by the event filters."""
+    k, sep, v = spec.partition("=")
+    return k in labels and (not sep or labels[k] == v)
+
+
 def check_filters(filters: dict) -> dict:
     for k in filters:
         if k not in _FILTER_KEYS:
@@ -54,11 +61,8 @@ def matches(ev: dict, filters: dict) -> bool:
             if not any(v in (img, img.split(":")[0]) or (img.startswith(v) and v) for img in names if img
                        for v in values):
                 return False
-        if key == "label":
-            for v in values:
-                k, sep, val = v.partition("=")
-                if k not in attrs or (sep and attrs[k] != val):
-                    return False
+        if key == "label" and not all(label_match(attrs, v) for v in values):
+            return False
         if key == "volume" and (ev["Type"] != "volume" or ev["Actor"]["ID"] not in values):
             return False
         if key == "scope" and "local" not in values:

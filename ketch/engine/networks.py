@@ -14,16 +14,13 @@ from datetime import datetime, timezone
 from ketch.engine.state import Status
 from ketch.engine.store import ContainerStore
 from ketch.errors import Conflict, InvalidArgument, NotFound, NotImplementedYet
+from ketch.events import label_match
 
 FILTERS = {"dangling", "driver", "id", "label", "name", "scope", "type", "until"}
 
 
 def _label_match(labels: dict, wanted: list[str]) -> bool:
-    for w in wanted:
-        k, eq, v = w.partition("=")
-        if k not in labels or (eq and labels[k] != v):
-            return False
-    return True
+    return all(label_match(labels, w) for w in wanted)
 
 
 def _until(text: str) -> float:

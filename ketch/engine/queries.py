@@ -15,6 +15,7 @@ from ketch.engine.ports import ImageService
 from ketch.engine.state import Status
 from ketch.engine.store import ContainerStore
 from ketch.errors import Conflict, InvalidArgument, KetchError
+from ketch.events import label_match
 
 LIST_FILTERS = ("id", "name", "status", "exited", "label", "label!", "ancestor", "health", "network", "before",
                 "since", "volume", "publish", "expose", "is-task", "isolation")
@@ -245,10 +246,6 @@ def _diff_ids(img) -> list[str]:
     return list((img.config.get("rootfs") or {}).get("diff_ids") or [])
 
 
-def _label_match(labels: dict, spec: str) -> bool:
-    k, sep, val = spec.partition("=")
-    return k in labels and (not sep or labels[k] == val)
-
 
 def _port_match(c, key: str, wanted: str) -> bool:
     """Docker's publish/expose filters: PORT[/PROTO] or a range START-END[/PROTO]."""
@@ -299,9 +296,9 @@ def matches(c: Container, filters: dict) -> bool:
             return False
         if key == "exited" and (c.status is not Status.EXITED or str(c.state["ExitCode"]) not in values):
             return False
-        if key == "label" and not all(_label_match(c.config.get("Labels") or {}, v) for v in values):
+        if key == "label" and not all(label_match(c.config.get("Labels") or {}, v) for v in values):
             return False
-        if key == "label!" and any(_label_match(c.config.get("Labels") or {}, v) for v in values):
+        if key == "label!" and any(label_match(c.config.get("Labels") or {}, v) for v in values):
             return False
         if key == "ancestor" and not any(_ancestor_match(c, v) for v in values):
             return False

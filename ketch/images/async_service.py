@@ -23,6 +23,7 @@ import time
 
 from ketch import space
 from ketch.errors import InvalidArgument, KetchError, NotFound, ResourceExhausted
+from ketch.events import label_match
 from ketch.images.record import Image
 from ketch.images.service import ImageService, rfc3339
 from ketch.oci import reference
@@ -172,9 +173,9 @@ class AsyncImageService:
             if dangling is True and im["RepoTags"] or dangling is False and not im["RepoTags"]:
                 continue
             labels = im.get("Labels") or {}
-            if want and not all(_label_match(labels, x) for x in want):
+            if want and not all(label_match(labels, x) for x in want):
                 continue
-            if any(_label_match(labels, x) for x in refuse):
+            if any(label_match(labels, x) for x in refuse):
                 continue
             if before and not im["Created"] < min(before):
                 continue
@@ -250,9 +251,9 @@ class AsyncImageService:
             if until and (_created_ts(insp.get("Created")) or 0.0) >= min(until):
                 return False
             labels = (insp.get("Config") or {}).get("Labels") or {}
-            if want and not all(_label_match(labels, x) for x in want):
+            if want and not all(label_match(labels, x) for x in want):
                 return False
-            return not any(_label_match(labels, x) for x in refuse)
+            return not any(label_match(labels, x) for x in refuse)
 
         def prune():
             select = None
@@ -558,10 +559,6 @@ def reference_match(pattern: str, familiar: str) -> bool:
         name = name[:name.rindex(":")]
     return bool(rx.match(name))
 
-
-def _label_match(labels: dict, spec: str) -> bool:
-    k, sep, v = spec.partition("=")
-    return k in labels and (not sep or labels[k] == v)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")

@@ -225,10 +225,11 @@ class Links:
     async def delete(self, name: str) -> bool:
         """Delete a link by name; False if there was none."""
         idx = await self.index(name)
-        if idx is None:
-            return False
+        return idx is not None and await self._delete(idx, name)
+
+    async def _delete(self, index: int, name: str) -> bool:
         try:
-            await self.ipr.link("del", index=idx)
+            await self.ipr.link("del", index=index)
         except NetlinkError as e:
             if e.code == errno.ENODEV:
                 return False
@@ -244,13 +245,7 @@ class Links:
             return False
         if not links or links[0].get_attr("IFLA_IFNAME") != name:
             return False
-        try:
-            await self.ipr.link("del", index=index)
-        except NetlinkError as e:
-            if e.code == errno.ENODEV:
-                return False
-            raise _fail(e, f"delete {name}") from None
-        return True
+        return await self._delete(index, name)
 
     async def add_veth(self, host_name: str, peer_name: str, netns_path: str, bridge: str,
                        mtu: int | None = None, hairpin: bool = False) -> int:

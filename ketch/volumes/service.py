@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 from ketch.errors import AlreadyExists, Conflict, Internal, InvalidArgument, NotFound
-from ketch.events import make_event
+from ketch.events import label_match, make_event
 from ketch.volumes import local
 from ketch.volumes.copyup import copy_up
 
@@ -69,11 +69,7 @@ class Volume:
 
 
 def _label_match(labels: dict, wanted: list[str]) -> bool:
-    for w in wanted:
-        k, eq, v = w.partition("=")
-        if k not in labels or (eq and labels[k] != v):
-            return False
-    return True
+    return all(label_match(labels, w) for w in wanted)
 
 
 def _bool_filter(key: str, values: list[str]) -> bool:
