@@ -22,9 +22,8 @@ def launcher_of_this_checkout(path):
 
 def _runtime():
     """This checkout's own ketch-runtime, never whatever is first on PATH (another checkout's, or a
-    pip-installed one). `make test` names the launcher it just installed (KETCH_TEST_RUNTIME): its
-    interpreter is the immutable copy the CVE-2019-5736 test checks. Else the default launcher if this
-    checkout made it, else the repository's bin/ketch-runtime."""
+    pip-installed one). `make test` names the launcher it just installed (KETCH_TEST_RUNTIME). Else
+    the default launcher if this checkout made it, else the repository's bin/ketch-runtime."""
     named = os.environ.get("KETCH_TEST_RUNTIME")
     if named:
         if not launcher_of_this_checkout(named) and os.path.realpath(named) != os.path.join(REPO, "bin",

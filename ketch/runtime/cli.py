@@ -181,7 +181,7 @@ class Logger:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         # as a program: skip the interpreter's teardown, which only costs time here
-        code = _main(sys.argv[1:])
+        code = _main(sys.argv[1:], program=True)
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -191,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     return _main(argv)
 
 
-def _main(argv):
+# the commands that fork into a container: run from an interpreter it cannot write (CVE-2019-5736)
+_ENTERING = ("create", "run", "exec")
+
+
+def _main(argv, program=False):
     log = Logger()
     try:
         g, cmd, opts, pos = parse(argv)
@@ -203,6 +207,9 @@ def _main(argv):
             return 0
         if g.get("help") or cmd in (None, "help", "h"):
             return _help(cmd, pos)
+        if program and cmd in _ENTERING:
+            from ketch.runtime import sealed
+            sealed.ensure()
         root = g.get("root") or _default_root()
         log("debug", f"{cmd} {' '.join(pos)} (root {root})".rstrip())
         return _dispatch(cmd, root, g, opts, pos, log) or 0

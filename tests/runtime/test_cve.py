@@ -4,83 +4,157 @@ import errno
 import hashlib
 import os
 import subprocess
+import tempfile
 import time
+
+import pytest
 
 from tests import helpers
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYLIBS = ("/usr/lib/python3.11", "/lib/x86_64-linux-gnu", "/lib64")
 
-def _interpreter():
-    with open(helpers.RUNTIME[0]) as f:
-        line = f.readline()
-    return line[2:].split()[0]
-
-
-def _assert_immutable(interp):
-    attrs = subprocess.run(["lsattr", interp], capture_output=True, text=True).stdout.split()
-    assert attrs and "i" in attrs[0], (f"{helpers.RUNTIME[0]} runs {interp}, which is not immutable "
-                                       f"(lsattr: {attrs}): run `make install`")
-    try:
-        os.close(os.open(interp, os.O_WRONLY))
-    except PermissionError:
-        return
-    raise AssertionError(f"the runtime's interpreter {interp} is writable")
+# Run inside the container as the runtime's own binary (the kernel resolves the shebang through the
+# exec'ing process's /proc/self/exe). A child keeps an O_PATH handle and, once the runtime's exec
+# process is gone, reopens it for writing. It never truncates or writes a file it could open: a
+# writable interpreter is reported (OPENED), not destroyed; only a sealed memfd copy, which is no
+# host file, is written to, to show the seal refuses it. O_TRUNC is tried only once the handle is
+# seen on a read-only mount, where it must fail with EROFS before anything happens.
+ATTACK = """#!/proc/self/exe
+import os, time
+exe = os.readlink('/proc/self/exe')
+ro = bool(os.statvfs('/proc/self/exe').f_flag & os.ST_RDONLY)
+res = [('RO' if ro else 'RW'), exe.split()[0]]
+if exe.startswith('/memfd:'):
+    import fcntl
+    r = os.open('/proc/self/exe', os.O_RDONLY)
+    want = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
+    res.append('SEALED' if fcntl.fcntl(r, fcntl.F_GET_SEALS) & want == want else 'UNSEALED')
+fd = os.open('/proc/self/exe', os.O_PATH)
+if os.fork():
+    os._exit(0)
+time.sleep(0.3)
+for i in range(5):
+    for flags in (os.O_WRONLY, os.O_RDWR) + ((os.O_WRONLY | os.O_TRUNC,) if ro else ()):
+        try:
+            w = os.open('/proc/self/fd/%d' % fd, flags)
+        except OSError as e:
+            res.append(str(e.errno))
+            continue
+        if exe.startswith('/memfd:'):
+            try:
+                os.pwrite(w, b'pwned', 0)
+                res.append('WROTE')
+            except OSError as e:
+                res.append('memfd-' + str(e.errno))
+        else:
+            res.append('OPENED')
+        os.close(w)
+    time.sleep(0.05)
+open('/result', 'w').write(' '.join(res))
+"""
 
 
 def _sha(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def test_cve_2019_5736_proc_self_exe_cannot_overwrite_runtime(rt):
-    """A `#!/proc/self/exe` script run by `exec` makes the kernel run the runtime's own binary inside
-    the container; a child keeps an O_PATH handle and reopens it for writing once the parent exits.
-    The runtime's interpreter must stay untouched and the write must be refused (EPERM, not luck)."""
-    interp = _interpreter()
-    # the second line of defence, checked before the attack so that a writable interpreter (a
-    # launcher not made by `make install`) is reported, never overwritten
-    _assert_immutable(interp)
-    before = _sha(interp)
-    pylib = "/usr/lib/python3.11"
+def _launchers(tmp):
+    """(name, argv, env) of each way the runtime is started: the installed launcher, the repository's,
+    the host's python3 on the repository's launcher script with no view yet (a view of its own is
+    made), and a sealed memfd copy instead of a view."""
+    env = dict(os.environ)
+    own_views = os.path.join(tmp, "views")
+    return [
+        ("installed", helpers.RUNTIME, env),
+        ("repository", [os.path.join(REPO, "bin", "ketch-runtime")], env),
+        ("python3, no view yet", ["/usr/bin/python3", "-IS", os.path.join(REPO, "bin", "ketch-runtime")],
+         {**env, "KETCH_RUNTIME_EXE_DIR": own_views}),
+        ("python3, memfd", ["/usr/bin/python3", "-IS", os.path.join(REPO, "bin", "ketch-runtime")],
+         {**env, "KETCH_RUNTIME_SEAL": "memfd"}),
+    ], own_views
+
+
+@pytest.mark.parametrize("way", range(4), ids=["installed", "repository", "python3-no-view", "memfd"])
+def test_cve_2019_5736_proc_self_exe_cannot_overwrite_runtime(rt, way):
+    """A `#!/proc/self/exe` script run by `exec` makes the kernel run the runtime's own interpreter
+    inside the container: whichever way the runtime was started, that interpreter is a read-only
+    view of the host's python3 (or a sealed memfd copy), the write is refused by the kernel (EROFS,
+    or the seal's EPERM: not luck), and the host's interpreter is untouched."""
+    from ketch.runtime import sealed
+    launchers, own_views = _launchers(rt.tmp)
+    name, argv, env = launchers[way]
+    host_py = os.path.realpath("/usr/bin/python3")
+    before = _sha(host_py)
 
     def m(c):
-        # the image ships a python stdlib, as a debian image with python3 would
-        c["mounts"].append({"destination": pylib, "type": "bind", "source": pylib, "options": ["rbind", "ro"]})
+        # the image ships python3's stdlib and libraries, as a debian image with python3 would
+        for lib in PYLIBS:
+            c["mounts"].append({"destination": lib, "type": "bind", "source": lib, "options": ["rbind", "ro"]})
     b = rt.bundle(["sleep", "30"], m)
     with open(os.path.join(b.rootfs, "evil"), "w") as f:
-        f.write("#!/proc/self/exe\n"
-                "import os, time\n"
-                "fd = os.open('/proc/self/exe', os.O_PATH)\n"
-                "if os.fork():\n"
-                "    os._exit(0)\n"
-                "time.sleep(0.5)\n"
-                "res = []\n"
-                "for i in range(20):\n"
-                "    try:\n"
-                "        w = os.open('/proc/self/fd/%d' % fd, os.O_WRONLY)\n"
-                "        os.write(w, b'pwned')\n"
-                "        res.append('WROTE')\n"
-                "        break\n"
-                "    except OSError as e:\n"
-                "        res.append(str(e.errno))\n"
-                "    time.sleep(0.05)\n"
-                "open('/result', 'w').write(' '.join(res))\n")
+        f.write(ATTACK)
     os.chmod(os.path.join(b.rootfs, "evil"), 0o755)
-    rt.rt("run", "--detach", "--bundle", b.path, b.id, check=True)
-    r = rt.rt("exec", b.id, "/evil")
-    result = os.path.join(b.rootfs, "result")
-    for _ in range(40):
-        if os.path.exists(result) and os.path.getsize(result):
-            break
-        time.sleep(0.05)
-    text = open(result).read() if os.path.exists(result) else ""
-    rt.rt("delete", "--force", b.id, check=True)
-    assert "WROTE" not in text
-    if text:
-        assert str(errno.EPERM) in text.split(), text      # immutable: refused whoever still runs it
+
+    def run(*args):
+        # output through files: a detached init keeps its stdio open
+        with tempfile.TemporaryFile("w+") as out:
+            r = subprocess.run(argv + ["--root", rt.root] + list(args), env=env, stdout=out,
+                               stderr=subprocess.STDOUT, text=True, timeout=60)
+            out.seek(0)
+            r.stderr = out.read()
+        return r
+    try:
+        r = run("run", "--detach", "--bundle", b.path, b.id)
+        assert r.returncode == 0, r.stderr
+        r = run("exec", b.id, "/evil")
+        assert r.returncode == 0, r.stderr
+        result = os.path.join(b.rootfs, "result")
+        for _ in range(60):
+            if os.path.exists(result) and os.path.getsize(result):
+                break
+            time.sleep(0.05)
+        res = open(result).read().split()
+    finally:
+        run("delete", "--force", b.id)
+        if way == 2:
+            sealed.remove_view(host_py, own_views)
+    assert "OPENED" not in res and "WROTE" not in res, (name, res)
+    if way == 3:
+        assert res[1].startswith("/memfd:ketch-runtime"), res
+        assert res[2] == "SEALED", res                     # no write can reach it, running or not
+        assert set(res[3:]) <= {str(errno.ETXTBSY), f"memfd-{errno.EPERM}"}, res
     else:
-        # this kernel does not even let the container resolve the runtime's exe (another mount namespace)
-        assert r.returncode != 0 and "/evil" in r.stderr, r.stderr
-    assert _sha(interp) == before
-    _assert_immutable(interp)       # and it holds whatever the kernel did
+        assert res[:2] == ["RO", sealed.view_path(host_py, own_views if way == 2 else None)], res
+        assert str(errno.EROFS) in res, res                # refused by the mount, whoever runs python3
+        assert set(res[2:]) <= {str(errno.EROFS), str(errno.ETXTBSY)}, res
+    assert _sha(host_py) == before
+
+
+def test_runtime_view_follows_an_upgraded_interpreter(tmp_path):
+    """The view is of the host's file, not a copy: when the interpreter is replaced (a new inode, as
+    dpkg's rename makes), the next call unmounts the stale view and binds the new file."""
+    from ketch.runtime import sealed
+    exe = tmp_path / "bin" / "python3"
+    exe.parent.mkdir()
+    exe.write_bytes(b"old interpreter")
+    views = str(tmp_path / "views")
+    try:
+        v = sealed.ensure_view(str(exe), views)
+        assert open(v, "rb").read() == b"old interpreter" and sealed.exe_is_sealed(v)
+        with pytest.raises(OSError) as e:
+            open(v, "r+b")
+        assert e.value.errno == errno.EROFS
+        assert sealed.ensure_view(str(exe), views) == v          # current: left as it is
+        new = tmp_path / "bin" / "python3.new"
+        new.write_bytes(b"new interpreter")
+        os.rename(new, exe)                                      # the upgrade
+        assert sealed.ensure_view(str(exe), views) == v
+        assert open(v, "rb").read() == b"new interpreter" and os.path.samefile(v, exe)
+        with open("/proc/self/mountinfo") as f:
+            assert sum(line.split()[4] == v for line in f) == 1  # the stale view went
+    finally:
+        sealed.remove_view(str(exe), views)
 
 
 def test_cve_2019_5736_runtime_exe_not_visible_during_exec(rt):
