@@ -1523,6 +1523,7 @@ class PlannedStage:
     platform: str                       # --platform expanded, "" when not given
     needs: set[int] = field(default_factory=set)        # stages this one reads (FROM, COPY --from, --mount from=)
     images: set[str] = field(default_factory=set)       # images COPY --from / --mount from= name directly
+    context: str = ""                   # the named context (--build-context) that replaces this stage
 
     @property
     def scratch(self) -> bool:
@@ -1551,9 +1552,25 @@ class Plan:
         return waves
 
 
+def context_name(ref: str) -> str:
+    """The name a `--build-context` is known by, as BuildKit compares them: a reference normalised to
+    its familiar form without `:latest` (`docker.io/library/alpine:latest` is `alpine`); a name that is
+    not a reference is itself."""
+    from ketch.oci import reference
+    try:
+        name = reference.parse(ref, default_tag=None).familiar()
+    except InvalidArgument:
+        return ref
+    return name[:-len(":latest")] if name.endswith(":latest") else name
+
+
 def plan(df: Dockerfile, target: str | None = None, build_args: Mapping[str, str] | None = None,
-         predefined: Mapping[str, str] | None = None) -> Plan:
-    """The stages a build runs for `target` (the last stage when None), checked as BuildKit checks them."""
+         predefined: Mapping[str, str] | None = None, contexts: Iterable[str] = ()) -> Plan:
+    """The stages a build runs for `target` (the last stage when None), checked as BuildKit checks them.
+    `contexts`: the names of the build's named contexts (their `context_name`); a stage of the same
+    name is replaced by its context (BuildKit's rule): its FROM and instructions are not run, and a
+    `--from` naming it reads the context."""
+    contexts = set(contexts)
     env = resolve_global_args(df, build_args, predefined)
     planned: list[PlannedStage] = []
     by_name: dict[str, int] = {}
@@ -1573,7 +1590,9 @@ def plan(df: Dockerfile, target: str | None = None, build_args: Mapping[str, str
             if not platform:
                 raise fail(f"empty platform value from expression {st.from_.platform}", st.from_)
         used |= ex.used
-        if base in by_name:
+        if st.name and st.name in contexts:
+            ps = PlannedStage(dataclasses.replace(st, instructions=[]), st.name, None, "", context=st.name)
+        elif base in by_name:
             ps = PlannedStage(st, None, by_name[base], platform, {by_name[base]})
         elif base.lower() == SCRATCH:
             ps = PlannedStage(st, None, None, platform)
@@ -1583,7 +1602,7 @@ def plan(df: Dockerfile, target: str | None = None, build_args: Mapping[str, str
         if st.name:
             by_name[st.name] = st.index
 
-    names = {st.name: st.index for st in df.stages if st.name}
+    names = {st.name: st.index for st in df.stages if st.name and st.name not in contexts}
     for ps in planned:
         for inst in ps.stage.instructions:
             for ref in _stage_refs(inst):
@@ -1605,7 +1624,8 @@ def plan(df: Dockerfile, target: str | None = None, build_args: Mapping[str, str
         except KeyError:
             t = -1
         if t < 0:
-            raise DockerfileError(_with_suggestion(f'target stage "{target}" could not be found', target, names,
+            every = {st.name: st.index for st in df.stages if st.name}
+            raise DockerfileError(_with_suggestion(f'target stage "{target}" could not be found', target, every,
                                                    case_sensitive=True), file=df.file)
     order: list[int] = []
     seen: set[int] = set()

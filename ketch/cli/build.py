@@ -3,7 +3,8 @@
     ketch build [-t NAME:TAG]... [-f FILE|-] [--build-arg K[=V]]... [--target STAGE] [--no-cache]
                 [--no-cache-filter STAGE]... [--pull] [--label K=V]... [--network default|host|none]
                 [--add-host HOST:IP]... [--shm-size N] [--ulimit NAME=SOFT[:HARD]]... [--iidfile F] [-q]
-                [--progress auto|plain] CONTEXT
+                [--progress auto|plain|tty] [--secret id=ID[,src=FILE|,env=VAR][,type=file|env]]...
+                [--build-context NAME=DIR|docker-image://REF]... [--cache-from IMAGE]... [-o OUTPUT] CONTEXT
 
 CONTEXT is a directory (tarred here, `.dockerignore` applied by ketch.build.dockerignore, the
 Dockerfile and the ignore file always sent, as the docker CLI sends them), `-` (stdin: a tar,
@@ -13,9 +14,15 @@ name of its own, as the docker CLI does it). A `--build-arg K` without a value t
 environment (left out when unset). The exit status is the failing RUN's, else 1 on an error.
 `-o type=local,dest=DIR` / `type=tar,dest=FILE|-` (buildx's shorthands `-o DIR`, `-o -`): the final
 stage's root, streamed by the daemon after the build's last message, unpacked into DIR or written
-as a tar; no image is tagged. What this builder does not do is refused by the flag's name: `--secret`, `--ssh`,
-`--build-context`, `--cache-from`, `--platform` of another architecture, `--progress tty`
-(the live view), `--squash`.
+as a tar; no image is tagged. `--build-context NAME=DIR` sends DIR (its own `.dockerignore` applied)
+in the same tar under a reserved directory, `NAME=docker-image://REF` names an image: `COPY --from=NAME`,
+`RUN --mount=from=NAME` and `FROM NAME` read it, and it replaces a stage or an image of that name
+(BuildKit's rule; docs/build.md). `--cache-from IMAGE` (repeatable): a step that misses the cache is
+taken from IMAGE (here, or pulled when missing) when IMAGE's history and layers begin with the step's
+parent's and its next history entry is the step's own, its layer shared (docs/build.md); an IMAGE
+that cannot be found is a warning. What this builder does not do is refused by the flag's name: `--ssh`,
+`--cache-to`, buildx's `--cache-from type=...`, `--platform` of another architecture, `--squash`, a git, URL or
+OCI-layout `--build-context`.
 """
 
 from __future__ import annotations
@@ -28,8 +35,7 @@ import tempfile
 
 from ketch.cli.containers import _client, _parser, command
 
-REFUSED = {"ssh": "--ssh", "build_context": "--build-context",
-           "cache_from": "--cache-from", "squash": "--squash", "cache_to": "--cache-to"}
+REFUSED = {"ssh": "--ssh", "squash": "--squash", "cache_to": "--cache-to"}
 
 
 def register(sub, name, help_):
@@ -54,6 +60,12 @@ def register(sub, name, help_):
                                                        "auto is tty on a terminal")
     p.add_argument("--secret", action="append", default=[],
                    help="a secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR")
+    p.add_argument("--build-context", action="append", default=[], metavar="NAME=DIR|docker-image://REF",
+                   help="an additional named context, for COPY --from=NAME, RUN --mount=from=NAME and FROM NAME "
+                        "(it replaces a stage or an image of that name)")
+    p.add_argument("--cache-from", action="append", default=[], metavar="IMAGE",
+                   help="an image whose history and layers seed the cache (here, or pulled when missing; "
+                        "one that cannot be found is a warning)")
     p.add_argument("--rm", default="true", help="remove intermediate containers after a successful build")
     p.add_argument("--force-rm", action="store_true", help="always remove intermediate containers")
     p.add_argument("--platform", help="the platform to build for (only this machine's)")
@@ -72,6 +84,17 @@ def _refuse(args) -> None:
         raise FlagError(f'invalid --progress "{args.progress}": auto, plain or tty')
     if args.context.startswith(("http://", "https://", "git@", "git://", "github.com/")):
         raise FlagError(f"context {args.context}: remote contexts are not supported (this builder fetches nothing)")
+
+
+def parse_cache_from(values: list[str]) -> list[str]:
+    """`--cache-from IMAGE`: image references, as the docker CLI's legacy builder sends them; buildx's
+    `type=...` cache imports (BuildKit's exported cache) are refused by name."""
+    from ketch.cli.runopts import FlagError
+    for v in values:
+        if "=" in v:
+            raise FlagError(f"--cache-from {v}: BuildKit's cache imports (type=...) are not supported by the "
+                            f"Ketch builder; name an image (--cache-from REPO:TAG)")
+    return values
 
 
 def parse_output(value: str | None) -> tuple[str, str] | None:
@@ -175,9 +198,98 @@ def _add(tf: tarfile.TarFile, path: str, rel: str, st: os.stat_result) -> None:
     tf.add(path, arcname=rel, recursive=False)
 
 
-def tar_context(ctx_dir: str, dockerfile: str | None, dockerfile_data: bytes | None):
+def parse_contexts(values: list[str]) -> tuple[dict[str, dict], dict[str, str]]:
+    """`--build-context NAME=VALUE` as buildx reads it: (the `ketchcontexts` query's entries by name,
+    the directories to send by their directory in the tar). NAME is a reference's familiar name
+    (`alpine`, not `docker.io/library/alpine:latest`); VALUE a local directory or
+    `docker-image://REF`; git, URL and OCI-layout contexts are refused by name."""
+    from ketch.build.dockerfile import context_name
+    from ketch.cli.runopts import FlagError
+    specs: dict[str, dict] = {}
+    dirs: dict[str, str] = {}
+    top = f".ketchcontexts.{os.urandom(8).hex()}"   # the daemon's reserved prefix (ketch/engine/buildcontexts.py)
+    for value in values:
+        raw, eq, where = value.partition("=")
+        if not eq or not raw or not where:
+            raise FlagError(f"invalid context value: {value}, expected key=value")
+        if raw != raw.lower() or any(c.isspace() for c in raw):
+            raise FlagError(f"invalid context name {raw}: names are lower-case references (as a stage's name)")
+        name = context_name(raw)
+        lowered = where.lower()
+        if lowered.startswith("docker-image://"):
+            ref = where[len("docker-image://"):]
+            if not ref:
+                raise FlagError(f"--build-context {value}: docker-image:// needs an image reference")
+            specs[name] = {"Type": "image", "Ref": ref}
+            continue
+        if lowered.startswith("oci-layout://"):
+            raise FlagError(f"--build-context {value}: an OCI layout context is not supported by the Ketch builder")
+        if lowered.startswith(("http://", "https://", "git://", "git@", "ssh://", "github.com/")) or \
+                lowered.endswith(".git") or "://" in lowered:
+            raise FlagError(f"--build-context {value}: a git or URL context is not supported by the Ketch builder "
+                            f"(it fetches nothing): a local directory or docker-image://REF")
+        if not os.path.isdir(where):
+            raise FlagError(f"--build-context {value}: {where} is not a directory")
+        member = f"{top}/{len(dirs)}"
+        dirs[member] = where
+        specs[name] = {"Type": "dir", "Path": member}
+    return specs, dirs
+
+
+def _add_tree(tf: tarfile.TarFile, root: str, prefix: str, matcher, keep=()) -> None:
+    """``root``'s entries that ``matcher`` keeps, under ``prefix`` (the names of ``keep`` always)."""
+    from ketch.build import dockerignore
+    for rel, st in dockerignore.walk(root, matcher):
+        _add(tf, os.path.join(root, rel), prefix + rel, st)
+    for k in keep:
+        p = os.path.join(root, k)
+        if matcher.excluded(k) and os.path.isfile(p):
+            tf.add(p, arcname=prefix + k, recursive=False)
+
+
+def add_contexts(tf: tarfile.TarFile, dirs: dict[str, str]) -> None:
+    """The directory contexts under their members' directories, each with its own .dockerignore applied
+    (and the file itself sent, as the main context's: the daemon applies it again)."""
+    from ketch.build import dockerignore
+    for member, where in dirs.items():
+        ti = tarfile.TarInfo(member)
+        ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, int(os.stat(where).st_mtime)
+        tf.addfile(ti)
+        _add_tree(tf, where, member + "/", dockerignore.load(where, None), (".dockerignore",))
+
+
+def retar(body, dirs: dict[str, str]):
+    """A tar CONTEXT (a file or stdin; plain or compressed) or a Dockerfile alone, with the directory
+    contexts added: a new tar in a spooled file, and whether the body was a Dockerfile."""
+    out = tempfile.SpooledTemporaryFile(max_size=32 << 20)
+    src = tempfile.SpooledTemporaryFile(max_size=32 << 20)
+    import shutil
+    shutil.copyfileobj(body, src)
+    src.seek(0)
+    alone = False
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        try:
+            with tarfile.open(fileobj=src, mode="r:*") as inner:
+                for m in inner:
+                    tf.addfile(m, inner.extractfile(m) if m.isfile() else None)
+        except tarfile.ReadError:   # `ketch build - < Dockerfile`: a Dockerfile with no context
+            src.seek(0, 2)
+            ti = tarfile.TarInfo("Dockerfile")
+            ti.size, ti.mode = src.tell(), 0o644
+            src.seek(0)
+            tf.addfile(ti, src)
+            alone = True
+        add_contexts(tf, dirs)
+    src.close()
+    out.seek(0)
+    return out, alone
+
+
+def tar_context(ctx_dir: str, dockerfile: str | None, dockerfile_data: bytes | None,
+                contexts: dict[str, str] | None = None):
     """The context directory as a tar in a spooled file (the walk skips what .dockerignore excludes,
-    never the Dockerfile or .dockerignore), and the Dockerfile's name in it."""
+    never the Dockerfile or .dockerignore), and the Dockerfile's name in it; ``contexts``: the
+    directory contexts to add (parse_contexts)."""
     from ketch.build import dockerignore
     if not os.path.isdir(ctx_dir):
         raise FileNotFoundError(f"unable to prepare context: path {ctx_dir!r} not found")
@@ -204,12 +316,9 @@ def tar_context(ctx_dir: str, dockerfile: str | None, dockerfile_data: bytes | N
     keep = {name, ".dockerignore", name + ".dockerignore"}
     out = tempfile.SpooledTemporaryFile(max_size=32 << 20)
     with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tf:   # PAX: a header more per file
-        for rel, st in dockerignore.walk(ctx_dir, matcher):
-            _add(tf, os.path.join(ctx_dir, rel), rel, st)
-        for k in keep:
-            p = os.path.join(ctx_dir, k)
-            if matcher.excluded(k) and os.path.isfile(p):
-                tf.add(p, arcname=k, recursive=False)
+        _add_tree(tf, ctx_dir, "", matcher, keep)
+        if contexts:
+            add_contexts(tf, contexts)
         if dockerfile_data is not None:
             ti = tarfile.TarInfo(name)
             ti.size, ti.mode = len(dockerfile_data), 0o644
@@ -266,6 +375,8 @@ def cmd_build(args, ctx):
         params["labels"] = json.dumps(_pairs(args.label, "label"))
     if args.no_cache_filter:
         params["nocachefilter"] = json.dumps(args.no_cache_filter)
+    if args.cache_from:
+        params["cachefrom"] = json.dumps(parse_cache_from(args.cache_from))
     if args.add_host:
         params["extrahosts"] = ",".join(args.add_host)
     if args.shm_size:
@@ -279,6 +390,9 @@ def cmd_build(args, ctx):
             from ketch.cli.runopts import FlagError
             raise FlagError(f"-t: a build with --output type={output[0]} makes no image to tag")
         params["outputs"] = json.dumps([{"Type": output[0], "Attrs": {}}])
+    specs, dirs = parse_contexts(args.build_context)
+    if specs:
+        params["ketchcontexts"] = json.dumps(specs)
     stdin_df = None
     if args.file == "-":
         if args.context == "-":
@@ -294,8 +408,21 @@ def cmd_build(args, ctx):
         if args.file:
             params["dockerfile"] = args.file
     else:
-        body, name = tar_context(args.context, args.file, stdin_df)
+        body, name = tar_context(args.context, args.file, stdin_df, dirs)
         params["dockerfile"] = name
+    if dirs and (args.context == "-" or os.path.isfile(args.context)):
+        given = body
+        try:
+            body, alone = retar(given, dirs)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            from ketch.cli.runopts import FlagError
+            raise FlagError(f"--build-context: the tar CONTEXT could not be read to add the contexts to it: {e}") \
+                from None
+        finally:
+            if given is not sys.stdin.buffer:
+                given.close()
+        if alone and not args.file:
+            params["dockerfile"] = "Dockerfile"
     from ketch.cli import buildprogress
     if args.secret:
         body = _with_secrets(body, buildprogress.parse_secrets(args.secret, os.environ), params)

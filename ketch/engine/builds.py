@@ -48,7 +48,7 @@ from typing import Any
 
 from ketch.build import dockerfile as dfmod
 from ketch.build import dockerignore
-from ketch.engine import buildcopy
+from ketch.engine import buildcontexts, buildcopy
 from ketch.engine.changes import PLACEHOLDERS
 from ketch.errors import FailedPrecondition, Internal, InvalidArgument, KetchError, NotFound, NotImplementedYet
 
@@ -85,6 +85,8 @@ class BuildOptions:
     # `RUN --mount=type=secret` values by id: held in memory only (the client sends them in a framed
     # prefix of the body, see ketch/api/builds.py), written to a tmpfs only while a step runs
     secrets: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # `--build-context`: the named contexts by name (ketch/engine/buildcontexts.py)
+    contexts: dict[str, buildcontexts.NamedContext] = field(default_factory=dict)
 
 
 class BuildError(Internal):
@@ -233,11 +235,12 @@ class Builder:
         run = _Run(self, opts, work)
         try:
             ctx = await self._receive(chunks, work)
+            ctx = await asyncio.to_thread(buildcontexts.separate, ctx, opts.contexts)
             path, text = self._read_dockerfile(ctx, opts.dockerfile)
             df = dfmod.parse(text, os.path.basename(opts.dockerfile or "Dockerfile"))
             given = {k: v for k, v in opts.build_args.items() if v is not None}
             p = dfmod.plan(df, opts.target, given, dfmod.predefined_args(_host_platform(), _host_platform(),
-                                                                         opts.target or ""))
+                                                                         opts.target or ""), opts.contexts)
             run.prepare(ctx, path, df, p)
         except BaseException:
             await asyncio.to_thread(_drop_work, work)
@@ -518,14 +521,23 @@ class _Run:
         if ps.platform and ps.platform not in (_host_platform(), _host_platform().split("/v")[0]):
             raise NotImplementedYet(f"FROM --platform={ps.platform}: this builder builds for {_host_platform()} only")
         image = base
-        if ps.base_image is not None:
+        nc = self.named(ps.base_image) if ps.base_image is not None else None
+        ref = nc.ref if nc is not None else ps.base_image
+        if nc is not None and nc.dir:   # a directory context: its files are the stage's root, no config
+            state.image, state.config = None, {}
+            async for msg in self.do_copy(state, buildcontexts.synthetic_copy(nc.name)):
+                yield msg
+            return
+        if nc is not None and ref and ref.lower() == "scratch":
+            ref = None   # docker-image://scratch: an empty context, as BuildKit allows
+        if ref is not None:
             try:
-                async for msg in self.ensure_image(ps.base_image, self.opts.pull):
+                async for msg in self.ensure_image(ref, self.opts.pull):
                     yield msg
             except KetchError as e:
-                raise NotFound(f"FROM {ps.base_image}: the base image is not here and could not be pulled: "
+                raise NotFound(f"FROM {ref}: the base image is not here and could not be pulled: "
                                f"{e}") from None
-            image = (await self.b.images.get_image(ps.base_image)).id
+            image = (await self.b.images.get_image(ref)).id
         config: dict = {}
         if image is not None:
             cfg = (await self.b.images.get_image(image)).run_config
@@ -534,7 +546,7 @@ class _Run:
             yield self.out(f" ---> {_short(image)}\n")
         state.image, state.config = image, config
         triggers = config.pop("OnBuild", None) or []
-        if triggers:
+        if triggers and not ps.context:   # a stage a named context replaces is not dispatched
             parsed = dfmod.parse_triggers(triggers, self.df.file)
             if not q:
                 yield self.out(f"# Executing {len(parsed)} build trigger{'s' if len(parsed) > 1 else ''}\n")
@@ -757,9 +769,11 @@ class _Run:
         env, prefix = self.run_args(state)
         network = e.network if e.network != "default" else (self.opts.network or "default")
         mounts_desc = [m.__dict__ for m in e.mounts]
+        # what each bind mount shows, so a change of it is a miss (its files' digest, or its image)
+        binds = [await self.bind_identity(m) for m in e.mounts if m.type == "bind"]
         created_by = " ".join(prefix + argv)
         key = _key("run", state.image, state.config, created_by, network if network != "default" else "",
-                   mounts_desc, hd.content if hd else None)
+                   mounts_desc, hd.content if hd else None, *([binds] if binds else []))
         if await self.use_cache(state, key):
             for msg in self.cache_msgs(state):
                 yield msg
@@ -777,6 +791,23 @@ class _Run:
         finally:
             for fn in cleanup:
                 await fn()
+
+    async def bind_identity(self, m: dfmod.Mount) -> str | None:
+        """A bind mount's content for the RUN's cache key: the digest of the files and metadata it shows
+        (as COPY's, no mtimes) from the context or a directory context, or the ID of the stage's or
+        image's image it is from."""
+        nc = self.named(m.from_) if m.from_ else None
+        if m.from_ and (nc is None or not nc.dir):
+            return (await self.from_image(m.from_))[0]
+        root = buildcopy.SourceRoot(nc.dir, nc.matcher, nc.label) if nc is not None else \
+            buildcopy.SourceRoot(self.ctx, self.matcher)
+
+        def digest() -> str | None:
+            try:
+                return buildcopy.digest_sources(buildcopy.resolve_sources(root, [m.source or "."], add=False))
+            except KetchError:
+                return None   # not there: the mount says so when it is made
+        return await asyncio.to_thread(digest)
 
     async def _run_container(self, state: _Stage, argv: list[str], env: list[str], network: str,
                              mounts: list[dict], created_by: str, key: str) -> AsyncIterator[dict]:
@@ -888,7 +919,8 @@ class _Run:
                     if m.required:
                         raise BuildError(f"secret {sid}: not found (give it with --secret id={sid},src=FILE)")
                     continue   # BuildKit: a secret that is not given and not required is not mounted
-                path = await asyncio.to_thread(self.secret_file, value, m, state)
+                owner = await self.secret_owner(m, state)
+                path = await asyncio.to_thread(self.secret_file, value, m, owner)
                 cleanup.append(_remover(path))
                 mounts.append({"Type": "bind", "Source": path, "ReadOnly": True,
                                "Target": m.target if m.target.startswith("/") else (
@@ -903,10 +935,32 @@ class _Run:
             mounts.append({"Type": "bind", "Source": f, "Target": f"/dev/pipes/{hd.name}", "ReadOnly": True})
         return mounts, locks, cleanup
 
-    def secret_file(self, value: bytes, m: dfmod.Mount, state: _Stage) -> str:
+    async def secret_owner(self, m: dfmod.Mount, state: _Stage) -> tuple[int, int]:
+        """Who owns a secret's file: uid=/gid=, else the step's USER (a name, or a uid without a group,
+        resolved in the step image's /etc/passwd and /etc/group as the step's process is), else 0:0."""
+        user = (state.config.get("User") or "").strip()
+        if (m.uid is not None and m.gid is not None) or not user:
+            return (m.uid or 0, m.gid or 0)
+        name, _, group = user.partition(":")
+        if name.isdigit() and group.isdigit():
+            uid, gid = int(name), int(group)
+        else:
+            from ketch.engine.spec import resolve_user
+            key = f"build-{uuid.uuid4().hex[:16]}"
+            await self.b.images.create_build_root(state.image, key)
+            self.roots.append(key)
+            try:
+                root = await self.b.images.mount_rootfs(key)
+                u = await asyncio.to_thread(resolve_user, root, user)
+            finally:
+                await self.b.images.remove_rootfs(key)
+                self.roots.remove(key)
+            uid, gid = u["uid"], u["gid"]
+        return (m.uid if m.uid is not None else uid, m.gid if m.gid is not None else gid)
+
+    def secret_file(self, value: bytes, m: dfmod.Mount, owner: tuple[int, int]) -> str:
         """A secret as a file on the build's own tmpfs (mounted at the first secret, 0700, never in a
-        layer: it is bind-mounted over the step's root), owned by uid=/gid= (BuildKit's 0:0 by default,
-        the step's numeric USER when it has one) with mode= (0400)."""
+        layer: it is bind-mounted over the step's root), owned by ``owner`` with mode= (0400)."""
         from ketch.volumes import local
         if self.secret_dir is None:
             d = os.path.join(self.work, "secrets")
@@ -914,9 +968,7 @@ class _Run:
             size = sum(len(v) for v in self.opts.secrets.values()) * 2 + (1 << 20)
             local.mount(_secrets_fs(size), d)
             self.secret_dir = d
-        user = (state.config.get("User") or "").split(":")
-        uid = m.uid if m.uid is not None else (int(user[0]) if user[0].isdigit() else 0)
-        gid = m.gid if m.gid is not None else (int(user[1]) if len(user) > 1 and user[1].isdigit() else 0)
+        uid, gid = owner
         path = os.path.join(self.secret_dir, uuid.uuid4().hex)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -929,23 +981,46 @@ class _Run:
 
     # --- COPY / ADD
 
-    async def source_root(self, ref: str):
-        """The root a `--from` names (a stage by name or index, or an image), mounted; and its cleanup."""
+    def named(self, ref: str) -> buildcontexts.NamedContext | None:
+        """The named context (`--build-context`) a FROM or a `--from` names, compared as BuildKit does."""
+        if not self.opts.contexts or ref.isdigit():
+            return None
+        return self.opts.contexts.get(dfmod.context_name(ref))
+
+    async def from_image(self, ref: str) -> tuple[str | None, str]:
+        """The image a `--from` names that is not a directory context (a named image context, a stage by
+        name or index, or an image, pulled when missing), and how to call it."""
+        nc = self.named(ref)
+        if nc is not None:
+            if nc.ref.lower() == "scratch":
+                return None, nc.label
+            try:
+                async for _ in self.ensure_image(nc.ref, False):
+                    pass
+            except KetchError as e:
+                raise NotFound(f"--from={ref}: the image {nc.ref} of the {nc.label} is not here and could not "
+                               f"be pulled: {e}") from None
+            return (await self.b.images.get_image(nc.ref)).id, nc.label
         names = {s.stage.name: s.stage.index for s in self.plan.stages if s.stage.name}
         if ref.isdigit() or ref.lower() in names:
             idx = int(ref) if ref.isdigit() else names[ref.lower()]
-            image = await self.stage_image(idx)
-            what = f"stage {ref}"
-        else:
-            try:
-                async for _ in self.ensure_image(ref, False):
-                    pass
-            except KetchError as e:
-                stages = ", ".join(sorted(names)) or "none is named"
-                raise NotFound(f"--from={ref}: no stage of this Dockerfile is named {ref!r} (stages: {stages}), "
-                               f"and the image {ref} is not here and could not be pulled: {e}") from None
-            image = (await self.b.images.get_image(ref)).id
-            what = f"image {ref}"
+            return await self.stage_image(idx), f"stage {ref}"
+        try:
+            async for _ in self.ensure_image(ref, False):
+                pass
+        except KetchError as e:
+            stages = ", ".join(sorted(names)) or "none is named"
+            raise NotFound(f"--from={ref}: no stage of this Dockerfile is named {ref!r} (stages: {stages}), "
+                           f"and the image {ref} is not here and could not be pulled: {e}") from None
+        return (await self.b.images.get_image(ref)).id, f"image {ref}"
+
+    async def source_root(self, ref: str):
+        """The root a `--from` names (a directory context as it is; a stage, an image or an image
+        context mounted), and its cleanup (None for a directory)."""
+        nc = self.named(ref)
+        if nc is not None and nc.dir:
+            return buildcopy.SourceRoot(nc.dir, nc.matcher, nc.label), None
+        image, what = await self.from_image(ref)
         key = f"build-{uuid.uuid4().hex[:16]}"
         await self.b.images.create_build_root(image, key)
         self.roots.append(key)
@@ -1158,4 +1233,5 @@ def build_options(query: Mapping[str, Any], getall: Callable[[str], list[str]]) 
         target=query.get("target") or None, no_cache=flag("nocache"),
         no_cache_filter=js("nocachefilter", []), pull=flag("pull"), rm=flag("rm", True), forcerm=flag("forcerm"),
         labels=labels, network=query.get("networkmode") or "default", extra_hosts=extra, shm_size=shm_size,
-        ulimits=ulimits or [], quiet=flag("q"), output=output, platform=query.get("platform") or "")
+        ulimits=ulimits or [], quiet=flag("q"), output=output, platform=query.get("platform") or "",
+        contexts=buildcontexts.parse(query.get("ketchcontexts")))
