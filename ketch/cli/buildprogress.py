@@ -20,6 +20,7 @@ the lines a build prints outside any step (`Successfully tagged`, a build-arg wa
 from __future__ import annotations
 
 import collections
+import csv
 import sys
 import time
 from dataclasses import dataclass, field
@@ -191,13 +192,14 @@ def open_progress(mode: str) -> Progress:
 
 
 def parse_secrets(values: list[str], environ) -> dict[str, bytes]:
-    """`--secret id=ID[,src=FILE|,env=VAR][,type=file|env]` as buildx reads it: without src or env,
-    the environment variable named ID when it is set, else the file named ID."""
+    """`--secret id=ID[,src=FILE|,env=VAR][,type=file|env]` as buildx reads it: `type=env` makes `src=`
+    the variable's name; `env=` wins over a file; without either, the environment variable named ID
+    when it is set, else the file named ID."""
     from ketch.cli.runopts import FlagError
     out: dict[str, bytes] = {}
     for value in values:
         fields: dict[str, str] = {}
-        for part in value.split(","):
+        for part in next(csv.reader([value])) if value else [""]:
             k, eq, v = part.partition("=")
             if not eq:
                 raise FlagError(f"invalid --secret {value!r}: {part!r} is not KEY=VALUE")
@@ -205,24 +207,26 @@ def parse_secrets(values: list[str], environ) -> dict[str, bytes]:
         unknown = set(fields) - {"id", "src", "source", "env", "type"}
         if unknown:
             raise FlagError(f"invalid --secret {value!r}: unexpected key {sorted(unknown)[0]!r}")
-        src = fields.get("src") or fields.get("source")
-        env = fields.get("env")
+        kind = fields.get("type", "file")
+        if kind not in ("file", "env"):
+            raise FlagError(f"--secret {value}: unsupported secret type {kind!r} (file or env)")
+        src = fields.get("src") or fields.get("source") or ""
+        env = fields.get("env") or ""
+        if kind == "env" and not env:
+            env, src = src, ""
         sid = fields.get("id") or (src.rsplit("/", 1)[-1] if src else env) or ""
         if not sid:
             raise FlagError(f"invalid --secret {value!r}: id= is required")
-        kind = fields.get("type") or ("env" if env or (not src and sid in environ) else "file")
-        if kind == "env":
-            name = env or sid
-            if name not in environ:
-                raise FlagError(f"--secret id={sid}: environment variable {name} is not set")
-            out[sid] = environ[name].encode()
-        elif kind == "file":
-            path = src or sid
+        if not env and not src:
+            env, src = (sid, "") if sid in environ else ("", sid)
+        if env:
+            if env not in environ:
+                raise FlagError(f"--secret id={sid}: environment variable {env} is not set")
+            out[sid] = environ[env].encode()
+        else:
             try:
-                with open(path, "rb") as f:
+                with open(src, "rb") as f:
                     out[sid] = f.read()
             except OSError as e:
-                raise FlagError(f"--secret id={sid}: open {path}: {e.strerror}") from None
-        else:
-            raise FlagError(f"--secret id={sid}: unsupported type {kind!r} (file or env)")
+                raise FlagError(f"--secret id={sid}: open {src}: {e.strerror}") from None
     return out

@@ -93,3 +93,48 @@ def test_secrets_through_the_api_and_a_missing_required_one(ketchd, ketch, tmp_p
     status, _, body = ketchd.request("POST", "/build?ketchsecrets=99", raw=b"{}",
                                      headers={"Content-Type": "application/x-tar"}, timeout=60)
     assert status == 400 and "ketchsecrets" in json.loads(body)["message"]
+
+
+NAMED_USER = """\
+FROM busybox
+RUN echo 'app:x:1234:2345:app:/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:2345:' >> /etc/group && \\
+    echo 'team:x:3456:' >> /etc/group
+USER app
+RUN --mount=type=secret,id=tok stat -c '%a %u %g' /run/secrets/tok > /tmp/by-name && \\
+    cat /run/secrets/tok > /dev/null
+USER app:team
+RUN --mount=type=secret,id=tok stat -c '%u %g' /run/secrets/tok > /tmp/by-names
+USER 1234
+RUN --mount=type=secret,id=tok stat -c '%u %g' /run/secrets/tok > /tmp/uid-alone
+USER app
+RUN --mount=type=secret,id=tok,uid=7,gid=8 stat -c '%u %g' /run/secrets/tok > /tmp/given
+"""
+
+
+def test_a_named_user_owns_its_secret_and_buildx_secret_forms(ketchd, ketch, tmp_path):
+    write_tree(tmp_path, {"ctx/Dockerfile": NAMED_USER})
+    # type=env with src= naming the variable (buildx's form); the value from the CLI's environment
+    ketch.env["TOKVAR"] = SECRET
+    try:
+        ketch("build", "--no-cache", "-t", "secrets:2", "--secret", "id=tok,type=env,src=TOKVAR",
+              str(tmp_path / "ctx"))
+    finally:
+        del ketch.env["TOKVAR"]
+    out = ketch("run", "--rm", "secrets:2", "cat", "/tmp/by-name", "/tmp/by-names", "/tmp/uid-alone",
+                "/tmp/given").stdout
+    # USER app: app's uid and primary gid from the step image's passwd; app:team: the group's gid;
+    # a uid alone: its passwd entry's gid (as the step's process gets it); uid=/gid= still win
+    assert out.splitlines() == ["400 1234 2345", "1234 3456", "1234 2345", "7 8"], out
+    entries, config = _layers_and_history(ketchd, "secrets:2")
+    assert all(SECRET.encode() not in data for _, data in entries) and SECRET not in config
+    # a user the step image does not have: the step fails with the name, nothing of the secret shown
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM busybox\nUSER ghost\n"
+                                                 "RUN --mount=type=secret,id=tok true\n")
+    (tmp_path / "tok").write_text(SECRET)
+    r = ketch("build", "--secret", f"id=tok,src={tmp_path / 'tok'}", str(tmp_path / "ctx"), check=False)
+    assert r.returncode != 0 and "unable to find user ghost" in r.stderr and SECRET not in r.stderr, r.stderr
+    # buildx's refusals: an unknown type, an env= that is not set
+    for value, word in (("id=tok,type=ssh", "unsupported secret type"),
+                        ("id=tok,env=NOT_SET_ANYWHERE", "NOT_SET_ANYWHERE is not set")):
+        r = ketch("build", "--secret", value, str(tmp_path / "ctx"), check=False)
+        assert r.returncode == 125 and word in r.stderr, (value, r.stderr)
