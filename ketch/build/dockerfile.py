@@ -1552,24 +1552,12 @@ class Plan:
         return waves
 
 
-def context_name(ref: str) -> str:
-    """The name a `--build-context` is known by, as BuildKit compares them: a reference normalised to
-    its familiar form without `:latest` (`docker.io/library/alpine:latest` is `alpine`); a name that is
-    not a reference is itself."""
-    from ketch.oci import reference
-    try:
-        name = reference.parse(ref, default_tag=None).familiar()
-    except InvalidArgument:
-        return ref
-    return name[:-len(":latest")] if name.endswith(":latest") else name
-
-
 def plan(df: Dockerfile, target: str | None = None, build_args: Mapping[str, str] | None = None,
          predefined: Mapping[str, str] | None = None, contexts: Iterable[str] = ()) -> Plan:
     """The stages a build runs for `target` (the last stage when None), checked as BuildKit checks them.
-    `contexts`: the names of the build's named contexts (their `context_name`); a stage of the same
-    name is replaced by its context (BuildKit's rule): its FROM and instructions are not run, and a
-    `--from` naming it reads the context."""
+    `contexts`: the names of the build's named contexts (in `oci.reference.shortest`'s form, which a
+    stage's name already has); a stage of the same name is replaced by its context (BuildKit's rule):
+    its FROM and instructions are not run, and a `--from` naming it reads the context."""
     contexts = set(contexts)
     env = resolve_global_args(df, build_args, predefined)
     planned: list[PlannedStage] = []

@@ -203,8 +203,8 @@ def parse_contexts(values: list[str]) -> tuple[dict[str, dict], dict[str, str]]:
     the directories to send by their directory in the tar). NAME is a reference's familiar name
     (`alpine`, not `docker.io/library/alpine:latest`); VALUE a local directory or
     `docker-image://REF`; git, URL and OCI-layout contexts are refused by name."""
-    from ketch.build.dockerfile import context_name
     from ketch.cli.runopts import FlagError
+    from ketch.oci.reference import shortest
     specs: dict[str, dict] = {}
     dirs: dict[str, str] = {}
     top = f".ketchcontexts.{os.urandom(8).hex()}"   # the daemon's reserved prefix (ketch/engine/buildcontexts.py)
@@ -214,7 +214,7 @@ def parse_contexts(values: list[str]) -> tuple[dict[str, dict], dict[str, str]]:
             raise FlagError(f"invalid context value: {value}, expected key=value")
         if raw != raw.lower() or any(c.isspace() for c in raw):
             raise FlagError(f"invalid context name {raw}: names are lower-case references (as a stage's name)")
-        name = context_name(raw)
+        name = shortest(raw)
         lowered = where.lower()
         if lowered.startswith("docker-image://"):
             ref = where[len("docker-image://"):]

@@ -11,7 +11,7 @@ the same filesystem, the context's tmpfs), so the main context does not see them
 context is a root of its own, with its own `.dockerignore` applied again (as BuildKit applies a
 local context's own; the client applied it already, other clients may not).
 
-A name is compared as BuildKit compares it (`dockerfile.context_name`: `alpine`, not
+A name is compared as BuildKit compares it (`oci.reference.shortest`: `alpine`, not
 `docker.io/library/alpine:latest`): a context overrides a stage, and an image, of the same name.
 """
 
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from ketch.build import dockerfile as dfmod
 from ketch.build import dockerignore
 from ketch.errors import InvalidArgument
+from ketch.oci import reference
 
 PREFIX = ".ketchcontexts."
 
@@ -55,12 +56,11 @@ def parse(raw: str | None) -> dict[str, NamedContext]:
     out: dict[str, NamedContext] = {}
     tops = set()
     for name, spec in data.items():
-        key = dfmod.context_name(str(name))
+        key = reference.shortest(str(name))
         if not key or key in out:
             raise InvalidArgument(f"ketchcontexts: the context name {name!r} is empty or given twice")
         kind = spec.get("Type") if isinstance(spec, dict) else None
         if kind == "image" and isinstance(spec.get("Ref"), str) and spec["Ref"]:
-            from ketch.oci import reference
             if spec["Ref"].lower() != "scratch":
                 reference.parse(spec["Ref"])   # a bad reference is its own 400
             out[key] = NamedContext(key, ref=spec["Ref"])

@@ -985,7 +985,8 @@ class _Run:
         """The named context (`--build-context`) a FROM or a `--from` names, compared as BuildKit does."""
         if not self.opts.contexts or ref.isdigit():
             return None
-        return self.opts.contexts.get(dfmod.context_name(ref))
+        from ketch.oci import reference
+        return self.opts.contexts.get(reference.shortest(ref))
 
     async def from_image(self, ref: str) -> tuple[str | None, str]:
         """The image a `--from` names that is not a directory context (a named image context, a stage by

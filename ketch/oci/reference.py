@@ -170,6 +170,17 @@ def parse(s: str, default_tag: str | None = DEFAULT_TAG) -> Reference:
     return Reference(domain, path, tag, digest)
 
 
+def shortest(s: str) -> str:
+    """``s`` in its shortest familiar form, as BuildKit names a `--build-context` and compares FROM and
+    `--from` with it: `docker.io/library/alpine:latest` and `alpine:latest` are `alpine`, `alpine:3.18`
+    stays; a string that is not a reference is returned as it is."""
+    try:
+        name = parse(s, default_tag=None).familiar()
+    except InvalidArgument:
+        return s
+    return name[:-len(":" + DEFAULT_TAG)] if name.endswith(":" + DEFAULT_TAG) else name
+
+
 def parse_repository(s: str) -> Reference:
     """Parse a repository name only (no tag, no digest): `busybox` -> docker.io/library/busybox."""
     ref = parse(s, default_tag=None)
