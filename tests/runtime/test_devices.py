@@ -45,6 +45,25 @@ def test_device_entry_is_not_allowed_by_itself(rt):
     assert "No such device or address" in out and "null-ok" in out
 
 
+def test_access_letters_beyond_rwm_are_dropped_as_runc_drops_them(rt):
+    """`rwa` (a common slip for rwm) is `rw` under both runtimes: reads and writes pass, mknod is
+    denied; a rule with no r, w or m at all is refused by name."""
+    def m(c):
+        c["linux"]["resources"] = {"devices": DENY_ALL["devices"] + [
+            {"allow": True, "type": "c", "major": 1, "minor": 99, "access": "rwa"}]}
+    script = ["sh", "-c", "mknod /tmp/n c 1 99 2>&1; cat /dev/nodrv 2>&1; echo x > /dev/null && echo null-ok"]
+
+    def node(c):
+        m(c)
+        c["linux"]["devices"] = [{"path": "/dev/nodrv", "type": "c", "major": 1, "minor": 99}]
+    out = _ok(rt.both(script, node))
+    assert "No such device or address" in out and "null-ok" in out       # r and w: allowed
+    assert "Operation not permitted" in out.splitlines()[0]             # m: not
+    bad = rt.run(["true"], lambda c: c["linux"].__setitem__("resources", {"devices": [
+        {"allow": True, "type": "c", "major": 1, "minor": 99, "access": "xyz"}]}))
+    assert bad.returncode != 0 and "invalid device rule access `xyz`" in bad.stderr
+
+
 def test_bind_mounted_dev_is_left_alone(rt):
     """A bind-mounted /dev gets no default devices, links or ptmx: its entries stay what they are."""
     devdirs = {}

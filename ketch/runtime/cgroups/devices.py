@@ -79,10 +79,12 @@ def normalize(rule):
             raise InvalidArgument("invalid device rule number %r" % (v,))
     major = None if major in (None, -1) else major
     minor = None if minor in (None, -1) else minor
-    access = rule.get("access") or "rwm"
-    if any(c not in _ACCESS_BITS for c in access):
-        raise InvalidArgument("invalid device rule access `%s`" % access)
-    access = "".join(c for c in "rwm" if c in access)
+    given = rule.get("access") or "rwm"
+    # runc's leniency: letters other than r, w and m are dropped (`rwa` is `rw`), but a rule left
+    # with none of them is refused (runc fails such a create too, less clearly)
+    access = "".join(c for c in "rwm" if c in given)
+    if not access:
+        raise InvalidArgument("invalid device rule access `%s`" % given)
     return allow, typ, major, minor, access
 
 
