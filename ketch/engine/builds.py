@@ -21,7 +21,10 @@ the driver, in the engine because a step is a container. A build, as dockerd's c
    RUN, as Docker prefixes them: `|1 V=1 /bin/sh -c ...`), its flags, and for COPY/ADD the
    digest of the copied files' content and metadata (no mtimes). A key maps to the image ID it
    made (`<data-root>/build/cache/<key>`); a hit whose image is still stored is reused without
-   running anything (`---> Using cache`).
+   running anything (`---> Using cache`). `--cache-from IMAGE` (`cachefrom`): a step missing here
+   is taken from an image whose history and layers begin with the step's parent's and whose next
+   history entry is the one the step writes (dockerd's classic rule; the entry's comment carries
+   the digest of what the step reads beyond its words), its layer shared by digest.
 5. The result is tagged (`t`), announced as `{"aux": {"ID": ...}}` and `Successfully built`.
    Intermediate containers and roots are removed on success and on failure (with `rm=false`
    the successful steps' containers are kept), and the context directory always.
@@ -82,6 +85,7 @@ class BuildOptions:
     output: str = ""                    # "tar": the final stage's root streamed after the messages
     platform: str = ""
     auth: dict | None = None
+    cache_from: list[str] = field(default_factory=list)   # images whose history seeds the cache
     # `RUN --mount=type=secret` values by id: held in memory only (the client sends them in a framed
     # prefix of the body, see ketch/api/builds.py), written to a tmpfs only while a step runs
     secrets: dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -114,6 +118,14 @@ class _Stage:
 
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _inputs(*parts: Any) -> str:
+    """A RUN's or COPY's history comment: the digest of what the step reads beyond its `created_by`
+    (the config it runs with, its flags, mounts and what they show, a heredoc file's body). With the
+    parent's history and layers, it is what `--cache-from` compares: a source image's layer is
+    reused only when the step would read the same."""
+    return f"ketch.build.v1 inputs=sha256:{_key(*parts)}"
 
 
 def _short(iid: str) -> str:
@@ -359,6 +371,7 @@ class _Run:
         self.total = 0
         self.vertices = 0
         self.secret_dir: str | None = None
+        self.sources: list[tuple[str, dict]] = []       # --cache-from: (image ID, config)
 
     def prepare(self, ctx: str, dockerfile_path: str, df: dfmod.Dockerfile, p: dfmod.Plan) -> None:
         self.ctx = ctx
@@ -395,6 +408,8 @@ class _Run:
         names when the step comes (BuildKit's graph, not the classic builder's file order). Their
         messages meet in one queue; the first failure cancels the others and ends the stream."""
         p = self.plan
+        async for msg in self.load_sources():
+            yield msg
         loop = asyncio.get_running_loop()
         self.done = {i: loop.create_future() for i in p.order}
         parallel = any(len(w) > 1 for w in p.independent())
@@ -444,6 +459,20 @@ class _Run:
             for t in self.opts.tags:
                 from ketch.oci import reference
                 yield self.out(f"Successfully tagged {reference.parse(t).familiar()}\n")
+
+    async def load_sources(self) -> AsyncIterator[dict]:
+        """`--cache-from`: each image named, here or pulled when missing; one that cannot be found is
+        a warning and the build goes on without it (dockerd's rule)."""
+        for ref in self.opts.cache_from:
+            try:
+                async for msg in self.ensure_image(ref, False):
+                    yield msg
+                img = await self.b.images.get_image(ref)
+            except (KetchError, OSError) as e:
+                yield self.out(f"[Warning] --cache-from {ref}: the image is not here and could not be pulled, "
+                               f"not used: {e}\n")
+                continue
+            self.sources.append((img.id, img.config))
 
     def step_line(self, text: str) -> dict:
         self.step += 1
@@ -701,6 +730,8 @@ class _Run:
         created_by = _NOP + text if text else ""
         key = _key("meta", state.image, state.config, created_by, state.author)
         hit = await self.cached(state, key)
+        if not hit and text:
+            hit = await self.cached_from(state, key, self._entry(state, created_by), layer=False)
         if hit:
             if not self.opts.quiet:
                 yield self.out(" ---> Using cache\n")
@@ -713,10 +744,12 @@ class _Run:
         if not self.opts.quiet:
             yield self.out(f" ---> {_short(hit)}\n")
 
-    def _entry(self, state: _Stage, created_by: str) -> dict:
+    def _entry(self, state: _Stage, created_by: str, comment: str = "") -> dict:
         entry = {"created_by": created_by}
         if state.author:
             entry["author"] = state.author
+        if comment:
+            entry["comment"] = comment
         return entry
 
     async def use_cache(self, state: _Stage, key: str) -> bool:
@@ -725,6 +758,48 @@ class _Run:
         if hit:
             state.image = hit
         return hit is not None
+
+    async def use_cache_from(self, state: _Stage, key: str, entry: dict) -> bool:
+        """A `--cache-from` hit becomes the stage's image."""
+        hit = await self.cached_from(state, key, entry)
+        if hit:
+            state.image = hit
+        return hit is not None
+
+    async def cached_from(self, state: _Stage, key: str, entry: dict, layer: bool = True) -> str | None:
+        """`--cache-from`, as dockerd's classic builder: a source image whose history entries and
+        layer diffIDs begin with exactly the stage's image's, and whose next entry has the words this
+        step writes (`created_by`, the author, and the comment: for RUN and COPY the digest of what
+        the step reads, so a COPY whose sources changed misses); a step that makes no layer only
+        matches an `empty_layer` entry. The step's image is then made of that entry and its layer
+        (shared by digest, nothing run) with this build's config, and kept in the cache under
+        ``key``. A pulled image carries no intermediate images and no cache records: this is how it
+        seeds the cache."""
+        if state.no_cache or not self.sources:
+            return None
+        cfg = (await self.b.images.get_image(state.image)).config if state.image else {}
+        hist = cfg.get("history") or []
+        diffs = (cfg.get("rootfs") or {}).get("diff_ids") or []
+        n = len(hist)
+        for sid, scfg in self.sources:
+            shist = scfg.get("history") or []
+            if len(shist) <= n or shist[:n] != hist \
+                    or ((scfg.get("rootfs") or {}).get("diff_ids") or [])[:len(diffs)] != diffs:
+                continue
+            cand = shist[n]
+            if any((cand.get(k) or "") != (entry.get(k) or "") for k in ("created_by", "comment", "author")) \
+                    or (not layer and not cand.get("empty_layer")):
+                continue
+            try:
+                iid = await self.b.images.commit_cached_step(sid, n, state.image, run_config=dict(state.config),
+                                                             parent=state.image)
+            except (NotFound, FailedPrecondition) as e:
+                log.warning("build: --cache-from image not usable", extra={"image": sid, "error": str(e)})
+                continue
+            self.b.cache_put(key, iid)
+            state.hit = True
+            return iid
+        return None
 
     def cache_msgs(self, state: _Stage) -> list[dict]:
         if self.opts.quiet or state.image is None:
@@ -774,7 +849,10 @@ class _Run:
         created_by = " ".join(prefix + argv)
         key = _key("run", state.image, state.config, created_by, network if network != "default" else "",
                    mounts_desc, hd.content if hd else None, *([binds] if binds else []))
-        if await self.use_cache(state, key):
+        comment = _inputs("run", state.config, network if network != "default" else "", mounts_desc,
+                          hd.content if hd else None, binds)
+        if await self.use_cache(state, key) or await self.use_cache_from(state, key,
+                                                                         self._entry(state, created_by, comment)):
             for msg in self.cache_msgs(state):
                 yield msg
             return
@@ -783,7 +861,7 @@ class _Run:
             for lk in locks:
                 await lk.acquire()
             try:
-                async for msg in self._run_container(state, argv, env, network, mounts, created_by, key):
+                async for msg in self._run_container(state, argv, env, network, mounts, created_by, key, comment):
                     yield msg
             finally:
                 for lk in locks:
@@ -810,7 +888,8 @@ class _Run:
         return await asyncio.to_thread(digest)
 
     async def _run_container(self, state: _Stage, argv: list[str], env: list[str], network: str,
-                             mounts: list[dict], created_by: str, key: str) -> AsyncIterator[dict]:
+                             mounts: list[dict], created_by: str, key: str, comment: str = "") \
+            -> AsyncIterator[dict]:
         mode = {"default": "", "bridge": "", "host": "host", "none": "none"}[network]
         hc: dict[str, Any] = {"Mounts": mounts, "ExtraHosts": list(self.opts.extra_hosts) or None}
         if mode:
@@ -850,8 +929,8 @@ class _Run:
                              f"process {shown} did not complete successfully: exit code: {code}")
         targets = tuple(m["Target"] for m in mounts)
         iid = await self.b.images.commit_step(cid, state.image, run_config=dict(state.config),
-                                              history=[self._entry(state, created_by)], parent=state.image,
-                                              placeholders=PLACEHOLDERS + targets)
+                                              history=[self._entry(state, created_by, comment)],
+                                              parent=state.image, placeholders=PLACEHOLDERS + targets)
         self.b.cache_put(key, iid)
         if self.opts.rm or self.opts.forcerm:
             if not self.opts.quiet:
@@ -1063,7 +1142,9 @@ class _Run:
             dest_text = e.dest
             created_by = f"{_NOP}{verb} {kind}:{digest} in {dest_text} "
             key = _key(verb, state.image, state.config, created_by, e.chown, e.chmod, e.link, e.excludes)
-            if await self.use_cache(state, key):
+            comment = _inputs(verb, state.config, e.chown, e.chmod, e.link, e.excludes)
+            if await self.use_cache(state, key) or await self.use_cache_from(state, key,
+                                                                             self._entry(state, created_by, comment)):
                 for msg in self.cache_msgs(state):
                     yield msg
                 return
@@ -1089,8 +1170,8 @@ class _Run:
             await self.b.images.unmount_rootfs(key_name)
             # unmounted and removed after: its upper dir becomes the layer, no copy of what COPY wrote
             iid = await self.b.images.commit_step(key_name, state.image, run_config=dict(state.config),
-                                                  history=[self._entry(state, created_by)], parent=state.image,
-                                                  in_place=True)
+                                                  history=[self._entry(state, created_by, comment)],
+                                                  parent=state.image, in_place=True)
             self.b.cache_put(key, iid)
             state.image = iid
             if not self.opts.quiet:
@@ -1179,6 +1260,19 @@ def _output(outputs: Any) -> str:
     raise NotImplementedYet(f"--output type={kind}: this builder writes an image, a local directory or a tar")
 
 
+def _cache_from(refs: Any) -> list[str]:
+    """`cachefrom`: a JSON array of image references (the docker CLI's `--cache-from`, docker-py's
+    `cache_from`), each checked now: a malformed one is a 400, a missing one a warning later."""
+    from ketch.oci import reference
+    if refs is None:
+        return []
+    if not isinstance(refs, list) or not all(isinstance(r, str) and r for r in refs):
+        raise InvalidArgument("invalid cachefrom value: a JSON array of image references")
+    for r in refs:
+        reference.parse(r)
+    return list(dict.fromkeys(refs))
+
+
 def build_options(query: Mapping[str, Any], getall: Callable[[str], list[str]]) -> BuildOptions:
     """POST /build's query as BuildOptions; what the classic builder has and this one does not is refused."""
     def flag(name: str, default: bool = False) -> bool:
@@ -1195,7 +1289,7 @@ def build_options(query: Mapping[str, Any], getall: Callable[[str], list[str]]) 
             return json.loads(v)
         except ValueError:
             raise InvalidArgument(f"invalid {name} value: {v}") from None
-    for name, what in (("remote", "a remote context (git or URL)"), ("cachefrom", "--cache-from"),
+    for name, what in (("remote", "a remote context (git or URL)"),
                        ("squash", "--squash"), ("isolation", "--isolation"),
                        ("session", "a BuildKit session")):
         v = query.get(name)
@@ -1231,6 +1325,7 @@ def build_options(query: Mapping[str, Any], getall: Callable[[str], list[str]]) 
         raise InvalidArgument("buildargs and labels must be JSON objects")
     return BuildOptions(
         dockerfile=query.get("dockerfile") or "Dockerfile", tags=tags, build_args=args,
+        cache_from=_cache_from(js("cachefrom", [])),
         target=query.get("target") or None, no_cache=flag("nocache"),
         no_cache_filter=js("nocachefilter", []), pull=flag("pull"), rm=flag("rm", True), forcerm=flag("forcerm"),
         labels=labels, network=query.get("networkmode") or "default", extra_hosts=extra, shm_size=shm_size,

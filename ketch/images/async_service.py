@@ -457,6 +457,13 @@ class AsyncImageService:
             self._publish("tag", iid, reference.parse(t).familiar())
         return iid
 
+    async def commit_cached_step(self, source, index, base, *, run_config, parent=None):
+        """`--cache-from`: a build step's image made of image ``source``'s history entry ``index`` and
+        the layer it made (shared by digest) on image ``base``; its ID (ketch/images/commit.py)."""
+        from ketch.images.commit import commit_cached_step
+        return await asyncio.to_thread(commit_cached_step, self.svc, source, index, base, run_config=run_config,
+                                       parent=parent)
+
     async def tag_build(self, image_id, refs):
         """Point each of ``refs`` at ``image_id`` (a build's -t), with a tag event each."""
         for ref in refs:

@@ -384,16 +384,7 @@ def commit_step(svc, key: str | None, base: str | None, *, run_config: dict, his
         refs.append(str(r))
     sn = svc.snapshots
     with svc.meta.content_guard():
-        if base is None:
-            base_id, rec, manifest = None, {}, None
-            base_cfg: dict = {"architecture": oci_arch(), "os": "linux"}
-        else:
-            try:
-                base_id, rec = svc.resolve(base)
-            except (NotFound, InvalidArgument):
-                raise FailedPrecondition(f"container {key}: its image {base} is no longer stored") from None
-            base_cfg = svc.config(base_id)
-            manifest = svc.manifest(rec)
+        rec, base_cfg, manifest = _step_base(svc, base, f"container {key}")
         chain_below = rec.get("chain")
         empty, diff_id, blob, size, chain, res = True, None, None, 0, chain_below, None
         if key is not None:
@@ -432,42 +423,113 @@ def commit_step(svc, key: str | None, base: str | None, *, run_config: dict, his
                 except NotFound:
                     pass
                 raise
-        now = time.time()
-        cfg = {k: v for k, v in base_cfg.items() if k not in ("config", "rootfs", "history", "created", "author",
-                                                              "container", "container_config")}
-        cfg["created"] = _rfc3339(now)
-        if author:
-            cfg["author"] = author
-        cfg["config"] = run_config
-        diff_ids = list((base_cfg.get("rootfs") or {}).get("diff_ids") or [])
-        if diff_id:
-            diff_ids.append(diff_id)
-        cfg["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+        created = _rfc3339(time.time())
         entries = []
         for i, h in enumerate(history):
-            entry = {"created": cfg["created"], **h}
+            entry = {"created": created, **h}
             if empty or i < len(history) - 1:
                 entry["empty_layer"] = True
             entries.append(entry)
-        cfg["history"] = list(base_cfg.get("history") or []) + entries
-        cfg_bytes = oci.canonical_json(cfg)
-        cfg_digest = svc.content.put(cfg_bytes)
-        layers = [{"mediaType": _OCI_LAYER_TYPE.get(d.media_type, d.media_type), "digest": d.digest,
-                   "size": d.size} for d in (manifest.layers if manifest is not None else ())]
-        if not empty:
-            layers.append({"mediaType": mt.OCI_LAYER, "digest": str(blob), "size": size})
-        man = oci.canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                                  "config": {"mediaType": mt.OCI_CONFIG, "digest": str(cfg_digest),
-                                             "size": len(cfg_bytes)},
-                                  "layers": layers})
-        m_digest = svc.content.put(man)
-        chains = list(rec.get("chains") or [])
-        sizes = list(rec.get("layer_sizes") or [None] * len(chains))
+        layer = None
         if not empty and res is not None:
-            chains.append(chain)
-            sizes.append(res.size)
-        return svc.register(manifest_digest=str(m_digest), media_type=mt.OCI_MANIFEST, config_digest=str(cfg_digest),
-                            chains=chains, layer_sizes=sizes, tags=refs, parent=parent)
+            layer = (diff_id, {"mediaType": mt.OCI_LAYER, "digest": str(blob), "size": size}, chain, res.size)
+        cfg_bytes, cfg_digest = _step_config(svc, base_cfg, created=created, author=author, run_config=run_config,
+                                             diff_id=diff_id if layer else None, history=entries)
+        return _register_step(svc, rec, manifest, cfg_bytes, cfg_digest, layer, tags=refs, parent=parent)
+
+
+def commit_cached_step(svc, source: str, index: int, base: str | None, *, run_config: dict,
+                       parent: str | None = None) -> str:
+    """A build step's image taken from image ``source`` (`--cache-from`) instead of running the step:
+    image ``base``'s layers and history, ``source``'s history entry ``index`` as it is (its time,
+    its words) and, unless that entry is an empty layer, the layer it made: the same blob and the
+    same snapshot, by digest, nothing unpacked or copied. ``run_config`` is the new image's config
+    (the builder's, as dockerd's restoreCachedImage takes it). ``base``'s history and layers must be
+    the first of ``source``'s (the builder matched them; checked again here). When the new config
+    is byte for byte an image's already stored (the step that made ``source`` itself, or an
+    intermediate image of it restored before) that image is the answer, given ``parent`` when it has
+    none. Returns the image ID."""
+    with svc.meta.content_guard():
+        rec, base_cfg, manifest = _step_base(svc, base, "a cached step")
+        src_id, src_rec = svc.resolve(source)
+        src_cfg = svc.config(src_id)
+        hist = list(src_cfg.get("history") or [])
+        src_diffs = list((src_cfg.get("rootfs") or {}).get("diff_ids") or [])
+        diffs = list((base_cfg.get("rootfs") or {}).get("diff_ids") or [])
+        below = sum(1 for h in hist[:index] if not h.get("empty_layer"))
+        if not 0 <= index < len(hist) or hist[:index] != list(base_cfg.get("history") or []) \
+                or below != len(diffs) or src_diffs[:below] != diffs:
+            raise FailedPrecondition(f"image {src_id}: its history does not begin with image {base}'s")
+        entry = hist[index]
+        layer = None
+        if not entry.get("empty_layer"):
+            if below >= len(src_diffs):
+                raise FailedPrecondition(f"image {src_id}: history entry {index} names a layer it does not have")
+            d = svc.manifest(src_rec).layers[below]
+            sizes = list(src_rec.get("layer_sizes") or [])
+            layer = (src_diffs[below], {"mediaType": _OCI_LAYER_TYPE.get(d.media_type, d.media_type),
+                                        "digest": d.digest, "size": d.size},
+                     src_rec["chains"][below], sizes[below] if below < len(sizes) else None)
+        cfg_bytes, cfg_digest = _step_config(svc, base_cfg, created=entry.get("created") or _rfc3339(time.time()),
+                                             author="", run_config=run_config,
+                                             diff_id=layer[0] if layer else None, history=[entry])
+        with svc.meta.write() as doc:
+            known = doc["images"].get(cfg_digest)
+            if known is not None:
+                if parent and not known.get("parent"):
+                    known["parent"] = parent
+                return cfg_digest
+        return _register_step(svc, rec, manifest, cfg_bytes, cfg_digest, layer, tags=(), parent=parent)
+
+
+def _step_base(svc, base: str | None, what: str) -> tuple[dict, dict, oci.Manifest | None]:
+    """(record, config, manifest) of the image a build step is on; FROM scratch's for None."""
+    if base is None:
+        return {}, {"architecture": oci_arch(), "os": "linux"}, None
+    try:
+        base_id, rec = svc.resolve(base)
+    except (NotFound, InvalidArgument):
+        raise FailedPrecondition(f"{what}: its image {base} is no longer stored") from None
+    return rec, svc.config(base_id), svc.manifest(rec)
+
+
+def _step_config(svc, base_cfg: dict, *, created: str, author: str, run_config: dict, diff_id: str | None,
+                 history: list[dict]) -> tuple[bytes, str]:
+    """A step image's config (its parent's, with the run config, one more diffID, the new history
+    entries), stored; (its bytes, its digest: the image ID)."""
+    cfg = {k: v for k, v in base_cfg.items() if k not in ("config", "rootfs", "history", "created", "author",
+                                                          "container", "container_config")}
+    cfg["created"] = created
+    if author:
+        cfg["author"] = author
+    cfg["config"] = run_config
+    diff_ids = list((base_cfg.get("rootfs") or {}).get("diff_ids") or [])
+    if diff_id:
+        diff_ids.append(diff_id)
+    cfg["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+    cfg["history"] = list(base_cfg.get("history") or []) + history
+    cfg_bytes = oci.canonical_json(cfg)
+    return cfg_bytes, str(svc.content.put(cfg_bytes))
+
+
+def _register_step(svc, rec: dict, manifest, cfg_bytes: bytes, cfg_digest: str, layer, *, tags, parent) -> str:
+    """The step image's manifest (its parent's layers, plus ``layer``: (diffID, descriptor, ChainID,
+    size) or None) stored and the image registered."""
+    layers = [{"mediaType": _OCI_LAYER_TYPE.get(d.media_type, d.media_type), "digest": d.digest,
+               "size": d.size} for d in (manifest.layers if manifest is not None else ())]
+    chains = list(rec.get("chains") or [])
+    sizes = list(rec.get("layer_sizes") or [None] * len(chains))
+    if layer is not None:
+        layers.append(layer[1])
+        chains.append(layer[2])
+        sizes.append(layer[3])
+    man = oci.canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                              "config": {"mediaType": mt.OCI_CONFIG, "digest": cfg_digest,
+                                         "size": len(cfg_bytes)},
+                              "layers": layers})
+    m_digest = svc.content.put(man)
+    return svc.register(manifest_digest=str(m_digest), media_type=mt.OCI_MANIFEST, config_digest=cfg_digest,
+                        chains=chains, layer_sizes=sizes, tags=tags, parent=parent)
 
 
 def oci_arch() -> str:
