@@ -48,7 +48,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -56,9 +55,7 @@ from engine import (  # noqa: E402
     PODMAN,
     Ketch,
     Podman,
-    _rmdir_tree_everywhere,
-    _top_cgroups,
-    _umount_under,
+    Workspace,
     sh,
 )
 
@@ -158,22 +155,20 @@ def main():
         sys.exit("needs root")
     if not PODMAN:
         sys.exit("podman is not installed")
-    base = tempfile.mkdtemp(prefix="ketch-bench-build-")
-    cgroups_before = _top_cgroups()
-    k = p = None
     tools: list = []
-    try:
+    with Workspace("ketch-bench-build-") as ws:
+        base = ws.base
         ctx = os.path.join(base, "context")
         os.makedirs(ctx)
         changed = make_context(ctx, args.files)
         with open(changed) as f:
             original = f.read()
-        k = Ketch(os.path.join(base, "ketch"), args.ketch_runtime)
+        k = ws.own(Ketch(os.path.join(base, "ketch"), args.ketch_runtime))
         k.make_image()
         k.start()
         tar = os.path.join(base, "busybox.tar")
         sh(k.cli("save", "-o", tar, "busybox"))
-        p = Podman(os.path.join(base, "podman"))
+        p = ws.own(Podman(os.path.join(base, "podman")))
         p.load(tar)
         tools = [KetchBuild(k), PodmanBuild(p)]
         print(f"build of a 2-stage Dockerfile (13 steps, a COPY of {args.files} small files, a cache-mounted RUN), "
@@ -211,17 +206,6 @@ def main():
             ok = ratios[ph] <= limit
             print(f"  {ph:<9} ketch {words}: ratio {ratios[ph]:.2f} (target <= {limit:.2f}): "
                   f"{'met' if ok else 'not met'}")
-    finally:
-        for t in (k, p):
-            if t is not None:
-                try:
-                    t.stop()
-                except Exception as e:  # keep cleaning the other
-                    print(f"cleanup: {e}", file=sys.stderr)
-        _umount_under(base)
-        shutil.rmtree(base, ignore_errors=True)
-        if "libpod_parent" not in cgroups_before:
-            _rmdir_tree_everywhere("libpod_parent")
 
 
 if __name__ == "__main__":

@@ -347,10 +347,8 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root")
-    base = tempfile.mkdtemp(prefix="ketch-bench-engine-")
-    cgroups_before = _top_cgroups()
-    tools = []
-    try:
+    with Workspace("ketch-bench-engine-") as ws:
+        base, tools = ws.base, ws.owned
         ketches = [Ketch(os.path.join(base, f"ketch-{rt}"), rt) for rt in args.ketch_runtimes.split(",")]
         for k in ketches:
             k.make_image()
@@ -392,18 +390,6 @@ def main():
                 print(f"{t.name:<16}{total:>12.2f}{total * 1000 / args.idle:>12.1f}{per:>13.0f}{mon:>13.0f}"
                       f"{dpss:>12.0f}", flush=True)
                 t.stop()
-    finally:
-        for t in tools:
-            try:
-                t.stop()
-            except Exception as e:  # keep cleaning the others
-                print(f"cleanup of {t.name}: {e}", file=sys.stderr)
-        _umount_under(base)
-        shutil.rmtree(base, ignore_errors=True)
-        # podman (cgroupfs) and dockerd leave their parent cgroups: remove those this run made
-        for name in ("libpod_parent", "docker"):
-            if name not in cgroups_before:
-                _rmdir_tree_everywhere(name)
 
 
 def _top_cgroups():
@@ -421,6 +407,53 @@ def _rmdir_tree_everywhere(name):
                 os.rmdir(sub)
             except OSError:
                 pass
+
+
+class Workspace:
+    """One bench run's temporary directory and the engines it started, for every bench script:
+
+        with Workspace("ketch-bench-x-") as ws:
+            k = ws.own(Ketch(os.path.join(ws.base, "ketch"), runtime))
+
+    On exit each owned engine is stopped (the last first; an error is printed and the others are
+    still stopped), the functions given to defer() run, mounts under the directory are detached and
+    it is removed, and the parent cgroups podman (cgroupfs) and dockerd leave behind are removed if
+    this run made them."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.owned: list = []
+        self._after: list = []
+
+    def __enter__(self):
+        self.base = tempfile.mkdtemp(prefix=self.prefix)
+        self._cgroups_before = _top_cgroups()
+        return self
+
+    def own(self, tool):
+        self.owned.append(tool)
+        return tool
+
+    def defer(self, fn):
+        self._after.append(fn)
+
+    def __exit__(self, *exc):
+        for t in reversed(self.owned):
+            try:
+                t.stop()
+            except Exception as e:  # keep cleaning the others
+                print(f"cleanup of {getattr(t, 'name', t)}: {e}", file=sys.stderr)
+        for fn in self._after:
+            try:
+                fn()
+            except Exception as e:  # keep cleaning
+                print(f"cleanup: {e}", file=sys.stderr)
+        _umount_under(self.base)
+        shutil.rmtree(self.base, ignore_errors=True)
+        for name in ("libpod_parent", "docker"):
+            if name not in self._cgroups_before:
+                _rmdir_tree_everywhere(name)
+        return False
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,8 +57,7 @@ from engine import (  # noqa: E402
     REPO,
     Ketch,
     Podman,
-    _rmdir_tree_everywhere,
-    _top_cgroups,
+    Workspace,
     _umount_under,
     sh,
     timed,
@@ -389,16 +387,18 @@ def main():
         sys.exit("needs root")
     if not PODMAN:
         sys.exit("podman is not installed")
-    base = tempfile.mkdtemp(prefix="ketch-bench-network-")
-    cgroups_before = _top_cgroups()
     before = host_state()
-    ketch = podman = None
     backend = sh([PODMAN, "info", "--format", "{{.Host.NetworkBackend}}"], check=False).stdout.strip() or "?"
-    try:
-        ketch = NetKetch(os.path.join(base, "ketch"), args.ketch_runtime)
+    left: list = []
+    with Workspace("ketch-bench-network-") as ws:
+        base = ws.base
+        ketch = ws.own(NetKetch(os.path.join(base, "ketch"), args.ketch_runtime))
+        ws.defer(lambda: left.extend(ketch.teardown_network()))
+        ws.defer(lambda: left.extend(cleanup_podman_network(before)))
+        ws.defer(lambda: left and print("left in place: " + "; ".join(left), file=sys.stderr))
         ketch.make_image()
         ketch.start()
-        podman = NetPodman(os.path.join(base, "podman"))
+        podman = ws.own(NetPodman(os.path.join(base, "podman")))
         tar = os.path.join(base, "busybox.tar")
         sh(ketch.cli("save", "-o", tar, "busybox"))
         podman.load(tar)
@@ -479,24 +479,6 @@ def main():
             k, p = statistics.median(vals["ketch"]), statistics.median(vals["podman"])
             print(f"  throughput {label}: ketch {k:.2f} vs podman {p:.2f} Gbit/s (x{k / p:.2f}) -> "
                   f"{'within' if k >= p else 'below'} target")
-    finally:
-        left = []
-        for t in (ketch, podman):
-            if t is None:
-                continue
-            try:
-                t.stop()
-            except Exception as e:  # keep cleaning the others
-                print(f"cleanup of {t.name}: {e}", file=sys.stderr)
-        if ketch is not None:
-            left += ketch.teardown_network()
-        left += cleanup_podman_network(before)
-        _umount_under(base)
-        shutil.rmtree(base, ignore_errors=True)
-        if "libpod_parent" not in cgroups_before:
-            _rmdir_tree_everywhere("libpod_parent")
-        if left:
-            print("left in place: " + "; ".join(left), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -90,8 +90,9 @@ def main():
     ap.add_argument("--share-n", type=int, default=5)
     ap.add_argument("--tools", default="ketch,skopeo,podman")
     a = ap.parse_args()
-    from tests.registry.conftest import start_registry
     from pathlib import Path
+
+    from tests.registry.conftest import start_registry
     work = Path(tempfile.mkdtemp(prefix="ketch-bench-", dir="/var/tmp"))
     reg = start_registry(work, name="registry")
     try:

@@ -25,7 +25,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from tests.helpers import base_config, make_busybox_rootfs  # noqa: E402
 
-
 PHASES = ("create", "start", "wait", "delete")
 
 

@@ -48,7 +48,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -56,9 +55,7 @@ from engine import (  # noqa: E402
     PODMAN,
     Ketch,
     Podman,
-    _rmdir_tree_everywhere,
-    _top_cgroups,
-    _umount_under,
+    Workspace,
     sh,
 )
 
@@ -250,17 +247,15 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root")
-    base = tempfile.mkdtemp(prefix="ketch-bench-storage-")
-    if args.fs == "tmpfs":
-        sh(["mount", "-t", "tmpfs", "-o", f"size={max(4, 4 * args.io_mib // 1024 + 2)}g,mode=0755", "bench", base])
-    print(f"everything on {args.fs} ({base})", flush=True)
-    cgroups_before = _top_cgroups()
-    owners = []
-    try:
-        k = Ketch(os.path.join(base, "ketch"), args.ketch_runtime)
+    with Workspace("ketch-bench-storage-") as ws:
+        base = ws.base
+        if args.fs == "tmpfs":
+            sh(["mount", "-t", "tmpfs", "-o", f"size={max(4, 4 * args.io_mib // 1024 + 2)}g,mode=0755", "bench",
+                base])
+        print(f"everything on {args.fs} ({base})", flush=True)
+        k = ws.own(Ketch(os.path.join(base, "ketch"), args.ketch_runtime))
         k.make_image()
         k.start()
-        owners.append(k)
         if args.only != "commit":
             section_io(k, base, args.io_runs, args.io_mib, args.dirs, args.files)
             if args.only == "io":
@@ -269,24 +264,13 @@ def main():
         if not args.no_podman and PODMAN:
             tar = os.path.join(base, "busybox.tar")
             sh(k.cli("save", "-o", tar, "busybox"))
-            p = Podman(os.path.join(base, "podman"))
+            p = ws.own(Podman(os.path.join(base, "podman")))
             p.load(tar)
-            owners.append(p)
             tools.append(PodmanCommit(p))
         script = writer_script(args.dirs, args.files)
         for t in tools:
             t.setup(script)
         section_commit(tools, args.runs, args.dirs * args.files)
-    finally:
-        for o in owners:
-            try:
-                o.stop()
-            except Exception as e:  # keep cleaning the others
-                print(f"cleanup: {e}", file=sys.stderr)
-        _umount_under(base)
-        shutil.rmtree(base, ignore_errors=True)
-        if "libpod_parent" not in cgroups_before:
-            _rmdir_tree_everywhere("libpod_parent")
 
 
 if __name__ == "__main__":
