@@ -10,15 +10,24 @@ runc's libcontainer/seccomp does:
   repeats, each condition becomes its own rule (OR), as runc does;
 - a rule whose action equals the default action is dropped (libseccomp refuses it);
 - ``SCMP_FLTATR_CTL_NNP`` is cleared, so loading never sets no_new_privs behind the
-  runtime's back: without NNP the caller needs CAP_SYS_ADMIN (see docs/security.md).
+  runtime's back: without NNP the caller needs CAP_SYS_ADMIN (see docs/security.md);
+- ``SCMP_ACT_NOTIFY`` needs ``listenerPath``, is refused as the default action and on ``write``
+  (runc's rules); the filter's notify fd goes to the caller's ``on_listener``, which hands it on
+  to the runtime and so to the seccomp agent (ketch/runtime/seccomp_agent.py).
 
 The library is loaded lazily on first use so the runtime CLI starts fast.
 """
+
+from __future__ import annotations
 
 import ctypes
 import os
 
 from ketch.errors import InvalidArgument, Unavailable
+
+TYPE_CHECKING = False       # typing itself costs the runtime's start-up ~5 ms: hints only
+if TYPE_CHECKING:
+    from typing import Callable
 
 # libseccomp action values (seccomp.h)
 _ACT_KILL_PROCESS = 0x80000000
@@ -132,6 +141,8 @@ def _library():
                                                ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
         lib.seccomp_load.argtypes = [ctypes.c_void_p]
         lib.seccomp_api_get.restype = ctypes.c_uint
+        lib.seccomp_notify_fd.argtypes = [ctypes.c_void_p]
+        lib.seccomp_notify_fd.restype = ctypes.c_int
         _lib = lib
     return _lib
 
@@ -146,9 +157,6 @@ def _action(name, errno_ret, where, default_ret=None):
     """Return the libseccomp action value for a runtime-spec action name."""
     if not isinstance(name, str) or name not in _ACTIONS:
         raise InvalidArgument(f"seccomp: {where}: unknown action {name!r}")
-    if name == "SCMP_ACT_NOTIFY":
-        raise InvalidArgument(f"seccomp: {where}: action SCMP_ACT_NOTIFY is not supported "
-                              "(needs a seccomp listener; listenerPath is not implemented)")
     act = _ACTIONS[name]
     if name in _WITH_RET:
         ret = errno_ret if errno_ret is not None else default_ret
@@ -191,6 +199,8 @@ def _compile(spec):
     if not isinstance(spec, dict):
         raise InvalidArgument("seccomp: linux.seccomp must be an object")
     default = _action(spec.get("defaultAction"), spec.get("defaultErrnoRet"), "defaultAction")
+    if default == _ACT_NOTIFY:  # it would notify the very write that hands the fd over (runc's words)
+        raise InvalidArgument("seccomp: SCMP_ACT_NOTIFY cannot be used as default action")
     default_ret = spec.get("defaultErrnoRet")
     if default_ret is not None:
         _int(default_ret, "defaultErrnoRet", 0, 0xFFFF)
@@ -212,6 +222,7 @@ def _compile(spec):
             raise InvalidArgument(f"seccomp: unknown flag {f!r}")
 
     rules = []
+    notify = False
     syscalls = spec.get("syscalls") or []
     if not isinstance(syscalls, list):
         raise InvalidArgument("seccomp: syscalls must be a list")
@@ -228,19 +239,74 @@ def _compile(spec):
             raise InvalidArgument(f"seccomp: {where}: names must be a non-empty list of syscall names")
         act = _action(call.get("action"), call.get("errnoRet"), where)
         groups = _conditions(call.get("args"), where)
+        if act == _ACT_NOTIFY:
+            notify = True
+            if "write" in names:
+                # the init writes the notify fd's number to the runtime after the load: a notified
+                # write would wait for a listener that never gets the fd (runc refuses it too)
+                raise InvalidArgument(f"seccomp: {where}: SCMP_ACT_NOTIFY cannot be used for the write syscall")
         if act == default:
             continue  # redundant, and libseccomp refuses it
         rules.append((names, act, groups))
+    _listener(spec, notify)
     return default, arches, flags, rules
+
+
+def _listener(spec, notify):
+    """listenerPath and listenerMetadata, as the runtime spec has them: the path is needed when a
+    rule notifies and ignored when none does (as runc); metadata without a path is refused (the
+    spec says it MUST NOT be set then; runc ignores it)."""
+    path, meta = spec.get("listenerPath"), spec.get("listenerMetadata")
+    if path is not None and not isinstance(path, str):
+        raise InvalidArgument("seccomp: listenerPath must be a string")
+    if meta is not None and not isinstance(meta, str):
+        raise InvalidArgument("seccomp: listenerMetadata must be a string")
+    if meta and not path:
+        raise InvalidArgument("seccomp: listenerMetadata is set without listenerPath")
+    if notify and not path:
+        raise InvalidArgument("seccomp: listenerPath is not set: SCMP_ACT_NOTIFY needs a seccomp agent to send "
+                              "the notify fd to")
+
+
+def uses_notify(spec: dict | None) -> bool:
+    """Whether a (valid) linux.seccomp object has a rule with SCMP_ACT_NOTIFY: its filter comes with
+    a notify fd for the seccomp agent at listenerPath."""
+    if not spec:
+        return False
+    return any(isinstance(c, dict) and c.get("action") == "SCMP_ACT_NOTIFY" for c in spec.get("syscalls") or [])
 
 
 def validate(spec: dict) -> None:
     """Check a runtime-spec linux.seccomp object without loading it (runtime `create`)."""
     _compile(spec)
     lib = _library()
+    if uses_notify(spec) and lib.seccomp_api_get() < 6:
+        raise InvalidArgument(f"seccomp notify unsupported: API level: got {lib.seccomp_api_get()}, want at least 6 "
+                              "(libseccomp >= 2.5.0 and Linux >= 5.7)")
     for a in spec.get("architectures") or []:
         if lib.seccomp_arch_resolve_name(_ARCHES[a].encode()) == 0:
             raise InvalidArgument(f"seccomp: architecture {a} is not supported by libseccomp")
+
+
+def notify_supported() -> bool:
+    """Whether libseccomp and the kernel can load a filter with SCMP_ACT_NOTIFY (API level 6)."""
+    try:
+        return _library().seccomp_api_get() >= 6
+    except Unavailable:
+        return False
+
+
+def version() -> str | None:
+    """libseccomp's version, `2.5.4` (None without the library), for `features` as runc has it."""
+    class _Version(ctypes.Structure):
+        _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+    try:
+        lib = _library()
+    except Unavailable:
+        return None
+    lib.seccomp_version.restype = ctypes.POINTER(_Version)
+    v = lib.seccomp_version().contents
+    return f"{v.major}.{v.minor}.{v.micro}"
 
 
 def resolve_syscall(name: str):
@@ -249,10 +315,14 @@ def resolve_syscall(name: str):
     return None if nr < 0 else nr
 
 
-def load_filter(spec: dict) -> None:
+def load_filter(spec: dict, on_listener: Callable[[int], None] | None = None) -> None:
     """Compile and load a runtime-spec linux.seccomp filter into the calling process.
 
-    Without no_new_privs this needs CAP_SYS_ADMIN (the kernel refuses with EACCES).
+    Without no_new_privs this needs CAP_SYS_ADMIN (the kernel refuses with EACCES). When a rule
+    notifies, libseccomp loads the filter with SECCOMP_FILTER_FLAG_NEW_LISTENER and on_listener
+    gets the notify fd (close-on-exec) right after the load, before the ENOSYS stub: until the
+    fd has reached the seccomp agent, a notified syscall (the stub's prctl, say) would wait for
+    an answer nobody can give. on_listener closes the fd when done.
     """
     default, arches, flags, rules = _compile(spec)
     lib = _library()
@@ -291,8 +361,16 @@ def load_filter(spec: dict) -> None:
             if -rc == 13:  # EACCES
                 why += " (loading a filter needs no_new_privs or CAP_SYS_ADMIN)"
             raise OSError(-rc, f"seccomp load: {why}")
+        notify_fd = lib.seccomp_notify_fd(ctx) if uses_notify(spec) else None
     finally:
         lib.seccomp_release(ctx)
+    if notify_fd is not None:
+        if notify_fd < 0:
+            raise OSError(-notify_fd, f"seccomp notify fd: {os.strerror(-notify_fd)}")
+        if on_listener is None:
+            os.close(notify_fd)
+            raise InvalidArgument("seccomp: SCMP_ACT_NOTIFY: no seccomp agent to hand the notify fd to")
+        on_listener(notify_fd)
     if stub is not None:
         _load_stub(stub)
 

@@ -107,6 +107,7 @@ _SYS_mount_setattr = 442
 _SYS_close_range = 436
 _SYS_capget = 125
 _SYS_capset = 126
+_SYS_pidfd_getfd = 438
 
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -209,6 +210,22 @@ def close_range(first, last=0xFFFFFFFF, flags=0):
     if _libc.syscall(_SYS_close_range, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags)) == 0:
         return
     os.closerange(first, min(last, 65536))
+
+
+def pidfd_getfd(pid, fd):
+    """A copy of another process's fd `fd` (close-on-exec), as runc takes the seccomp notify fd
+    from its init: pidfd_getfd (kernel 5.6) needs ptrace access to `pid` (root's CAP_SYS_PTRACE)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError as e:
+        raise OSError(e.errno, f"pidfd_open `{pid}`: {os.strerror(e.errno or 0)}") from None
+    try:
+        r = _libc.syscall(_SYS_pidfd_getfd, ctypes.c_int(pidfd), ctypes.c_int(fd), ctypes.c_uint(0))
+        if r < 0:
+            _fail("pidfd_getfd", f"{pid}:{fd}")
+        return r
+    finally:
+        os.close(pidfd)
 
 
 def set_cloexec_from(first):

@@ -198,7 +198,11 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         hooks.run_all(cfg.get("hooks"), "prestart", hook_state)
         hooks.run_all(cfg.get("hooks"), "createRuntime", hook_state)
         parent.send("go")
-        parent.expect("created")
+        msg = parent.expect_any("seccomp", "created")
+        if msg["type"] == "seccomp":           # the filter notifies: its fd goes to the agent now, as under runc
+            from ketch.runtime import seccomp_agent
+            seccomp_agent.serve(parent, msg, pid, linux["seccomp"], dict(hook_state, status=st.CREATING))
+            parent.expect("created")
         if proc.get("oomScoreAdj") is not None:
             try:
                 with open(f"/proc/{pid}/oom_score_adj", "w") as f:
@@ -613,9 +617,11 @@ def exec_(root: str, cid: str, proc: dict, *, console_socket: str | None = None,
     if proc.get("rlimits"):
         proc["rlimits"] = _fit_rlimits(proc["rlimits"], log)
     seccomp = (cfg.get("linux") or {}).get("seccomp")
+    listener = False
     if seccomp:
         from ketch.linux import seccomp as sec
         sec.validate(seccomp)
+        listener = sec.uses_notify(seccomp)
     console_fd = None
     if console_socket:
         console_fd = console_socket if isinstance(console_socket, int) else _connect(console_socket)
@@ -665,14 +671,19 @@ def exec_(root: str, cid: str, proc: dict, *, console_socket: str | None = None,
             os.waitpid(pid1, 0)
             raise
         parent.send("go")
-        got = {}
-        while "pid" not in got or "ready" not in got:   # the joiner and the process write in any order
+        got: dict = {}
+        want = {"pid", "ready", "seccomp-done"} if listener else {"pid", "ready"}
+        while not want <= got.keys():    # the joiner and the process write in any order
             msg = parent.recv()
             if msg is None:
                 raise Internal("exec: the process exited during setup")
             if msg["type"] == "error":
                 raise channel._ChildError(msg["msg"], msg.get("kind", "Internal"))
             got[msg["type"]] = msg
+            if "seccomp" in got and "pid" in got and "seccomp-done" not in got:
+                # the filter notifies: the process waits until its fd is with the agent (runc's exec)
+                _serve_listener(parent, got["pid"]["pid"], got["seccomp"], seccomp, state)
+                got["seccomp-done"] = {}
         pid = got["pid"]["pid"]
         os.waitpid(pid1, 0)
         if pid_file:
@@ -719,8 +730,22 @@ def _join_sub_cgroups(mgr, pid: int, subs: dict[str, str]) -> None:
         common.write(os.path.join(d, part) if part else d, "cgroup.procs", str(pid))
 
 
+def _serve_listener(ch, pid, msg, seccomp, state):
+    """exec's process sent its notify fd: to the agent with the state (status running, pid the
+    init's, as runc's exec sends it); the process is killed if the agent cannot have it."""
+    from ketch.runtime import seccomp_agent
+    try:
+        seccomp_agent.serve(ch, msg, pid, seccomp, dict(state.oci(), status=st.RUNNING))
+    except BaseException:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        raise
+
+
 def _exec_child(ch, proc, seccomp, console_fd, preserve_fds):
-    from ketch.runtime import process
+    from ketch.runtime import init, process
     os.setsid()
     if proc.get("terminal"):
         from ketch.runtime import tty
@@ -730,9 +755,11 @@ def _exec_child(ch, proc, seccomp, console_fd, preserve_fds):
     process.lookup(proc["args"][0], env)
     process.set_rlimits(proc.get("rlimits"))
     ch.send("ready")
-    ch.close()
+    on_listener = init.listener_for(ch, seccomp)
+    if on_listener is None:
+        ch.close()                          # else closed by execve (close-on-exec), once the fd is handed over
     try:
-        process.exec_process(proc, seccomp, preserve_fds=preserve_fds)
+        process.exec_process(proc, seccomp, preserve_fds=preserve_fds, on_listener=on_listener)
     except BaseException as e:  # noqa: B902
         import sys
         sys.stderr.write(f"ketch-runtime exec: {e}\n")

@@ -18,7 +18,7 @@ from ketch.runtime import rootfs as rfs
 
 TYPE_CHECKING = False       # typing itself costs the runtime's start-up ~5 ms: hints only
 if TYPE_CHECKING:
-    from typing import Mapping
+    from typing import Callable, Mapping
 
     from ketch.runtime.channel import Channel
 
@@ -80,6 +80,8 @@ def preload(cfg: dict) -> None:
     if (cfg.get("linux") or {}).get("seccomp"):
         from ketch.linux import seccomp
         seccomp._library()
+        if seccomp.uses_notify(cfg["linux"]["seccomp"]):
+            from ketch.runtime import seccomp_agent  # noqa: F401 - hands the notify fd over
 
 
 def joiner(ch: Channel, cfg: dict, opts: dict) -> None:
@@ -213,37 +215,57 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
     if opts.get("apparmor_warn"):
         pass
     sc.set_pdeathsig(0)
-    ch.send("created")
-    ch.close()
-    fd = -1
-    try:
+    created: list[int] = []                # set once "created" is sent; then the fifo's write end
+    start_hooks = (cfg.get("hooks") or {}).get("startContainer")
+
+    def wait_for_start():
+        """The process is what the program will be now: its user, capabilities and seccomp filter
+        are taken during create, as under runc (whose seccomp agent gets the notify fd at create).
+        Report "created", wait for `start`, then run the startContainer hooks as the program."""
         if userns:
             # a non-dumpable process's /proc/self belongs to the host's root, which this user
             # namespace cannot map; the host root is out of reach here anyway
             sc.set_dumpable(True)
+        ch.send("created")
+        ch.close()
+        created.append(-1)
         # wait for `start`: open blocks until it opens the fifo for reading
         fifo_fd = opts["fifo_fd"]
         try:
             fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         except FileNotFoundError:          # no /proc in the root (no mount namespace, no proc mount)
             fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=opts["state_fd"])
+        created[0] = fd
         os.write(fd, b"0")
         os.close(fifo_fd)
         os.close(opts["state_fd"])
         # the fifo's write end stays open (close-on-exec) until execve: `start` reads to its end,
         # so it returns once the user's process runs, and a signal sent right after start reaches
         # that process (the init, PID 1 of its namespace with no handlers, would drop it)
-        # startContainer hooks run as the program will: its user, capabilities and seccomp filter (runc)
-        start_hooks = (cfg.get("hooks") or {}).get("startContainer")
+        if start_hooks:
+            hooks.run_all(cfg.get("hooks"), "startContainer", opts["hook_state"])
+    try:
         process.exec_process(proc, linux.get("seccomp"), preserve_fds=opts.get("preserve_fds", 0),
-                             before_exec=(lambda: hooks.run_all(cfg.get("hooks"), "startContainer",
-                                                                opts["hook_state"])) if start_hooks else None)
-    except BaseException as e:  # noqa: B902 - the runtime is gone: stderr (and start) is all we have
+                             before_exec=wait_for_start, on_listener=listener_for(ch, linux.get("seccomp")))
+    except BaseException as e:  # noqa: B902 - after "created" the runtime is gone: stderr (and start) is all we have
+        if not created:
+            raise                          # create's own failure: the channel takes it
         sys.stderr.write(f"ketch-runtime: {e}\n")
         sys.stderr.flush()
-        if fd >= 0:
+        if created[0] >= 0:
             try:
-                os.write(fd, b"E" + str(e).encode(errors="replace")[:3000])
+                os.write(created[0], b"E" + str(e).encode(errors="replace")[:3000])
             except OSError:
                 pass
         os._exit(127 if "not found" in str(e) else 126)
+
+
+def listener_for(ch: Channel, seccomp: dict | None) -> Callable[[int], None] | None:
+    """What hands a notifying filter's fd to the runtime over `ch` (None for any other filter)."""
+    if not seccomp:
+        return None
+    from ketch.linux import seccomp as sec
+    if not sec.uses_notify(seccomp):
+        return None
+    from ketch.runtime import seccomp_agent
+    return lambda fd: seccomp_agent.hand_over(ch, fd)

@@ -150,8 +150,9 @@ def check_cwd(cwd: str) -> None:
         raise PermissionDenied(f"cwd `{cwd}`: resolves outside the container root")
 
 
-def drop_privileges(proc: dict, seccomp: dict | None) -> None:
-    """Apply user, groups, capabilities, no_new_privs and seccomp to the calling process."""
+def drop_privileges(proc: dict, seccomp: dict | None, on_listener: Callable[[int], None] | None = None) -> None:
+    """Apply user, groups, capabilities, no_new_privs and seccomp to the calling process.
+    on_listener gets the notify fd of a filter that notifies (see ketch/runtime/seccomp_agent.py)."""
     from ketch.linux import capabilities
     from ketch.linux import syscalls as sc
     caps = proc.get("capabilities") or {}   # absent means empty sets, as runc
@@ -163,7 +164,7 @@ def drop_privileges(proc: dict, seccomp: dict | None) -> None:
         sc.set_no_new_privs()
     if seccomp and not nnp:
         from ketch.linux import seccomp as sec
-        sec.load_filter(seccomp)
+        sec.load_filter(seccomp, on_listener)
     if caps is not None:
         capabilities.drop_bounding(caps)
     capabilities.keep_caps_for_setuid(True)
@@ -180,13 +181,15 @@ def drop_privileges(proc: dict, seccomp: dict | None) -> None:
         capabilities.set_process_caps(caps)
     if seccomp and nnp:
         from ketch.linux import seccomp as sec
-        sec.load_filter(seccomp)
+        sec.load_filter(seccomp, on_listener)
 
 
 def exec_process(proc: dict, seccomp: dict | None, *, preserve_fds: int = 0,
-                 before_exec: Callable[[], None] | None = None) -> None:
+                 before_exec: Callable[[], None] | None = None,
+                 on_listener: Callable[[int], None] | None = None) -> None:
     """Become the container's process. Never returns. before_exec runs once the process is what
-    the program will be (its user, capabilities and seccomp filter: runc's startContainer hooks)."""
+    the program will be (its user, capabilities and seccomp filter: runc's startContainer hooks);
+    on_listener, as drop_privileges has it."""
     from ketch.linux import syscalls as sc
     env = env_dict(proc.get("env"))
     if "HOME" not in env:  # as runc: from the container's passwd, for the process's uid
@@ -198,7 +201,7 @@ def exec_process(proc: dict, seccomp: dict | None, *, preserve_fds: int = 0,
         os.umask(umask)
     sc.set_cloexec_from(3 + preserve_fds)
     reset_signals()
-    drop_privileges(proc, seccomp)
+    drop_privileges(proc, seccomp, on_listener)
     if before_exec is not None:
         before_exec()
     try:

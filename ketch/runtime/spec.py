@@ -97,8 +97,16 @@ def write(bundle: str, rootless: bool = False) -> None:
 
 
 def features() -> dict:
+    from ketch.linux import seccomp
     from ketch.runtime.config import NAMESPACE_TYPES
     from ketch.runtime.rootfs import _FLAGS, PROPAGATION, REC_ATTRS
+    # SCMP_ACT_NOTIFY (with listenerPath: the notify fd goes to the seccomp agent) where libseccomp
+    # and the kernel can load it, as runc lists it
+    notify = ["SCMP_ACT_NOTIFY"] if seccomp.notify_supported() else []
+    annotations = {"io.github.ketch.runtime.version": "0.1.0"}
+    libseccomp = seccomp.version()
+    if libseccomp:
+        annotations["io.github.seccomp.libseccomp.version"] = libseccomp
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
@@ -111,7 +119,7 @@ def features() -> dict:
             "seccomp": {
                 "enabled": True,
                 "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
-                            "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                            "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", *notify, "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
                 "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
                               "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
                 "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
@@ -120,7 +128,7 @@ def features() -> dict:
             "selinux": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": True}},        # idmapped bind mounts
         },
-        "annotations": {"io.github.ketch.runtime.version": "0.1.0"},
+        "annotations": annotations,
     }
 
 
