@@ -95,10 +95,8 @@ def test_docker_compose_build(ketchd, tmp_path):
     write_tree(tmp_path, {"web/Dockerfile": "FROM busybox\nARG MSG\nRUN echo $MSG > /msg\nCMD [\"cat\", \"/msg\"]\n",
                           "docker-compose.yml": "version: '3'\nservices:\n  web:\n    build:\n      context: ./web\n"
                                                 "      args:\n        MSG: composed\n    image: composed:1\n"})
-    env = dict(os.environ, DOCKER_HOST=ketchd.host, DOCKER_CONFIG=os.path.join(ketchd.base, "dockercfg"),
-               DOCKER_BUILDKIT="0", COMPOSE_DOCKER_CLI_BUILD="0")
-    r = subprocess.run(["docker-compose", "build"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr + r.stdout
+    ketchd.compose(tmp_path, tmp_path.name, "build", timeout=300,
+                   env={"DOCKER_BUILDKIT": "0", "COMPOSE_DOCKER_CLI_BUILD": "0"})
     assert image_config(ketchd, "composed:1")["config"]["Cmd"] == ["cat", "/msg"]
     out = ketchd.docker("run", "--rm", "composed:1").stdout
     assert out == "composed\n"

@@ -18,6 +18,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOCKER = shutil.which("docker", path="/usr/local/bin:/usr/bin")
+COMPOSE = shutil.which("docker-compose")
 
 
 def runtime_binary() -> str:
@@ -136,6 +137,16 @@ class KetchDaemon:
         r = subprocess.run([DOCKER, *args], input=input, capture_output=True, text=True, env=env, timeout=timeout)
         if check and r.returncode != 0:
             raise AssertionError(f"docker {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def compose(self, cwd, project: str, *args, check: bool = True, timeout: float = 120, env=None):
+        """Debian's docker-compose (1.29) against this daemon, in directory `cwd` (its compose file),
+        as project `project`."""
+        env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_CONFIG=os.path.join(self.base, "dockercfg"),
+                   COMPOSE_PROJECT_NAME=project, **(env or {}))
+        r = subprocess.run([COMPOSE, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"docker-compose {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
         return r
 
     # --- cleanup -----------------------------------------------------------------------

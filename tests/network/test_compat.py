@@ -1,8 +1,6 @@
 """Networks through docker-py's network API and Debian's docker-compose 1.29, against ketchd."""
 
-import os
 import shutil
-import subprocess
 import time
 
 import pytest
@@ -93,14 +91,9 @@ def test_compose_up_of_two_services_that_find_each_other_by_name(ketchd, tmp_pat
         "    image: busybox\n"
         "    depends_on: [web]\n"
         "    command: ['sh', '-c', 'sleep 0.5; nc -w 3 web 80; sleep 60']\n")
-    env = dict(os.environ, DOCKER_HOST=ketchd.host, COMPOSE_PROJECT_NAME="kcompose")
-    env.pop("DOCKER_CONFIG", None)
 
     def compose(*args, check=True):
-        r = subprocess.run([COMPOSE, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-        if check:
-            assert r.returncode == 0, r.stdout + r.stderr
-        return r
+        return ketchd.compose(tmp_path, "kcompose", *args, check=check)
     compose("up", "-d")
     try:
         def said():

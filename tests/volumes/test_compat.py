@@ -2,9 +2,7 @@
 docker-py's volume API and Debian's docker-compose 1.29 with a named volume in a compose file."""
 
 import json
-import os
 import shutil
-import subprocess
 
 import pytest
 
@@ -127,14 +125,9 @@ def test_compose_with_a_named_volume(ketchd, tmp_path, clean):
         "volumes:\n"
         "  store:\n"
         "    labels: {purpose: test}\n")
-    env = dict(os.environ, DOCKER_HOST=ketchd.host, COMPOSE_PROJECT_NAME="kvol")
-    env.pop("DOCKER_CONFIG", None)
 
     def compose(*args, check=True):
-        r = subprocess.run([COMPOSE, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-        if check:
-            assert r.returncode == 0, r.stdout + r.stderr
-        return r
+        return ketchd.compose(tmp_path, "kvol", *args, check=check)
     compose("up", "-d")
     try:
         v = json.loads(ketchd.docker("volume", "inspect", "kvol_store").stdout)[0]
