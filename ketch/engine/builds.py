@@ -462,8 +462,9 @@ class _Run:
 
     async def load_sources(self) -> AsyncIterator[dict]:
         """`--cache-from`: each image named, here or pulled when missing; one that cannot be found is
-        a warning and the build goes on without it (dockerd's rule)."""
-        for ref in self.opts.cache_from:
+        a warning and the build goes on without it (dockerd's rule). With `--no-cache`, none is used
+        and none is pulled."""
+        for ref in [] if self.opts.no_cache else self.opts.cache_from:
             try:
                 async for msg in self.ensure_image(ref, False):
                     yield msg

@@ -136,3 +136,43 @@ def test_docker_py_cache_from(ketch, ketchd, dpy, registry, tmp_path):
     assert status == 200 and stream_text(msgs).count("Using cache") == STEPS, stream_text(msgs)
     assert built_id(msgs) == first
     _forget(ketch, ref)
+
+
+def test_docker_cli_legacy_builder_cache_from(ketch, ketchd, docker_cli, registry, tmp_path):
+    from tests.build.test_compat import _docker
+    ref = f"{registry.domain}/cf/cli:1"
+    write_tree(tmp_path, {"Dockerfile": DOCKERFILE, "a.txt": "a\n", "b.txt": "b\n"})
+    r = _docker(ketchd, "build", "-t", ref, "--network", "none", ".", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr + r.stdout
+    first = _inspect(ketch, ref)
+    ketch("push", ref)
+    _forget(ketch, ref)
+    r = _docker(ketchd, "build", "--cache-from", ref, "-t", "cfcli:2", "--network", "none", ".", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert r.stdout.count("Using cache") == STEPS and "Running in" not in r.stdout, r.stdout
+    assert _inspect(ketch, "cfcli:2")["RootFS"]["Layers"] == first["RootFS"]["Layers"]
+    _forget(ketch, ref, "cfcli:2")
+
+
+def test_cache_from_multi_stage_and_no_cache(ketch, registry, tmp_path):
+    """Only the final stage is in the pushed image: the build stage runs again, and the final stage's
+    COPY --from is a hit when what it copies is the same (its content digest, not the stage's ID)."""
+    ref = f"{registry.domain}/cf/multi:1"
+    ctx = tmp_path / "ctx"
+    write_tree(ctx, {"Dockerfile": "FROM busybox AS build\nRUN echo built > /out\n"
+                                   "FROM busybox\nCOPY --from=build /out /out\nCMD [\"cat\", \"/out\"]\n"})
+    _build(ketch, ctx, "-t", ref)
+    first = _inspect(ketch, ref)
+    ketch("push", ref)
+    _forget(ketch, ref)
+    r = _build(ketch, ctx, "--cache-from", ref, "-t", "cfm:2")
+    assert _cached(r.stderr) == ["[stage-1 2/3] COPY --from=build /out /out", '[stage-1 3/3] CMD ["cat", "/out"]'], \
+        r.stderr
+    assert _inspect(ketch, "cfm:2")["Id"] == first["Id"]
+    _forget(ketch, ref, "cfm:2")
+    # --no-cache turns --cache-from off too: nothing reused, nothing pulled
+    r = _build(ketch, ctx, "--no-cache", "--cache-from", ref, "-t", "cfm:3")
+    assert _cached(r.stderr) == [], r.stderr
+    assert _inspect(ketch, "cfm:3")["Id"] != first["Id"]
+    assert ketch("image", "inspect", ref, check=False).returncode != 0
+    _forget(ketch, "cfm:3")
