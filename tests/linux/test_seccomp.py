@@ -179,7 +179,11 @@ def test_does_not_set_no_new_privs():
     (allow_but(deny(["mkdir"], args=[{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}])), "index"),
     (allow_but(architectures=["SCMP_ARCH_Z80"]), "SCMP_ARCH_Z80"),
     (allow_but(flags=["SECCOMP_FILTER_FLAG_FAST"]), "SECCOMP_FILTER_FLAG_FAST"),
-    (allow_but(deny(["mkdir"], action="SCMP_ACT_NOTIFY")), "SCMP_ACT_NOTIFY"),
+    (allow_but(deny(["mkdir"], action="SCMP_ACT_NOTIFY")), "listenerPath is not set"),
+    (allow_but(deny(["write"], action="SCMP_ACT_NOTIFY"), listenerPath="/a.sock"), "for the write syscall"),
+    ({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/a.sock"}, "cannot be used as default action"),
+    (allow_but(listenerMetadata="m"), "listenerMetadata is set without listenerPath"),
+    (allow_but(deny(["mkdir"], action="SCMP_ACT_NOTIFY"), listenerPath=7), "listenerPath must be a string"),
     (allow_but(deny(["mkdir"], ret=1, action="SCMP_ACT_KILL")), "errnoRet"),
     (allow_but(deny(["mkdir"], ret=70000)), "errnoRet"),
     (allow_but({"names": [], "action": "SCMP_ACT_ERRNO"}), "names"),
@@ -207,3 +211,28 @@ def test_without_nnp_or_cap_sys_admin_load_fails_and_with_nnp_succeeds(tmp_path)
         return [first, errno_of(os.mkdir, tmp_path / "d")]
 
     assert run_in_child(child)[0] == [errno.EACCES, errno.EPERM]
+
+
+def test_a_notifying_filter_hands_its_notify_fd_over(tmp_path):
+    """on_listener gets the filter's notify fd right after the load (close-on-exec); once the
+    last copy is closed (no agent), a notified syscall fails with ENOSYS instead of waiting.
+    Without on_listener the load is an error: nobody could answer."""
+    spec = allow_but(deny(["mkdir", "mkdirat"], action="SCMP_ACT_NOTIFY"), listenerPath="/nobody.sock")
+
+    def child():
+        got = []
+
+        def take(fd):
+            got.extend([os.readlink(f"/proc/self/fd/{fd}"), os.get_inheritable(fd)])
+            os.close(fd)
+        seccomp.load_filter(spec, take)
+        return got + [errno_of(os.mkdir, tmp_path / "d")]
+
+    def child_without():
+        try:
+            seccomp.load_filter(spec)
+        except InvalidArgument as e:
+            return str(e)
+
+    assert run_in_child(child)[0] == ["anon_inode:seccomp notify", False, errno.ENOSYS]
+    assert "no seccomp agent" in run_in_child(child_without)[0]
