@@ -389,9 +389,13 @@ class _Run:
                             raise NotImplementedYet(f"RUN --mount=type=ssh (line {inst.line}): ssh forwarding is "
                                                     f"not supported by this builder")
                         if m.type == "secret" and m.env:
-                            raise NotImplementedYet(f"RUN --mount=type=secret,env={m.env} (line {inst.line}): a "
-                                                    f"secret as a variable is not supported by this builder (it "
-                                                    f"would be kept in the step container's record); use target=")
+                            runtime = os.path.basename(self.b.lifecycle.monitor.runtime_binary)
+                            if runtime != "ketch-runtime":
+                                raise NotImplementedYet(
+                                    f"RUN --mount=type=secret,env={m.env} (line {inst.line}): a secret as a "
+                                    f"variable needs ketch-runtime, which takes it from a file on the secrets "
+                                    f"tmpfs ({runtime} would need the value in the step's config.json, on "
+                                    f"disk); use target=")
                         if m.type == "secret" and m.required and _secret_id(m) not in self.opts.secrets:
                             raise InvalidArgument(f"secret {_secret_id(m)}: not found (required by RUN on line "
                                                   f"{inst.line}; give it with --secret id={_secret_id(m)},src=FILE)")
@@ -892,6 +896,8 @@ class _Run:
                              mounts: list[dict], created_by: str, key: str, comment: str = "") \
             -> AsyncIterator[dict]:
         mode = {"default": "", "bridge": "", "host": "host", "none": "none"}[network]
+        env_files = [m["Source"] for m in mounts if m["Type"] == SECRET_ENV]
+        mounts = [m for m in mounts if m["Type"] != SECRET_ENV]
         hc: dict[str, Any] = {"Mounts": mounts, "ExtraHosts": list(self.opts.extra_hosts) or None}
         if mode:
             hc["NetworkMode"] = mode
@@ -904,6 +910,9 @@ class _Run:
                 "AttachStdout": True, "AttachStderr": True, "HostConfig": hc,
                 "Labels": {}}
         req = self.b.validate(body)
+        if env_files:   # after validate, which refuses the reserved annotation from clients
+            from ketch.runtime.config import ENV_FILE_ANNOTATION
+            req.host_config["Annotations"] = {ENV_FILE_ANNOTATION: env_files[0]}
         cid, _ = await self.b.creator.create(None, req)
         self.containers.append(cid)
         if not self.opts.quiet:
@@ -955,6 +964,7 @@ class _Run:
         mounts: list[dict] = []
         locks: list[asyncio.Lock] = []
         cleanup: list = []
+        env_entries: list[bytes] = []
         for m in e.mounts:
             target = m.target if m.target.startswith("/") else posixpath.join(state.config.get("WorkingDir") or "/",
                                                                               m.target)
@@ -999,6 +1009,10 @@ class _Run:
                     if m.required:
                         raise BuildError(f"secret {sid}: not found (give it with --secret id={sid},src=FILE)")
                     continue   # BuildKit: a secret that is not given and not required is not mounted
+                if m.env:
+                    env_entries.append(m.env.encode() + b"=" + value)
+                    if not m.target:
+                        continue   # BuildKit: env= without target= is the variable only, no file
                 owner = await self.secret_owner(m, state)
                 path = await asyncio.to_thread(self.secret_file, value, m, owner)
                 cleanup.append(_remover(path))
@@ -1007,6 +1021,10 @@ class _Run:
                                    target if m.target else f"/run/secrets/{sid}")})
             else:
                 raise NotImplementedYet(f"RUN --mount=type={m.type}: not supported by this builder")
+        if env_entries:
+            path = await asyncio.to_thread(self.secret_env_file, env_entries)
+            cleanup.append(_remover(path))
+            mounts.append({"Type": SECRET_ENV, "Source": path})
         if hd is not None:
             f = os.path.join(self.work, f"heredoc-{uuid.uuid4().hex[:8]}")
             with open(f, "w") as out:
@@ -1038,18 +1056,35 @@ class _Run:
             uid, gid = u["uid"], u["gid"]
         return (m.uid if m.uid is not None else uid, m.gid if m.gid is not None else gid)
 
-    def secret_file(self, value: bytes, m: dfmod.Mount, owner: tuple[int, int]) -> str:
-        """A secret as a file on the build's own tmpfs (mounted at the first secret, 0700, never in a
-        layer: it is bind-mounted over the step's root), owned by ``owner`` with mode= (0400)."""
+    def secrets_tmpfs(self) -> str:
+        """The build's tmpfs for secrets (0700, mounted at the first secret, unmounted by cleanup)."""
         from ketch.volumes import local
         if self.secret_dir is None:
             d = os.path.join(self.work, "secrets")
             os.makedirs(d, mode=0o700)
-            size = sum(len(v) for v in self.opts.secrets.values()) * 2 + (1 << 20)
+            size = sum(len(v) for v in self.opts.secrets.values()) * 3 + (1 << 20)
             local.mount(_secrets_fs(size), d)
             self.secret_dir = d
+        return self.secret_dir
+
+    def secret_env_file(self, entries: list[bytes]) -> str:
+        """A step's secret variables (`env=`): NUL-separated KEY=VALUE entries in a root-only file on the
+        secrets tmpfs, which ketch-runtime reads when it creates the step's container and gives to its
+        init in memory (ketch.runtime.config.ENV_FILE_ANNOTATION): the value is in no config.json, no
+        container record and no runtime state, only in the step's process environment."""
+        path = os.path.join(self.secrets_tmpfs(), f"env-{uuid.uuid4().hex}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"\0".join(entries) + b"\0")
+        finally:
+            os.close(fd)
+        return path
+
+    def secret_file(self, value: bytes, m: dfmod.Mount, owner: tuple[int, int]) -> str:
+        """A secret as a file on the build's own tmpfs (mounted at the first secret, 0700, never in a
+        layer: it is bind-mounted over the step's root), owned by ``owner`` with mode= (0400)."""
         uid, gid = owner
-        path = os.path.join(self.secret_dir, uuid.uuid4().hex)
+        path = os.path.join(self.secrets_tmpfs(), uuid.uuid4().hex)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, value)
@@ -1217,6 +1252,11 @@ class _Run:
             except OSError as e:
                 log.warning("build: unmounting the secrets", extra={"error": str(e)})
             self.secret_dir = None
+
+
+# run_mounts' entry for a step's secret variables (the file secret_env_file wrote), which
+# _run_container turns into the runtime's annotation instead of a mount
+SECRET_ENV = "ketch-secret-env"
 
 
 def _secrets_fs(size: int) -> dict:

@@ -281,6 +281,8 @@ def build_spec(*, cid: str, config: dict, host_config: dict, rootfs: str, etc_di
         "mounts": oci_mounts,
         "linux": linux,
     }
+    if hc.get("Annotations"):   # Docker's HostConfig.Annotations are the runtime's (API 1.43)
+        spec["annotations"] = dict(hc["Annotations"])
     if hc.get("UTSMode") != "host":  # a hostname needs a UTS namespace of its own
         spec["hostname"] = cfg.get("Hostname") or cid[:12]
         if cfg.get("Domainname"):

@@ -195,6 +195,23 @@ def _sysctls(hc: dict) -> None:
             raise InvalidArgument(f"sysctl \"{key}\" is not in a separate kernel namespace")
 
 
+# annotations ketch-runtime acts on (ketch.runtime.config.ENV_FILE_ANNOTATION): set by ketchd itself
+# (a build step's secret variables), never by a client, which could name any host file with them
+RESERVED_ANNOTATIONS = "io.github.ketch.runtime."
+
+
+def _annotations(hc: dict) -> None:
+    ann = hc.get("Annotations")
+    if ann is None:
+        return
+    if not isinstance(ann, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in ann.items()):
+        raise InvalidArgument("json: cannot unmarshal value into Go struct field HostConfig.Annotations of type "
+                              "map[string]string")
+    for k in ann:
+        if k.startswith(RESERVED_ANNOTATIONS):
+            raise InvalidArgument(f"annotation {k}: the prefix {RESERVED_ANNOTATIONS} is reserved for ketchd")
+
+
 def _user(user: str) -> None:
     name, _, group = user.partition(":")
     for what, part in (("uid", name), ("gid", group)):
@@ -316,6 +333,7 @@ def validate_create(body: object, *, init_available: bool = True, runtimes: tupl
         raise InvalidArgument(f"Invalid value {oom}, range for oom score adj is [-1000, 1000]")
     _not_implemented(body, hc, runtimes)
     _sysctls(hc)
+    _annotations(hc)
     image = body.get("Image") or ""
     if not image:
         raise InvalidArgument("Config cannot be empty in order to create a container")

@@ -34,6 +34,40 @@ def load(bundle: str, config: str | None = None) -> tuple[str, dict]:
     return bundle, cfg
 
 
+# Ketch's extension (runtimes may take annotations of their own, as crun's run.oci.*): the host path
+# of a file of NUL-separated KEY=VALUE entries added to the process's env when the container is
+# created. The entries go to the init in memory only: not into the config, not into the state.
+# ketchd's builder uses it for `RUN --mount=type=secret,env=` (the file is on its secrets tmpfs).
+ENV_FILE_ANNOTATION = "io.github.ketch.runtime.env-file"
+
+
+def with_env_file(cfg: dict) -> dict:
+    """``cfg`` with the entries of its ENV_FILE_ANNOTATION's file added to process.env (a new dict:
+    ``cfg`` itself, which the state keeps, is not changed); ``cfg`` when it has none."""
+    path = (cfg.get("annotations") or {}).get(ENV_FILE_ANNOTATION)
+    if not path:
+        return cfg
+    if not os.path.isabs(path):
+        raise InvalidArgument(f"annotation {ENV_FILE_ANNOTATION}: `{path}` is not an absolute path")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise InvalidArgument(f"annotation {ENV_FILE_ANNOTATION}: open `{path}`: {e.strerror}") from None
+    extra = []
+    for entry in raw.split(b"\0"):
+        if not entry:
+            continue
+        key, eq, _ = entry.partition(b"=")
+        if not eq or not key:
+            raise InvalidArgument(f"annotation {ENV_FILE_ANNOTATION}: `{path}`: an entry is not KEY=VALUE")
+        extra.append(entry.decode("utf-8", "surrogateescape"))
+    keys = {e.partition("=")[0] for e in extra}
+    proc = dict(cfg.get("process") or {})
+    proc["env"] = [e for e in proc.get("env") or [] if e.partition("=")[0] not in keys] + extra
+    return dict(cfg, process=proc)
+
+
 def _want(cond, path, msg):
     if not cond:
         raise InvalidArgument(f"config `{path}`: {msg}")

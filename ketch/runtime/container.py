@@ -124,6 +124,7 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
     rootfs = os.path.realpath(rootfs)
     if not os.path.isdir(rootfs):
         raise NotFound(f"root `{rootfs}`: no such directory")
+    init_cfg = cfgmod.with_env_file(cfg)   # for the init only: the state keeps the config as it was
     state = st.new(root, cid, {
         "ociVersion": cfg.get("ociVersion"), "id": cid, "pid": 0, "bundle": bundle, "rootfs": rootfs,
         "created": _now(), "config": cfg,
@@ -163,7 +164,7 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         if pid1 == 0:
             parent.close()
             from ketch.runtime import init
-            init.joiner(child, cfg, opts)
+            init.joiner(child, init_cfg, opts)
             os._exit(1)
         child_pids.append(pid1)
         child.close()

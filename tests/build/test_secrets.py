@@ -138,3 +138,94 @@ def test_a_named_user_owns_its_secret_and_buildx_secret_forms(ketchd, ketch, tmp
                         ("id=tok,env=NOT_SET_ANYWHERE", "NOT_SET_ANYWHERE is not set")):
         r = ketch("build", "--secret", value, str(tmp_path / "ctx"), check=False)
         assert r.returncode == 125 and word in r.stderr, (value, r.stderr)
+
+
+ENV_SECRET = "env-s3cr3t-0f-k3tch\nsecond line"
+ENV_DF = """\
+FROM busybox
+RUN --mount=type=secret,id=tok,env=TOK printf %s "$TOK" | sha256sum | cut -c1-64 > /sum && \\
+    (test ! -e /run/secrets/tok && echo no-file > /nofile) && sleep 4
+RUN --mount=type=secret,id=tok,env=TOK,target=/etc/tok,required=true \\
+    sh -c 'test "$(cat /etc/tok)" = "$TOK" && echo both > /both'
+RUN test -z "$TOK" && echo gone > /gone
+"""
+
+
+def _files_with(base: str, needle: bytes) -> list[str]:
+    """Every regular file under ``base`` that holds ``needle``, but the build's secrets tmpfs (the
+    secret's one place by design, in memory)."""
+    import os
+    found = []
+    for top, dirs, files in os.walk(base):
+        if "/build/tmp/" in top + "/" and os.path.basename(top) == "secrets":
+            dirs[:] = []
+            continue
+        for name in files:
+            p = os.path.join(top, name)
+            try:
+                if not os.path.isfile(p) or os.path.islink(p):
+                    continue
+                with open(p, "rb") as f:
+                    if needle in f.read():
+                        found.append(p)
+            except OSError:
+                continue
+    return found
+
+
+def test_a_secret_as_a_variable_is_on_no_disk(ketchd, ketch, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from tests.engine.daemon import REPO
+    write_tree(tmp_path, {"ctx/Dockerfile": ENV_DF})
+    env = dict(ketch.env, TOKVAR=ENV_SECRET)
+    # rm=false: the step containers (their records, bundles and config.json) stay to be read
+    build = subprocess.Popen([sys.executable, "-m", "ketch.cli.main", "-H", ketchd.host, "build", "--no-cache",
+                              "--rm=false", "--progress", "plain", "-t", "secrets:3", "--secret",
+                              "id=tok,env=TOKVAR", str(tmp_path / "ctx")], env=env, cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    kept: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        running: list = []
+        while not running and time.monotonic() < deadline and build.poll() is None:
+            running = ketchd.json("GET", "/containers/json", expect=200)[1]
+            time.sleep(0.2)
+        assert running, "the first RUN was not seen running"
+        # while the step runs with the variable: in no file under the data root, the run root
+        # (the runtime's state) or the daemon's log
+        assert _files_with(ketchd.base, ENV_SECRET.encode()) == []
+        # the scan does read what the step's container left on disk: its bundle's config.json and the
+        # runtime's state name the file the variable came from (the annotation), not the value
+        named = _files_with(ketchd.base, b"io.github.ketch.runtime.env-file")
+        assert any(p.endswith("/bundle/config.json") for p in named), named
+        assert any(p.endswith("/state.json") for p in named), named
+        out, err = build.communicate(timeout=180)
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+    assert build.returncode == 0, err.decode()
+    assert ENV_SECRET.encode() not in out + err
+    kept = [c["Id"] for c in ketchd.json("GET", "/containers/json?all=1", expect=200)[1]]
+    try:
+        assert len(kept) == 3
+        r = ketch("run", "--rm", "secrets:3", "cat", "/sum", "/nofile", "/both", "/gone").stdout
+        assert r.splitlines() == [hashlib.sha256(ENV_SECRET.encode()).hexdigest(), "no-file", "both", "gone"]
+        entries, config = _layers_and_history(ketchd, "secrets:3")
+        assert all(ENV_SECRET.encode() not in data and b"env-s3cr3t" not in data for _, data in entries)
+        assert "env-s3cr3t" not in config
+        # after the build, the kept step containers included: nothing on disk has it
+        assert _files_with(ketchd.base, b"env-s3cr3t") == []
+        inspect = ketch("container", "inspect", *kept).stdout
+        assert "env-s3cr3t" not in inspect and "TOK=" not in inspect
+    finally:
+        for cid in kept:
+            ketch("rm", "-f", cid, check=False)
+    # a client cannot use the runtime's annotation itself (it could name any host file)
+    status, _, body = ketchd.request("POST", "/containers/create", body={
+        "Image": "busybox", "Cmd": ["true"],
+        "HostConfig": {"Annotations": {"io.github.ketch.runtime.env-file": "/etc/shadow"}}})
+    assert status == 400 and "reserved" in json.loads(body)["message"]
