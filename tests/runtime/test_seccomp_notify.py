@@ -188,3 +188,22 @@ def test_features_list_the_notify_action(rt):
     theirs = json.loads(rt.runc("features").stdout)["linux"]["seccomp"]
     assert "SCMP_ACT_NOTIFY" in ours["actions"] and "SCMP_ACT_NOTIFY" in theirs["actions"]
     assert set(ours["actions"]) == set(theirs["actions"])
+
+
+def test_neither_the_hook_nor_the_process_holds_the_fd(rt, agent):
+    """The notify fd is the agent's alone: the startContainer hook (run under the filter, after
+    the hand-over) and the container's process have no copy of it, as under runc."""
+    def m(c):
+        c["linux"]["seccomp"] = notify_profile(agent.path)
+        c["hooks"] = {"startContainer": [{"path": "/hook.sh"}]}
+
+    def prepare(b):
+        with open(os.path.join(b.rootfs, "hook.sh"), "w") as f:
+            f.write("#!/bin/sh\nls -l /proc/$$/fd/ > /hook.fds\n")
+        os.chmod(os.path.join(b.rootfs, "hook.sh"), 0o755)
+    res = rt.both(["sh", "-c", "wc -l < /hook.fds; grep -c 'seccomp notify' /hook.fds; "
+                   "ls -l /proc/self/fd/ | grep -c 'seccomp notify'; true"], m, prepare=prepare)
+    for name, r in res.items():
+        assert r.returncode == 0, (name, r.stderr)
+        assert r.stdout.split()[1:] == ["0", "0"], (name, r.stdout)
+    assert len(agent.states) == 2
