@@ -59,7 +59,10 @@ def register(sub, name, help_):
     p.add_argument("--progress", default="auto", help="auto, plain (a line per event) or tty (the live view); "
                                                        "auto is tty on a terminal")
     p.add_argument("--secret", action="append", default=[],
-                   help="a secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR")
+                   metavar="id=ID[,src=FILE|,env=VAR][,type=file|env]",
+                   help="a secret for RUN --mount=type=secret (a file, or env= in the mount: a variable): "
+                        "its value from the file FILE or the variable VAR of this environment "
+                        "(type=env: src= names the variable; id=ID alone: the variable ID if set, else the file ID)")
     p.add_argument("--build-context", action="append", default=[], metavar="NAME=DIR|docker-image://REF",
                    help="an additional named context, for COPY --from=NAME, RUN --mount=from=NAME and FROM NAME "
                         "(it replaces a stage or an image of that name)")
