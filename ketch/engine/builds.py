@@ -551,7 +551,8 @@ class _Run:
     async def from_step(self, ps: dfmod.PlannedStage, state: _Stage, base: str | None) -> AsyncIterator[dict]:
         q = self.opts.quiet
         if not q:
-            yield self.step_line(ps.stage.from_.original)
+            yield self.step_line(ps.stage.from_.original if not ps.context else
+                                 f"FROM {ps.context} (the named context {ps.context} replaces this stage)")
         if ps.platform and ps.platform not in (_host_platform(), _host_platform().split("/v")[0]):
             raise NotImplementedYet(f"FROM --platform={ps.platform}: this builder builds for {_host_platform()} only")
         image = base

@@ -179,3 +179,26 @@ def test_refusals_and_api_errors(ketchd, ketch, tmp_path):
         {"ketchcontexts": json.dumps({"y": {"Type": "image", "Ref": "busybox"}})}), raw=body,
         headers={"Content-Type": "application/x-tar"})
     assert status == 200 and "--from=x" in stream_text([json.loads(x) for x in answer.decode().splitlines()])
+
+
+def test_a_replaced_target_scratch_and_full_names(ketchd, ketch, tmp_path):
+    write_tree(tmp_path, {"ctx/Dockerfile": "FROM busybox AS app\nRUN false\n"
+                                            "FROM docker.io/library/busybox:latest\nCOPY --from=empty . /e/\n"
+                                            "RUN ls -a /e > /e.txt\n",
+                          "app/marker": "from the directory\n"})
+    # --target names a stage a context replaces: the result is the context (a directory: its files)
+    out = tmp_path / "out"
+    r = ketch("build", "--progress", "plain", "--target", "app", "--build-context", f"app={tmp_path / 'app'}",
+              "-o", f"type=local,dest={out}", str(tmp_path / "ctx"))
+    assert (out / "marker").read_text() == "from the directory\n" and "RUN false" not in r.stdout + r.stderr
+    # `FROM docker.io/library/busybox:latest` is the context named busybox; docker-image://scratch is empty
+    ketch("build", "-t", "marked:1", "-", input="FROM busybox\nRUN echo marked > /marker\n")
+    ketch("build", "-t", "ctx:5", "--build-context", "busybox=docker-image://marked:1",
+          "--build-context", "empty=docker-image://scratch", str(tmp_path / "ctx"))
+    assert _run(ketch, "ctx:5", "cat", "/marker") == "marked\n"
+    assert _run(ketch, "ctx:5", "cat", "/e.txt").split() == [".", ".."]
+    # and a context given by a full reference is known by its familiar name
+    ketch("build", "--progress", "plain", "--build-context", "docker.io/library/app:latest="
+              f"{tmp_path / 'app'}", "--build-context", "empty=docker-image://scratch", "--target", "app",
+              "-o", f"type=local,dest={tmp_path / 'out2'}", str(tmp_path / "ctx"))
+    assert (tmp_path / "out2" / "marker").exists()
