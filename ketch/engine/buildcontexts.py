@@ -92,7 +92,8 @@ def separate(ctx: str, contexts: dict[str, NamedContext]) -> str:
     top = dirs[0].path.partition("/")[0]
     for c in dirs:
         d = os.path.join(ctx, *c.path.split("/"))
-        if os.path.islink(d) or not os.path.isdir(d):
+        # real directories both (lstat): a symlink in the tar must not make a host directory a context
+        if not (_real_dir(os.path.join(ctx, top)) and _real_dir(d)):
             raise InvalidArgument(f"ketchcontexts: context {c.name}: {c.path} is not a directory of the body's tar")
         c.dir = d
         c.matcher = dockerignore.load(d, None)
@@ -102,6 +103,14 @@ def separate(ctx: str, contexts: dict[str, NamedContext]) -> str:
         if entry != top:
             os.rename(os.path.join(ctx, entry), os.path.join(main, entry))
     return main
+
+
+def _real_dir(path: str) -> bool:
+    import stat
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def synthetic_copy(name: str) -> dfmod.CopyInstruction:

@@ -174,6 +174,22 @@ def test_refusals_and_api_errors(ketchd, ketch, tmp_path):
         status, _, answer = ketchd.request("POST", "/build?" + urlencode({"ketchcontexts": json.dumps(q)}), raw=body,
                                            headers={"Content-Type": "application/x-tar"})
         assert status == 400 and word in json.loads(answer)["message"], (q, answer)
+    # a context directory that is a symlink in the tar (to a host directory) is refused
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        df = b"FROM busybox\nCOPY --from=x passwd /p\n"
+        ti = tarfile.TarInfo("Dockerfile")
+        ti.size = len(df)
+        tf.addfile(ti, io.BytesIO(df))
+        for name, target in ((".ketchcontexts.a", "/"), (".ketchcontexts.b", ""), (".ketchcontexts.b/0", "/etc")):
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.linkname = (tarfile.SYMTYPE, target) if target else (tarfile.DIRTYPE, "")
+            tf.addfile(ti)
+    for path in (".ketchcontexts.a/etc", ".ketchcontexts.b/0"):
+        q = {"x": {"Type": "dir", "Path": path}}
+        status, _, answer = ketchd.request("POST", "/build?" + urlencode({"ketchcontexts": json.dumps(q)}),
+                                           raw=buf.getvalue(), headers={"Content-Type": "application/x-tar"})
+        assert status == 400 and "is not a directory of the body's tar" in json.loads(answer)["message"], answer
     # a context the Dockerfile does not read is fine; a --from naming neither stage, context nor image is not
     status, _, answer = ketchd.request("POST", "/build?" + urlencode(
         {"ketchcontexts": json.dumps({"y": {"Type": "image", "Ref": "busybox"}})}), raw=body,
