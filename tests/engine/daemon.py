@@ -142,6 +142,8 @@ class KetchDaemon:
     def compose(self, cwd, project: str, *args, check: bool = True, timeout: float = 120, env=None):
         """Debian's docker-compose (1.29) against this daemon, in directory `cwd` (its compose file),
         as project `project`."""
+        if COMPOSE is None:
+            pytest.skip("docker-compose is not installed (make test installs it)")
         env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_CONFIG=os.path.join(self.base, "dockercfg"),
                    COMPOSE_PROJECT_NAME=project, **(env or {}))
         r = subprocess.run([COMPOSE, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)

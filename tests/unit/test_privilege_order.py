@@ -83,7 +83,9 @@ def test_exec_process_closes_fds_then_drops_then_execs(rec):
 
 def test_container_init_order(rec, monkeypatch, tmp_path):
     """container_init from its first step to exec: root, hooks, pivot, sysctl, read-only and masked paths,
-    limits, cwd, read-only root, "created", the exec fifo, startContainer hooks, then exec."""
+    limits, cwd, read-only root, then the process's privileges are dropped (exec_process, as runc
+    drops them at create: its seccomp agent gets the notify fd then), "created", the exec fifo,
+    startContainer hooks, then exec."""
     calls = rec.calls
     for name in ("mount", "unshare", "sethostname", "set_pdeathsig", "set_dumpable"):
         monkeypatch.setattr(syscalls, name, rec.stub(name))
@@ -133,4 +135,4 @@ def test_container_init_order(rec, monkeypatch, tmp_path):
         "close_inherited", "setsid", "sethostname", "mount", "mount", "mount", "mount_one", "mount_one",
         "create_devices", "default_symlinks", "expect cgroup", "send hooks", "expect go", "hooks createContainer",
         "pivot", "apply_sysctl", "readonly_paths", "mask_paths", "cwd", "lookup", "rlimits", "remount_root_readonly",
-        "set_pdeathsig", "send created", "close channel", "exec_process", "hooks startContainer"]
+        "set_pdeathsig", "exec_process", "send created", "close channel", "hooks startContainer"]
