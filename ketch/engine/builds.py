@@ -43,6 +43,7 @@ import logging
 import os
 import posixpath
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -1073,10 +1074,11 @@ class _Run:
         secrets tmpfs, which ketch-runtime reads when it creates the step's container and gives to its
         init in memory (ketch.runtime.config.ENV_FILE_ANNOTATION): the value is in no config.json, no
         container record and no runtime state, only in the step's process environment."""
+        from ketch.runtime.config import encode_env_file
         path = os.path.join(self.secrets_tmpfs(), f"env-{uuid.uuid4().hex}")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, b"\0".join(entries) + b"\0")
+            os.write(fd, encode_env_file(entries))
         finally:
             os.close(fd)
         return path
@@ -1188,15 +1190,34 @@ class _Run:
             await self.b.images.create_build_root(state.image, key_name)
             self.roots.append(key_name)
             root = await self.b.images.mount_rootfs(key_name)
+            upper = await self.b.images.build_root_upper(key_name)
             workdir = state.config.get("WorkingDir") or "/"
+            # the layer this COPY made last time on the same parent: its unchanged files are linked
+            prev_key = _key("copy-layer", verb, state.image, e.sources, from_, e.dest, e.chown, e.chmod, e.excludes)
+            prev = await self.b.images.step_layer_dir(self.b.cache_get(prev_key), state.image)
+            owner: tuple[int, int] | None = None
+            placed: list[tuple[str, buildcopy.Entry]] = []
+            links: dict[str, tuple[int, int]] = {}
 
             def write() -> None:
                 from ketch.archive import extract_archive
+                nonlocal owner, placed, links
+                now = time.time()
                 owner = buildcopy.parse_chown(e.chown, root)
                 placed, archives, dirs = buildcopy.plan_copy(root, sources, e.dest, workdir, verb=verb)
-                tar = buildcopy.write_tar(placed, dirs, owner, chmod, time.time())
-                with tar:
+                if prev is not None and not archives:
+                    links = buildcopy.linkable(placed, prev, owner, chmod)
+                with buildcopy.write_tar([pe for pe in placed if pe[0] not in links], dirs, owner, chmod, now) as tar:
                     extract_archive(tar, root, "")
+                late = buildcopy.unreachable(upper, links) if links else set()
+                if late:
+                    # a parent only the mounted root shows (through a symlink, or a lower layer's):
+                    # those files go through it after all, with the directories' entries again
+                    links = {p: k for p, k in links.items() if p not in late}
+                    again = [(p, en) for p, en in placed
+                             if p in late or (en.st is not None and stat.S_ISDIR(en.st.st_mode))]
+                    with buildcopy.write_tar(again, dirs, owner, chmod, now) as tar:
+                        extract_archive(tar, root, "")
                 for archive, dest in archives:
                     with open(archive, "rb") as f:
                         extract_archive(f, root, dest)
@@ -1205,11 +1226,17 @@ class _Run:
             except (OSError, KetchError) as ex:
                 raise BuildError(f"{verb} failed: {ex}") from None
             await self.b.images.unmount_rootfs(key_name)
+            if links and prev is not None:
+                try:
+                    await asyncio.to_thread(buildcopy.link_into, upper, prev, links, placed, owner, chmod)
+                except (OSError, KetchError) as ex:
+                    raise BuildError(f"{verb} failed: {ex}") from None
             # unmounted and removed after: its upper dir becomes the layer, no copy of what COPY wrote
             iid = await self.b.images.commit_step(key_name, state.image, run_config=dict(state.config),
                                                   history=[self._entry(state, created_by, comment)],
                                                   parent=state.image, in_place=True)
             self.b.cache_put(key, iid)
+            self.b.cache_put(prev_key, iid)
             state.image = iid
             if not self.opts.quiet:
                 yield self.out(f" ---> {_short(iid)}\n")

@@ -38,29 +38,52 @@ def load(bundle: str, config: str | None = None) -> tuple[str, dict]:
 # of a file of NUL-separated KEY=VALUE entries added to the process's env when the container is
 # created. The entries go to the init in memory only: not into the config, not into the state.
 # ketchd's builder uses it for `RUN --mount=type=secret,env=` (the file is on its secrets tmpfs).
+#
+# Annotations can come from whoever starts a container (podman --annotation, a Kubernetes pod's
+# annotations through CRI), while the runtime reads the file as root: so only a file made for it
+# is read. It must be a regular file (no symlink followed), owned by the runtime's own user, with
+# no permission for group or others, and start with ENV_FILE_MAGIC; anything else, /etc/shadow or
+# a credentials file with KEY=VALUE lines, is refused without its content reaching anyone.
 ENV_FILE_ANNOTATION = "io.github.ketch.runtime.env-file"
+ENV_FILE_MAGIC = b"ketch-runtime env-file 1\0"
+
+
+def encode_env_file(entries: list[bytes]) -> bytes:
+    """The content of an env file for ENV_FILE_ANNOTATION (write it 0600, as the runtime's user)."""
+    return ENV_FILE_MAGIC + b"".join(e + b"\0" for e in entries)
 
 
 def with_env_file(cfg: dict) -> dict:
     """``cfg`` with the entries of its ENV_FILE_ANNOTATION's file added to process.env (a new dict:
     ``cfg`` itself, which the state keeps, is not changed); ``cfg`` when it has none."""
+    import stat
     path = (cfg.get("annotations") or {}).get(ENV_FILE_ANNOTATION)
     if not path:
         return cfg
+    what = f"annotation {ENV_FILE_ANNOTATION}"
     if not os.path.isabs(path):
-        raise InvalidArgument(f"annotation {ENV_FILE_ANNOTATION}: `{path}` is not an absolute path")
+        raise InvalidArgument(f"{what}: `{path}` is not an absolute path")
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
-        raise InvalidArgument(f"annotation {ENV_FILE_ANNOTATION}: open `{path}`: {e.strerror}") from None
+        raise InvalidArgument(f"{what}: open `{path}`: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        os.close(fd)
+        raise InvalidArgument(f"{what}: `{path}` is not a private file of this runtime's user "
+                              f"(a regular file, owner {os.geteuid()}, mode 0600 or less)")
+    with open(fd, "rb") as f:
+        head = f.read(len(ENV_FILE_MAGIC))
+        if head != ENV_FILE_MAGIC:
+            raise InvalidArgument(f"{what}: `{path}` is not a ketch-runtime env file")
+        raw = f.read()
     extra = []
     for entry in raw.split(b"\0"):
         if not entry:
             continue
         key, eq, _ = entry.partition(b"=")
         if not eq or not key:
-            raise InvalidArgument(f"annotation {ENV_FILE_ANNOTATION}: `{path}`: an entry is not KEY=VALUE")
+            raise InvalidArgument(f"{what}: `{path}`: an entry is not KEY=VALUE")
         extra.append(entry.decode("utf-8", "surrogateescape"))
     keys = {e.partition("=")[0] for e in extra}
     proc = dict(cfg.get("process") or {})
