@@ -18,6 +18,7 @@ Any refusal raises InvalidArgument naming the entry.
 """
 
 import errno
+import hashlib
 import os
 import posixpath
 import stat
@@ -103,8 +104,11 @@ def _apply_layer(stream: cz.ByteReader, root: str, lowers: Sequence[str] | None 
         try:
             # a stream ("r|"): tarfile only calls read() on it
             with tarfile.open(fileobj=cast(IO[bytes], tar_stream), mode="r|", errorlevel=2) as tf:
-                for ti in tf:
-                    applier.entry(tf, ti)
+                try:
+                    for ti in tf:
+                        applier.entry(tf, ti)
+                finally:
+                    applier._drop_parent()
             tar_stream.drain()
             if tar_stream is not raw:
                 raw.drain()
@@ -198,12 +202,16 @@ class _Applier:
     devices = True
     resolve = lfs.RESOLVE_STRICT
 
-    def __init__(self, rootfd, prefix: str = "", no_overwrite_dir_non_dir: bool = False):
+    def __init__(self, rootfd, prefix: str = "", no_overwrite_dir_non_dir: bool = False,
+                 digests: dict[str, str] | None = None):
         self.rootfd = rootfd
+        self.digests = digests  # relpath -> sha256 hex of the regular files written (and still there)
         self.prefix = prefix  # copy mode: the destination directory below the root
         self.no_overwrite_dir_non_dir = no_overwrite_dir_non_dir
         self.dir_times: dict[str, int] = {}  # relpath -> mtime_ns of directories with an entry, set last
         self.implied: dict[str, None] = {}   # relpath -> None: directories made for entries below them only
+        self._parent: tuple[str, int] | None = None   # (relpath, fd) of the last parent opened (strict mode)
+        self.umask = umask()
 
     # --- path resolution -------------------------------------------------------------
 
@@ -270,11 +278,25 @@ class _Applier:
             return self._whiteout(ti, parent, base)
         if not self.devices and (ti.ischr() or ti.isblk()):
             return  # copy mode: device nodes are not copied in
-        pfd = self._open_dir(parent, name, create=True)
-        try:
-            self._create(tf, ti, pfd, base, rel)
-        finally:
-            os.close(pfd)
+        if self.resolve != lfs.RESOLVE_STRICT:
+            pfd = self._open_dir(parent, name, create=True)
+            try:
+                self._create(tf, ti, pfd, base, rel)
+            finally:
+                os.close(pfd)
+            return
+        # no symlink is followed and nothing but this tar changes the tree: the last parent's fd
+        # serves the entries after it in the same directory (most of a tar). It cannot go stale: an
+        # entry that replaces a directory is in that directory's parent, so the cache moved there
+        if self._parent is None or self._parent[0] != parent:
+            self._drop_parent()
+            self._parent = (parent, self._open_dir(parent, name, create=True))
+        self._create(tf, ti, self._parent[1], base, rel)
+
+    def _drop_parent(self):
+        if self._parent is not None:
+            os.close(self._parent[1])
+            self._parent = None
 
     def _whiteout(self, ti, parent, base):
         name = ti.name
@@ -308,6 +330,10 @@ class _Applier:
         # else replaces it)
         self.implied.pop(rel, None)
         self.dir_times.pop(rel, None)
+        if self.digests is not None:
+            self.digests.pop(rel, None)
+        if ti.isreg() and self._new_file(tf, ti, pfd, base, rel):
+            return
         existing = _lstat(base, pfd)
         if existing is not None and self.no_overwrite_dir_non_dir:
             if stat.S_ISDIR(existing.st_mode) and not ti.isdir():
@@ -317,7 +343,9 @@ class _Applier:
         if existing is not None and not (ti.isdir() and stat.S_ISDIR(existing.st_mode)):
             if stat.S_ISDIR(existing.st_mode):
                 import shutil
-                shutil.rmtree(base, dir_fd=pfd)
+                shutil.rmtree(base, dir_fd=pfd)   # never the cached parent: that is this entry's own
+                if self.digests:
+                    self.digests.clear()   # some of them went with it (rare: none is trusted any more)
             else:
                 os.unlink(base, dir_fd=pfd)
             existing = None
@@ -333,11 +361,7 @@ class _Applier:
             fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600, dir_fd=pfd)
             try:
-                src = tf.extractfile(ti)
-                while chunk := src.read(_CHUNK):
-                    mv = memoryview(chunk)
-                    while mv:
-                        mv = mv[os.write(fd, mv):]
+                self._write(tf, ti, fd, rel)
                 os.fchown(fd, ti.uid, ti.gid)
                 os.fchmod(fd, mode)  # after chown, which clears setuid/setgid
             finally:
@@ -362,6 +386,40 @@ class _Applier:
             raise InvalidArgument(f"layer entry {name!r}: unsupported tar entry type {ti.type!r}")
         self._meta(ti, pfd, base, mode)
         os.utime(base, ns=(_ns(ti.mtime),) * 2, dir_fd=pfd, follow_symlinks=False)
+
+    def _new_file(self, tf, ti, pfd, base, rel):
+        """A regular file where there is nothing yet (False, having done nothing, when there is
+        something): made with its mode when open() gives exactly that (no setuid/setgid/sticky bit,
+        which chown would clear, and nothing the umask takes), its times set through the fd."""
+        mode = ti.mode & 0o7777
+        at_create = mode & (0o7000 | self.umask) == 0
+        try:
+            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         mode if at_create else 0o600, dir_fd=pfd)
+        except FileExistsError:
+            return False
+        try:
+            self._write(tf, ti, fd, rel)
+            os.fchown(fd, ti.uid, ti.gid)
+            if not at_create:
+                os.fchmod(fd, mode)  # after chown, which clears setuid/setgid
+            self._xattrs(ti, pfd, base)
+            os.utime(fd, ns=(_ns(ti.mtime),) * 2)
+        finally:
+            os.close(fd)
+        return True
+
+    def _write(self, tf, ti, fd, rel):
+        src = tf.extractfile(ti)
+        h = hashlib.sha256() if self.digests is not None else None
+        while chunk := src.read(_CHUNK):
+            if h is not None:
+                h.update(chunk)
+            mv = memoryview(chunk)
+            while mv:
+                mv = mv[os.write(fd, mv):]
+        if h is not None:
+            self.digests[rel] = h.hexdigest()
 
     def _hardlink(self, ti, pfd, base):
         name = ti.name
@@ -411,6 +469,7 @@ class _Applier:
                                            f"{os.strerror(e.errno)}") from None
 
     def finish(self):
+        self._drop_parent()
         for rel, ns in self.dir_times.items():
             try:
                 fd = lfs.openat2(self.rootfd, rel, os.O_RDONLY | os.O_DIRECTORY, resolve=self.resolve)
@@ -435,6 +494,24 @@ def _pax_xattrs(ti):
                 raise InvalidArgument(f"layer entry {ti.name!r}: bad xattr header {k!r}") from None
 
 
+def open_beneath(dirfd: int, rel: str, flags: int) -> int:
+    """``rel`` below directory fd ``dirfd`` with every component a real directory of it (no symlink,
+    no mount crossed, nothing above it): an fd (close-on-exec), or OSError."""
+    return lfs.openat2(dirfd, rel, flags, resolve=lfs.RESOLVE_STRICT)
+
+
+def umask() -> int:
+    """This process's umask, read without setting it (os.umask would change it for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o777  # unknown: every file gets its chmod
+
+
 def _lstat(name, dirfd):
     try:
         return os.lstat(name, dir_fd=dirfd)
@@ -457,7 +534,8 @@ class _StrictExtractor(_Extractor):
 
 
 def extract_archive(stream: cz.ByteReader, root: str, dest: str = "", *,
-                    no_overwrite_dir_non_dir: bool = False, follow_symlinks: bool = True) -> None:
+                    no_overwrite_dir_non_dir: bool = False, follow_symlinks: bool = True,
+                    digests: dict[str, str] | None = None) -> None:
     """`docker cp` into a container: untar ``stream`` into directory ``dest`` of ``root``.
 
     The layer applier's race-free path in copy mode: every path (the destination, each entry's
@@ -469,6 +547,9 @@ def extract_archive(stream: cz.ByteReader, root: str, dest: str = "", *,
 
     ``follow_symlinks=False`` (a container's archive unpacked on the host, `cp C:path .`): no path
     may go through a symlink at all, as in layer mode, but names still have no whiteout meaning.
+
+    ``digests``: filled with the sha256 (hex) of each regular file the archive leaves, by its path
+    relative to ``root`` (a build context's, so that its COPYs need not read the files again).
     """
     kind_of = _Extractor if follow_symlinks else _StrictExtractor
     rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -489,7 +570,7 @@ def extract_archive(stream: cz.ByteReader, root: str, dest: str = "", *,
         raw = cz.HashingReader(stream)
         kind = cz.detect(raw.peek(8))
         tar_stream = raw if kind is None else cz.decompressing_reader(raw, kind)
-        ex = kind_of(rootfd, prefix, no_overwrite_dir_non_dir)
+        ex = kind_of(rootfd, prefix, no_overwrite_dir_non_dir, digests)
         try:
             with tarfile.open(fileobj=cast(IO[bytes], tar_stream), mode="r|", errorlevel=2) as tf:
                 for ti in tf:
@@ -506,6 +587,8 @@ def extract_archive(stream: cz.ByteReader, root: str, dest: str = "", *,
             if _is_decompress_error(e):
                 raise InvalidArgument(f"bad archive: corrupt {kind} stream: {e}") from None
             raise
+        finally:
+            ex._drop_parent()
         ex.finish()
     finally:
         os.close(rootfd)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from ketch.archive import compression as cz
 from ketch.archive.apply import OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX
+from ketch.archive.apply import umask as _umask
 from ketch.archive.create import _empty, _header, _xattrs  # the very headers create_layer writes
 
 _BLOCK = tarfile.BLOCKSIZE
@@ -257,11 +258,11 @@ class _Walker:
                 os.close(dst)
 
     def _add(self, ti: tarfile.TarInfo) -> None:
-        self.sink.write(_ustar(ti) or ti.tobuf(tarfile.PAX_FORMAT, _ENC, "surrogateescape"))
+        self.sink.write(ustar_header(ti) or ti.tobuf(tarfile.PAX_FORMAT, _ENC, "surrogateescape"))
         self.entries += 1
 
 
-def _ustar(ti: tarfile.TarInfo) -> bytes | None:
+def ustar_header(ti: tarfile.TarInfo) -> bytes | None:
     """The header tarfile's PAX format writes for an entry that needs no PAX record (an ASCII name
     and link of at most 100 bytes, no xattrs, numbers in range): a plain ustar block, built here
     because tarfile's general path costs more than the rest of an entry's work. None otherwise."""
@@ -305,18 +306,6 @@ def _normalize(dfd: int, name: str | None, st: os.stat_result) -> None:
             os.removexattr(target, k, follow_symlinks=follow)
     if st.st_mtime_ns % 1_000_000_000 or name is None:
         _utime(dfd, name, st)
-
-
-def _umask() -> int:
-    """This process's umask, read without setting it (os.umask would change it for every thread)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o777  # unknown: every file gets its chmod
 
 
 def _whole(st: os.stat_result) -> int:
