@@ -183,8 +183,9 @@ class Builder:
 
     # --- the context -----------------------------------------------------------------------------
 
-    async def _receive(self, chunks: AsyncIterator[bytes], work: str) -> str:
-        """Spool the body to disk and unpack it (a tar), or keep it as the Dockerfile (not a tar)."""
+    async def _receive(self, chunks: AsyncIterator[bytes], work: str, digests: dict[str, str]) -> str:
+        """Spool the body to disk and unpack it (a tar), or keep it as the Dockerfile (not a tar);
+        ``digests`` gets the sha256 of each regular file unpacked, by its path in the context."""
         ctx = os.path.join(work, "context")
         os.makedirs(ctx)
         spool = os.path.join(work, "context.tar")
@@ -215,7 +216,7 @@ class Builder:
                     size = os.fstat(f.fileno()).st_size
                     with open(spool, "ab") as pad:
                         pad.write(b"\0" * ((-size) % 512 + 1024))
-                extract_archive(f, ctx, "", follow_symlinks=False)
+                extract_archive(f, ctx, "", follow_symlinks=False, digests=digests)
         try:
             await asyncio.to_thread(unpack)
         except KetchError as e:
@@ -247,8 +248,12 @@ class Builder:
         os.makedirs(work)
         run = _Run(self, opts, work)
         try:
-            ctx = await self._receive(chunks, work)
-            ctx = await asyncio.to_thread(buildcontexts.separate, ctx, opts.contexts)
+            digests: dict[str, str] = {}
+            body = await self._receive(chunks, work, digests)
+            ctx = await asyncio.to_thread(buildcontexts.separate, body, opts.contexts)
+            if ctx == body:   # (named contexts moved the main context's files: they are read again)
+                real = os.path.realpath(ctx)
+                run.digests = {os.path.join(real, rel): d for rel, d in digests.items()}
             path, text = self._read_dockerfile(ctx, opts.dockerfile)
             df = dfmod.parse(text, os.path.basename(opts.dockerfile or "Dockerfile"))
             given = {k: v for k, v in opts.build_args.items() if v is not None}
@@ -373,6 +378,7 @@ class _Run:
         self.vertices = 0
         self.secret_dir: str | None = None
         self.sources: list[tuple[str, dict]] = []       # --cache-from: (image ID, config)
+        self.digests: dict[str, str] = {}               # the context's files' sha256, by host path
 
     def prepare(self, ctx: str, dockerfile_path: str, df: dfmod.Dockerfile, p: dfmod.Plan) -> None:
         self.ctx = ctx
@@ -1176,7 +1182,7 @@ class _Run:
             for c in e.contents:
                 sources.append(buildcopy.Source(c.path, [buildcopy.Entry(c.path, None, None, c.data.encode())],
                                                 False))
-            digest = await asyncio.to_thread(buildcopy.digest_sources, sources)
+            digest = await asyncio.to_thread(buildcopy.digest_sources, sources, None if from_ else self.digests)
             kind = "dir" if any(s.is_dir for s in sources) or len(sources) > 1 else "file"
             dest_text = e.dest
             created_by = f"{_NOP}{verb} {kind}:{digest} in {dest_text} "

@@ -443,6 +443,24 @@ class AsyncImageService:
         self._target(key)
         await asyncio.to_thread(self.svc.prepare_build_root, image_id, key)
 
+    async def build_root_upper(self, key):
+        """The upper dir of build root ``key`` (what a step wrote; read or written only unmounted)."""
+        return await asyncio.to_thread(self.svc.snapshots.upper_dir, key)
+
+    async def step_layer_dir(self, image_id, parent_id):
+        """The dir of the layer image ``image_id`` adds on image ``parent_id`` (a build step's), or
+        None when it is not stored or is not one layer on exactly that parent's layers."""
+        def do():
+            try:
+                top = self.svc.resolve(image_id)[1].get("chain")
+                below = self.svc.resolve(parent_id)[1].get("chain") if parent_id else None
+                if top is None or top == below or self.svc.snapshots.stat(top)["parent"] != below:
+                    return None
+                return self.svc.snapshots.layer_dirs(top)[0]
+            except KetchError:
+                return None
+        return await asyncio.to_thread(do) if image_id else None
+
     async def commit_step(self, key, base, *, run_config, history, tags=(), parent=None,
                           placeholders=(), in_place=False):
         """A build step's image: root ``key``'s changes (None: no layer) on image ``base`` (None:
