@@ -27,6 +27,7 @@ invalidates nothing.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -512,9 +513,13 @@ def link_into(upper: str, prev_dir: str, links: dict[str, tuple[int, int]], plac
             try:
                 pst = os.fstat(fd) if fd is not None else None
                 if pst is not None and (pst.st_dev, pst.st_ino) == key:
-                    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=pfd, follow_symlinks=True)
-                    linked += 1
-                    continue
+                    try:
+                        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=pfd, follow_symlinks=True)
+                        linked += 1
+                        continue
+                    except OSError as err:   # too many links already, another file system: written instead
+                        if err.errno not in (errno.EMLINK, errno.EXDEV, errno.EPERM):
+                            raise
             finally:
                 if fd is not None:
                     os.close(fd)
