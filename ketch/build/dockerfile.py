@@ -872,6 +872,7 @@ class CopyInstruction(_Copy):
 @dataclass
 class AddInstruction(_Copy):
     checksum: str = ""
+    parents: bool = False
     keep_git_dir: bool | None = None
     unpack: bool | None = None
 
@@ -1212,9 +1213,9 @@ def _typed(node: RawInstruction) -> Instruction:
         fl.add_string("chmod")
         fl.add_bool("link")
         fl.add_strings("exclude")
+        fl.add_bool("parents")
         if kind == "copy":
             fl.add_string("from")
-            fl.add_bool("parents")
         else:
             fl.add_bool("keep-git-dir")
             fl.add_string("checksum")
@@ -1229,7 +1230,7 @@ def _typed(node: RawInstruction) -> Instruction:
                 raise _Problem("variable expansion is not supported for --from, define a new stage with FROM "
                                "using ARG from global scope as a workaround", "--from")
             return CopyInstruction(**common, from_=frm, parents=fl.bool("parents"))
-        return AddInstruction(**common, checksum=fl.values["checksum"],
+        return AddInstruction(**common, checksum=fl.values["checksum"], parents=fl.bool("parents"),
                               keep_git_dir=fl.bool("keep-git-dir") if "keep-git-dir" in fl.used else None,
                               unpack=fl.bool("unpack") if "unpack" in fl.used else None)
     if kind == "workdir":

@@ -16,8 +16,11 @@ The rules are Docker's (BuildKit's where the classic builder is known to be wron
   destination root's /etc/passwd and /etc/group, a user alone gives its uid as gid); `--chmod`
   sets the mode of every copied file and directory; missing destination directories are made
   0755 with the `--chown` owner; an existing destination directory keeps its metadata;
-- ADD of a local tar (plain, gzip, bzip2, xz, zstd) unpacks it at `dest`; ADD of a URL is
-  refused (this builder has no network).
+- ADD of a local tar (plain, gzip, bzip2, xz, zstd) unpacks it at `dest`; ADD of an http(s) URL
+  is downloaded by the builder (ketch/engine/buildurl.py) and copied here as a plain file source;
+- `--parents` (BuildKit's): each match keeps its path in the source root under `dest` (below a
+  `/./` in the source only the part after it), globs may use `**`; the parent directories it
+  needs are made as missing destination directories are.
 
 The cache key of a COPY is `digest_sources`: for each copied entry its name in the copied set,
 type, mode, uid, gid, size, link target and content digest, as Docker's tarsum v1 headers
@@ -42,7 +45,7 @@ from dataclasses import dataclass
 from ketch.archive import compression as cz
 from ketch.build.dockerignore import PatternMatcher
 from ketch.engine.rootpath import resolve
-from ketch.errors import InvalidArgument, NotFound, NotImplementedYet
+from ketch.errors import InvalidArgument, NotFound
 
 URL_RE = re.compile(r"^(https?://|git@|git://)", re.IGNORECASE)
 
@@ -63,9 +66,26 @@ class Source:
     entries: list[Entry]
     is_dir: bool
     archive: str | None = None          # ADD: a local tar to unpack at dest
+    keep: str | None = None             # --parents: the path it keeps under dest
 
 
-def _glob_re(pattern: str) -> re.Pattern[str]:
+def _glob_re(pattern: str, doublestar: bool = False) -> re.Pattern[str]:
+    """Go's filepath.Match as a regex; with ``doublestar`` (`--parents`) an element `**` matches
+    any number of elements, as BuildKit's include patterns."""
+    if not doublestar or "**" not in pattern.split("/"):
+        return re.compile(_glob_body(pattern) + r"\Z")
+    els = pattern.split("/")
+    body = ""
+    for i, el in enumerate(els):
+        last = i == len(els) - 1
+        if el == "**":
+            body += ".*" if last else "(?:[^/]+/)*"
+        else:
+            body += _glob_body(el) + ("" if last else "/")
+    return re.compile(body + r"\Z")
+
+
+def _glob_body(pattern: str) -> str:
     out, i = [], 0
     while i < len(pattern):
         c = pattern[i]
@@ -88,7 +108,7 @@ def _glob_re(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
         i += 1
-    return re.compile("".join(out) + r"\Z")
+    return "".join(out)
 
 
 def _clean_rel(path: str) -> str:
@@ -125,14 +145,14 @@ class SourceRoot:
                 if not self.excluded(rels[name]):
                     yield rels[name]
 
-    def expand(self, source: str) -> list[str]:
+    def expand(self, source: str, doublestar: bool = False) -> list[str]:
         """The context paths a COPY source names (globs expanded), checked to stay inside."""
         raw = source
         if posixpath.normpath("/" + source) != "/" and posixpath.normpath(source).startswith(".."):
             raise InvalidArgument(f"forbidden path outside the {self.what}: {raw}")
         rel = _clean_rel(source)
         if any(ch in rel for ch in "*?["):
-            rx = _glob_re(rel)
+            rx = _glob_re(rel, doublestar)
             found = [p for p in self._all() if rx.match(p)]
             return found
         if rel and self.excluded(rel):
@@ -167,33 +187,48 @@ class SourceRoot:
             dirs[:] = [d for d in dirs if d in keep_dirs]
 
 
+def _pivot(name: str) -> tuple[str, int]:
+    """`--parents`: the pattern a source names and how many leading elements of a match it drops
+    (those before its `/./`, BuildKit's pivot: `./src/./foo/a` keeps `foo/a`)."""
+    i = name.find("/./")
+    if i < 0:
+        return name, 0
+    before, after = name[:i], name[i + 3:]
+    if "**" in before.split("/"):
+        raise InvalidArgument(f"COPY --parents {name}: `**` before the `/./` pivot is not supported")
+    drop = _clean_rel(before)
+    return f"{before}/{after}", len(drop.split("/")) if drop else 0
+
+
 def resolve_sources(root: SourceRoot, names: list[str], *, add: bool, excludes: list[str] | None = None,
-                    unpack: bool | None = None, verb: str = "COPY") -> list[Source]:
-    """The sources of a COPY/ADD, each with its entries; NotFound when one names nothing."""
+                    unpack: bool | None = None, verb: str = "COPY", parents: bool = False) -> list[Source]:
+    """The sources of a COPY/ADD, each with its entries; NotFound when one names nothing.
+    ``parents``: each keeps its path in the root (after a `/./` pivot) under the destination."""
     ex = PatternMatcher(excludes) if excludes else None
     out = []
     for name in names:
         if URL_RE.match(name):
-            if add:
-                raise NotImplementedYet(f"ADD {name}: ADD from a URL is not supported: this builder has no "
-                                        f"network access (download the file into the context and COPY it)")
+            if add:   # the builder downloads http(s) URLs before; a git source is refused there
+                raise InvalidArgument(f"ADD {name}: not a URL this builder downloads (http or https)")
             raise InvalidArgument(f"{verb} {name}: source can't be a URL for COPY")
-        matches = root.expand(name)
+        pattern, drop = _pivot(name) if parents else (name, 0)
+        matches = root.expand(pattern, doublestar=parents)
         if not matches:
             raise NotFound(f"{verb} failed: file not found in {root.what}: stat {name}: file does not exist")
         for rel in matches:
             if ex is not None and ex.excluded(rel):
                 continue
+            keep = "/".join(rel.split("/")[drop:]) if parents else None
             p = root.host_path(rel)
             st = os.lstat(p)
             if stat.S_ISDIR(st.st_mode):
-                out.append(Source(name, list(root.walk(rel, ex)), True))
+                out.append(Source(name, list(root.walk(rel, ex)), True, keep=keep))
                 continue
             base = posixpath.basename(rel) or posixpath.basename(p)
             if add and unpack is not False and stat.S_ISREG(st.st_mode) and _is_archive(p):
-                out.append(Source(name, [Entry(base, p, st)], False, archive=p))
+                out.append(Source(name, [Entry(base, p, st)], False, archive=p, keep=keep))
                 continue
-            out.append(Source(name, [Entry(base, p, st)], False))
+            out.append(Source(name, [Entry(base, p, st)], False, keep=keep))
     if not out:
         raise NotFound(f"{verb} failed: no source files were specified")
     return out
@@ -233,7 +268,8 @@ def digest_sources(sources: list[Source], known: dict[str, str] | None = None) -
     ``known``: files' sha256 by host path, already taken (the context's, as it was unpacked)."""
     h = hashlib.sha256()
     for s in sources:
-        h.update(f"source {s.name} dir={int(s.is_dir)} archive={int(bool(s.archive))}\n".encode())
+        h.update(f"source {s.name} dir={int(s.is_dir)} archive={int(bool(s.archive))}"
+                 f"{'' if s.keep is None else ' keep=' + s.keep}\n".encode())
         for e in s.entries:
             if e.data is not None:
                 h.update(f"{e.rel}\0data\0{hashlib.sha256(e.data).hexdigest()}\n".encode())
@@ -317,13 +353,27 @@ def plan_copy(dst_root: str, sources: list[Source], dest: str, workdir: str, *, 
     dest = posixpath.normpath(dest)
     n_items = sum(len(s.entries) if not s.is_dir else 1 for s in sources)
     existing = _exists_dir(dst_root, dest)
-    if (n_items > 1 or len(sources) > 1) and not wants_dir and existing is not True:
+    parents = any(s.keep is not None for s in sources)
+    if (n_items > 1 or len(sources) > 1) and not wants_dir and existing is not True and not parents:
         raise InvalidArgument(f"When using {verb} with more than one source file, the destination must be a "
                               f"directory and end with a /")
     placed: list[tuple[str, Entry]] = []
     archives: list[tuple[str, str]] = []
-    as_dir = wants_dir or existing is True or any(s.is_dir or s.archive for s in sources)
+    as_dir = wants_dir or existing is True or parents or any(s.is_dir or s.archive for s in sources)
+    tops = [dest] if as_dir else [posixpath.dirname(dest)]
     for s in sources:
+        if s.keep is not None:   # --parents: under dest at the path it keeps, its parents made
+            at = posixpath.normpath(posixpath.join(dest, s.keep)) if s.keep else dest
+            if s.archive:
+                archives.append((s.archive, posixpath.dirname(at)))
+                tops.append(posixpath.dirname(at))
+            elif s.is_dir:
+                tops.append(at)
+                placed.extend((posixpath.join(at, e.rel), e) for e in s.entries)
+            else:
+                tops.append(posixpath.dirname(at))
+                placed.extend((at, e) for e in s.entries)
+            continue
         if s.archive:
             archives.append((s.archive, dest))
             continue
@@ -336,7 +386,6 @@ def plan_copy(dst_root: str, sources: list[Source], dest: str, workdir: str, *, 
     # directories to make: dest itself when it is one, and every missing ancestor of what lands
     need: list[str] = []
     seen: set[str] = set()
-    tops = [dest] if as_dir else [posixpath.dirname(dest)]
     for t in tops:
         chain = []
         p = t

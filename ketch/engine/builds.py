@@ -52,7 +52,7 @@ from typing import Any
 
 from ketch.build import dockerfile as dfmod
 from ketch.build import dockerignore
-from ketch.engine import buildcontexts, buildcopy
+from ketch.engine import buildcontexts, buildcopy, buildurl
 from ketch.engine.changes import PLACEHOLDERS
 from ketch.errors import FailedPrecondition, Internal, InvalidArgument, KetchError, NotFound, NotImplementedYet
 
@@ -1160,13 +1160,25 @@ class _Run:
     async def do_copy(self, state: _Stage, e: dfmod.CopyInstruction | dfmod.AddInstruction) -> AsyncIterator[dict]:
         add = isinstance(e, dfmod.AddInstruction)
         verb = "ADD" if add else "COPY"
-        if isinstance(e, dfmod.CopyInstruction) and e.parents:
-            raise NotImplementedYet("COPY --parents: not supported by this builder")
+        urls: list[str] = []    # ADD's http(s) sources, downloaded here (buildurl)
+        checksum = ""
         if isinstance(e, dfmod.AddInstruction):
-            if e.checksum:
-                raise NotImplementedYet("ADD --checksum: only for URLs, which this builder does not fetch")
             if e.keep_git_dir is not None:
                 raise NotImplementedYet("ADD --keep-git-dir: only for git URLs, which this builder does not fetch")
+            for name in e.sources:
+                buildurl.refuse_git(name)
+            urls = [name for name in e.sources if buildurl.is_http(name)]
+            if urls and e.parents:
+                raise InvalidArgument(f"ADD --parents {urls[0]}: --parents is only for local sources")
+            if e.checksum:
+                checksum = buildurl.parse_checksum(e.checksum)
+                if len(e.sources) != 1 or not urls:
+                    raise InvalidArgument(f"ADD --checksum={e.checksum}: only for a single http(s) URL source")
+        names = {u: buildurl.file_name(u) for u in urls}
+        for u in urls:
+            if not names[u] and (e.dest.endswith("/") or len(e.sources) > 1):
+                raise InvalidArgument(f"ADD {u}: cannot determine a file name from the URL: name the destination file")
+        local = [name for name in e.sources if name not in names]
         chmod = buildcopy.parse_chmod(e.chmod)
         from_ = e.from_ if isinstance(e, dfmod.CopyInstruction) else ""
         done = None
@@ -1175,24 +1187,52 @@ class _Run:
         else:
             src_root = buildcopy.SourceRoot(self.ctx, self.matcher)
         key_name = f"build-{uuid.uuid4().hex[:16]}"
+        fetched: dict[str, buildurl.Fetched] = {}
+        downloads = os.path.join(self.work, f"add-{uuid.uuid4().hex[:16]}")
+
+        async def fetch(url: str) -> None:
+            if (self.opts.network or "default") == "none":
+                raise BuildError(f"ADD {url}: network is disabled for this build (--network none)")
+            os.makedirs(downloads, mode=0o700, exist_ok=True)
+            try:
+                fetched[url] = await buildurl.download(url, os.path.join(downloads, str(len(fetched))),
+                                                       checksum=checksum)
+            except buildurl.FetchError as ex:
+                raise BuildError(str(ex)) from None
+        parents = bool(getattr(e, "parents", False))
         try:
             sources = await asyncio.to_thread(
-                buildcopy.resolve_sources, src_root, e.sources, add=add, excludes=e.excludes,
-                unpack=getattr(e, "unpack", None), verb=verb) if e.sources else []
+                buildcopy.resolve_sources, src_root, local, add=add, excludes=e.excludes,
+                unpack=getattr(e, "unpack", None), verb=verb, parents=parents) if local else []
             for c in e.contents:
                 sources.append(buildcopy.Source(c.path, [buildcopy.Entry(c.path, None, None, c.data.encode())],
                                                 False))
             digest = await asyncio.to_thread(buildcopy.digest_sources, sources, None if from_ else self.digests)
-            kind = "dir" if any(s.is_dir for s in sources) or len(sources) > 1 else "file"
+            if urls:   # the key has what was downloaded (or, with --checksum, what must come)
+                if not checksum:
+                    for u in urls:
+                        await fetch(u)
+                digest = _key(digest, [(u, names[u], fetched[u].sha256 if u in fetched else checksum)
+                                       for u in urls])
+            kind = "dir" if any(s.is_dir for s in sources) or len(sources) + len(urls) > 1 else "file"
             dest_text = e.dest
             created_by = f"{_NOP}{verb} {kind}:{digest} in {dest_text} "
-            key = _key(verb, state.image, state.config, created_by, e.chown, e.chmod, e.link, e.excludes)
-            comment = _inputs(verb, state.config, e.chown, e.chmod, e.link, e.excludes)
+            flags = ["parents"] if parents else []
+            key = _key(verb, state.image, state.config, created_by, e.chown, e.chmod, e.link, e.excludes, *flags)
+            comment = _inputs(verb, state.config, e.chown, e.chmod, e.link, e.excludes, *flags)
             if await self.use_cache(state, key) or await self.use_cache_from(state, key,
                                                                              self._entry(state, created_by, comment)):
                 for msg in self.cache_msgs(state):
                     yield msg
                 return
+            for u in urls:
+                if u not in fetched:
+                    await fetch(u)
+                st = os.lstat(fetched[u].path)
+                sources.append(buildcopy.Source(u, [buildcopy.Entry(names[u] or "index", fetched[u].path, st)], False))
+            order = {name: i for i, name in reversed(list(enumerate(e.sources)))}
+            sources.sort(key=lambda s: len(order) if s.entries and s.entries[0].data is not None
+                         else order.get(s.name, len(order)))   # as named, heredocs last
             await self.b.images.create_build_root(state.image, key_name)
             self.roots.append(key_name)
             root = await self.b.images.mount_rootfs(key_name)
@@ -1252,6 +1292,8 @@ class _Run:
                 self.roots.remove(key_name)
             if done is not None:
                 await done()
+            if os.path.isdir(downloads):
+                shutil.rmtree(downloads, ignore_errors=True)
 
     async def output_tar(self, final: str) -> AsyncIterator[Any]:
         """`--output type=local|tar`: `{"aux": {"Output": {"Type": "tar"}}}`, then the final image's

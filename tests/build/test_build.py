@@ -156,10 +156,10 @@ def test_copy_rules_chown_chmod_globs_dirs_and_add_tar(ketchd, ketch, tmp_path):
     _, msgs = api_build(ketchd, tmp_path)
     assert "When using COPY with more than one source file, the destination must be a directory and end with a /" \
         in msgs[-1]["error"]
-    # a source outside the context, a missing one and a URL
+    # a source outside the context, a missing one and a git URL (refused before any download)
     for df, words in (("COPY ../x /x", "forbidden path outside the build context"),
                       ("COPY missing.txt /x", "missing.txt"),
-                      ("ADD https://example.com/f /f", "ADD from a URL is not supported")):
+                      ("ADD https://example.com/r.git /r", "git sources are not supported")):
         write_tree(tmp_path, {"Dockerfile": f"FROM busybox\n{df}\n"})
         _, msgs = api_build(ketchd, tmp_path)
         assert words in msgs[-1]["error"], msgs
