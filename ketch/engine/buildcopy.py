@@ -225,7 +225,7 @@ def resolve_sources(root: SourceRoot, names: list[str], *, add: bool, excludes: 
                 out.append(Source(name, list(root.walk(rel, ex)), True, keep=keep))
                 continue
             base = posixpath.basename(rel) or posixpath.basename(p)
-            if add and unpack is not False and stat.S_ISREG(st.st_mode) and _is_archive(p):
+            if add and unpack is not False and stat.S_ISREG(st.st_mode) and is_archive(p):
                 out.append(Source(name, [Entry(base, p, st)], False, archive=p, keep=keep))
                 continue
             out.append(Source(name, [Entry(base, p, st)], False, keep=keep))
@@ -234,7 +234,7 @@ def resolve_sources(root: SourceRoot, names: list[str], *, add: bool, excludes: 
     return out
 
 
-def _is_archive(path: str) -> bool:
+def is_archive(path: str) -> bool:
     with open(path, "rb") as f:
         head = f.read(512)
     kind = cz.detect(head[:8])

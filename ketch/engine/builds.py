@@ -1208,12 +1208,13 @@ class _Run:
                 sources.append(buildcopy.Source(c.path, [buildcopy.Entry(c.path, None, None, c.data.encode())],
                                                 False))
             digest = await asyncio.to_thread(buildcopy.digest_sources, sources, None if from_ else self.digests)
+            unpack_urls = getattr(e, "unpack", None) is True   # --unpack=true: a remote tar unpacked
             if urls:   # the key has what was downloaded (or, with --checksum, what must come)
                 if not checksum:
                     for u in urls:
                         await fetch(u)
                 digest = _key(digest, [(u, names[u], fetched[u].sha256 if u in fetched else checksum)
-                                       for u in urls])
+                                       for u in urls], *(["unpack"] if unpack_urls else []))
             kind = "dir" if any(s.is_dir for s in sources) or len(sources) + len(urls) > 1 else "file"
             dest_text = e.dest
             created_by = f"{_NOP}{verb} {kind}:{digest} in {dest_text} "
@@ -1228,8 +1229,11 @@ class _Run:
             for u in urls:
                 if u not in fetched:
                     await fetch(u)
-                st = os.lstat(fetched[u].path)
-                sources.append(buildcopy.Source(u, [buildcopy.Entry(names[u] or "index", fetched[u].path, st)], False))
+                path = fetched[u].path
+                st = os.lstat(path)
+                archive = path if unpack_urls and await asyncio.to_thread(buildcopy.is_archive, path) else None
+                sources.append(buildcopy.Source(u, [buildcopy.Entry(names[u] or "index", path, st)], False,
+                                                archive=archive))
             order = {name: i for i, name in reversed(list(enumerate(e.sources)))}
             sources.sort(key=lambda s: len(order) if s.entries and s.entries[0].data is not None
                          else order.get(s.name, len(order)))   # as named, heredocs last

@@ -5,7 +5,7 @@ default; more is an error naming the cap), redirects are followed by hand (at mo
 http or https), the connection and each read time out, and nothing of the answer but its body,
 its status and `Last-Modified` is used. The file is written 0600 (Docker's classic builder's mode
 for remote files; `--chmod` changes it later), its mtime from `Last-Modified` when the server
-gives one, and it is never unpacked. `--checksum=sha256:<hex>` is checked against what came.
+gives one, and it is not unpacked (but with `--unpack=true`). `--checksum=sha256:<hex>` is checked against what came.
 
 git URLs (`https://host/repo.git`, `git@...`, `git://...`) are BuildKit's git sources: refused.
 """
