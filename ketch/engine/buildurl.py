@@ -2,7 +2,8 @@
 
 The remote side is hostile: the body is bounded (`max_bytes`, `$KETCH_BUILD_URL_MAX`, 1 GiB by
 default; more is an error naming the cap), redirects are followed by hand (at most 10, only to
-http or https), the connection and each read time out, and nothing of the answer but its body,
+http or https), the connection (30 s) and each read (`$KETCH_BUILD_URL_TIMEOUT` s of silence, 120
+by default) time out, and nothing of the answer but its body,
 its status and `Last-Modified` is used. The file is written 0600 (Docker's classic builder's mode
 for remote files; `--chmod` changes it later), its mtime from `Last-Modified` when the server
 gives one, and it is not unpacked (but with `--unpack=true`). `--checksum=sha256:<hex>` is checked against what came.
@@ -38,6 +39,15 @@ def max_bytes() -> int:
         return int(raw) if raw else DEFAULT_MAX_BYTES
     except ValueError:
         return DEFAULT_MAX_BYTES
+
+
+def silence_timeout() -> float:
+    """How long a server may stay silent: `$KETCH_BUILD_URL_TIMEOUT` (seconds) of ketchd's environment, else 120."""
+    raw = os.environ.get("KETCH_BUILD_URL_TIMEOUT", "")
+    try:
+        return float(raw) if raw and float(raw) > 0 else READ_TIMEOUT
+    except ValueError:
+        return READ_TIMEOUT
 
 
 def is_http(source: str) -> bool:
@@ -81,13 +91,14 @@ class Fetched:
 
 
 async def download(url: str, dest: str, *, checksum: str = "", limit: int | None = None,
-                   connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT) -> Fetched:
+                   connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float | None = None) -> Fetched:
     """Download ``url`` to ``dest`` (created 0600, mtime from Last-Modified); FetchError on failure
     (status, too big, bad redirect, timeout, unreachable, checksum mismatch), ``dest`` then removed."""
     import asyncio
 
     import aiohttp
     cap = max_bytes() if limit is None else limit
+    read_timeout = read_timeout or silence_timeout()
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
     current = url
     try:

@@ -25,20 +25,22 @@ MTIME = 1_600_000_000  # 2020-09-13, the served Last-Modified
 
 @pytest.fixture(scope="module")
 def ketchd(tmp_path_factory):
-    """The build suite's daemon, started with a small download cap in its environment."""
+    """The build suite's daemon, started with a small download cap and a 2 s read timeout in its environment."""
     if os.geteuid() != 0:
         pytest.skip("ketchd needs root")
     d = KetchDaemon(str(tmp_path_factory.mktemp("ketchd")), "ketch.images.async_service:AsyncImageService")
     _make_base(d)
-    old = os.environ.get("KETCH_BUILD_URL_MAX")
-    os.environ["KETCH_BUILD_URL_MAX"] = str(CAP)
+    env = {"KETCH_BUILD_URL_MAX": str(CAP), "KETCH_BUILD_URL_TIMEOUT": "2"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         d.start()
     finally:
-        if old is None:
-            del os.environ["KETCH_BUILD_URL_MAX"]
-        else:
-            os.environ["KETCH_BUILD_URL_MAX"] = old
+        for k, v in old.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
     yield d
     d.cleanup()
 
@@ -49,11 +51,15 @@ class _Server:
     def __init__(self):
         self.files: dict[str, tuple[int, bytes, dict[str, str]]] = {}
         self.hits: dict[str, int] = {}
+        self.release = threading.Event()   # /stall answers nothing until the test ends
         srv = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 srv.hits[self.path] = srv.hits.get(self.path, 0) + 1
+                if self.path == "/stall":
+                    srv.release.wait(30)
+                    return
                 status, body, headers = srv.files.get(self.path, (404, b"not here\n", {}))
                 self.send_response(status)
                 for k, v in headers.items():
@@ -70,6 +76,7 @@ class _Server:
         self.thread.start()
 
     def close(self):
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(5)
@@ -149,6 +156,7 @@ def test_add_url_failures(ketchd, server, tmp_path):
              (f"ADD {u}/missing /m", {}, [f"ADD {u}/missing", "404"]),
              (f"ADD {u}/big /big", {}, [f"ADD {u}/big", f"{CAP} bytes", "KETCH_BUILD_URL_MAX"]),
              (f"ADD {u}/to-file /x", {}, ["redirect to 'file:///etc/passwd' refused"]),
+             (f"ADD {u}/stall /x", {}, [f"ADD {u}/stall: timed out", "read 2 s"]),
              (f"ADD {u}/f /f", {"networkmode": "none"},
               [f"ADD {u}/f: network is disabled for this build (--network none)"]),
              (f"ADD --checksum=md5:abc {u}/f /f", {}, ["only sha256:<hex> checksums"]),
