@@ -125,22 +125,26 @@ def test_add_url_file_mode_mtime_not_unpacked(ketchd, server, tmp_path):
                                         f"ADD {u}/files/a.tar /dl/a.tar\n"
                                         f"ADD --chown=12:34 --chmod=0640 {u}/files/hello.txt /named.txt\n"
                                         f"ADD --checksum=sha256:{_sha(hello)} {u}/go /sum.txt\n"
-                                        f"ADD --unpack=true {u}/files/a.tar /unp/\n"})
+                                        f"ADD --unpack=true {u}/files/a.tar /unp/\n"
+                                        f"ADD {u}/files/hello.txt Dockerfile /mix/\n"})
     _, msgs = api_build(ketchd, tmp_path, t="addurl:1")
     iid = built_id(msgs)
-    _, dl = _layer(ketchd, iid, -5)
+    _, dl = _layer(ketchd, iid, -6)
     assert dl["dl"][0][:4] == (tarfile.DIRTYPE, 0o755, 0, 0)          # a made destination directory
     head, digest = dl["dl/hello.txt"]
     assert head[:6] == (tarfile.REGTYPE, 0o600, 0, 0, len(hello), MTIME) and digest == _sha(hello)
-    _, t = _layer(ketchd, iid, -4)
+    _, t = _layer(ketchd, iid, -5)
     assert t["dl/a.tar"][0][:2] == (tarfile.REGTYPE, 0o600) and t["dl/a.tar"][1] == _sha(tar)
     assert not any("inner" in name for name in t)                       # a tar from a URL is not unpacked
-    _, named = _layer(ketchd, iid, -3)
+    _, named = _layer(ketchd, iid, -4)
     assert named["named.txt"][0][:4] == (tarfile.REGTYPE, 0o640, 12, 34) and named["named.txt"][1] == _sha(hello)
-    _, summed = _layer(ketchd, iid, -2)                                  # through the redirect, checksum matched
+    _, summed = _layer(ketchd, iid, -3)                                  # through the redirect, checksum matched
     assert summed["sum.txt"][1] == _sha(hello)
-    _, unpacked = _layer(ketchd, iid, -1)                                # BuildKit's --unpack=true: unpacked
+    _, unpacked = _layer(ketchd, iid, -2)                                # BuildKit's --unpack=true: unpacked
     assert unpacked["unp/inner.txt"][1] == _sha(b"inner\n") and "unp/a.tar" not in unpacked
+    _, mixed = _layer(ketchd, iid, -1)                                   # a URL and a context file in one ADD
+    assert mixed["mix/hello.txt"][0][1] == 0o600 and mixed["mix/Dockerfile"][1] == _sha((tmp_path / "Dockerfile")
+                                                                                       .read_bytes())
 
 
 def test_add_url_failures(ketchd, server, tmp_path):
