@@ -10,8 +10,17 @@ Section "io": the same busybox commands time, inside a Ketch container and on th
 /dev/zero with `conv=fsync`, then reads it back with `iflag=direct` (past the page cache), and `tar -x`
 unpacks an archive of DIRS x FILES small files; each in the container's root (overlay's upper dir),
 in a named volume, in a bind mount of a host directory, and in a directory of the host, all on the
-same file system (the data root's). IO_RUNS runs each, interleaved; medians and the ratio to the host's
-(and the ratio of the fastest runs, which the disk's other writers move least).
+same file system (the data root's). IO_RUNS runs each, interleaved (the places' order reversed every
+other round); medians and the ratio to the host's (and the ratio of the fastest runs, which the disk's
+other writers move least).
+
+Two `tar -x` rows: busybox tar, as root, looks up each entry's owner and group names, and its
+getpwnam/getgrnam open and read /etc/passwd and /etc/group on every call: two more opens and reads
+per entry, made in the container's root (overlay: each open of a lower file opens the file below
+too) whichever place it extracts to, and on the host in the host's /etc. So the plain row carries
+the container root's reads beside the place's writes (as much under runc and podman: docs/storage.md,
+"File I/O in a container against the host's"); `tar -x --numeric-owner` leaves the lookups out and
+is the place's own cost.
 
 `--fs tmpfs` puts the whole run (data root, host directory, bind source) on a tmpfs of its own: no
 disk under it, so what is left of a difference is what the container's mounts cost (this machine's
@@ -195,13 +204,20 @@ def section_io(k: Ketch, base: str, runs: int, mib: int, dirs: int, files: int, 
         "dd read": "time dd if={d}/big of=/dev/null bs=1M iflag=direct",
         "tar -x small files": "mkdir -p {d}/t && tar -xf /src/files.tar -C {d}/t && rm -rf {d}/t && mkdir {d}/t && "
                               "time tar -xf /src/files.tar -C {d}/t",
+        # the same without the owner names looked up: busybox tar opens and reads /etc/passwd and
+        # /etc/group for every entry, which in a container are files of its root (overlay), not of
+        # the place extracted to (see the docstring)
+        "tar -x --numeric-owner": "rm -rf {d}/t; mkdir -p {d}/t && tar -xf /src/files.tar --numeric-owner -C {d}/t && "
+                                  "rm -rf {d}/t && mkdir {d}/t && time tar -xf /src/files.tar --numeric-owner -C {d}/t",
     }
     results: dict[tuple[str, str], list[float]] = {}
     print(f"\nfile I/O: busybox dd of {mib} MiB (write with fsync, read with O_DIRECT) and tar -x of "
           f"{dirs * files} small files, {runs} runs each, containers with the {seccomp} seccomp profile; "
           f"seconds, median", flush=True)
-    for _ in range(runs):
-        for place, d in places.items():
+    for i in range(runs):
+        # the places in turn, the order reversed every other round: a place is not always the one
+        # run right after another's container went away (its removal, its cgroup's freeing)
+        for place, d in (list(places.items()) if i % 2 == 0 else list(places.items())[::-1]):
             if d is None:
                 # the host: the same busybox commands in a host directory (and the tar from its source)
                 script = "; ".join(t.format(d=host_dir, mib=mib).replace("/src/", src + "/") + " 2>&1"
@@ -219,7 +235,7 @@ def section_io(k: Ketch, base: str, runs: int, mib: int, dirs: int, files: int, 
                 results.setdefault((place, name), []).append(_busybox_time(line))
         shutil.rmtree(bind_dir)
         os.makedirs(bind_dir)
-    print(f"{'':<22}" + "".join(f"{p:>24}" for p in places))
+    print(f"{'':<24}" + "".join(f"{p:>24}" for p in places))
     for name in tests:
         host = statistics.median(results[("host", name)])
         host_min = min(results[("host", name)])
@@ -229,7 +245,7 @@ def section_io(k: Ketch, base: str, runs: int, mib: int, dirs: int, files: int, 
             fastest = min(results[(place, name)])
             cells.append(f"{m:.2f}" + (f" (x{m / host:.2f}, min x{fastest / host_min:.2f})"
                                        if place != "host" and host and host_min else ""))
-        print(f"{name:<22}" + "".join(f"{c:>24}" for c in cells), flush=True)
+        print(f"{name:<24}" + "".join(f"{c:>24}" for c in cells), flush=True)
     sh(k.cli("volume", "rm", "bench-io"), check=False)
     if mib:
         print(f"  dd throughput on the host: write {mib / statistics.median(results[('host', 'dd write')]):.0f} MiB/s, "
