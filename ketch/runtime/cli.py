@@ -210,6 +210,9 @@ def _main(argv, program=False):
         if program and cmd in _ENTERING:
             from ketch.runtime import sealed
             sealed.ensure()
+            if not g.get("cgroup_manager") == "disabled":
+                from ketch.runtime.cgroups import prime_migration
+                prime_migration()
         root = g.get("root") or _default_root()
         log("debug", f"{cmd} {' '.join(pos)} (root {root})".rstrip())
         return _dispatch(cmd, root, g, opts, pos, log) or 0

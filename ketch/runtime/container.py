@@ -148,9 +148,6 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
             existed = mgr.exists()
             if existed:
                 _check_cgroup(mgr, log)
-            mgr.create()
-            if not existed and mgr.frozen():          # a new cgroup under a frozen parent is frozen too
-                raise FailedPrecondition("container's cgroup unexpectedly frozen")
             state.data["cgroup"] = mgr.to_dict()
             cg_paths = _cgroup_paths(mgr)
         hook_state = {"ociVersion": cfg.get("ociVersion"), "id": cid, "status": st.CREATING, "pid": 0,
@@ -168,6 +165,12 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
             os._exit(1)
         child_pids.append(pid1)
         child.close()
+        if mgr is not None:
+            # made while the joiner works: a mkdir in a cgroup hierarchy waits for the migration
+            # prime_migration() began, and the init needs the cgroup only at its cgroup mount
+            mgr.create()
+            if not existed and mgr.frozen():          # a new cgroup under a frozen parent is frozen too
+                raise FailedPrecondition("container's cgroup unexpectedly frozen")
         msg = parent.recv()
         if msg and msg["type"] == "userns":
             _write_id_maps(pid1, linux)
@@ -351,17 +354,20 @@ def start(root: str, cid: str, log: Log | None = None) -> st.State:
     except FileNotFoundError:
         raise FailedPrecondition(f"cannot start container `{cid}`: it has already been started") from None
     try:
-        # the init's blocked open returns now; until it writes, a read sees EOF or EAGAIN
+        # the init's blocked open returns now; until it writes, a read sees EOF or EAGAIN (and poll
+        # waits: a fifo that has had no writer since this open reports no hang-up)
+        import select
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         data = b""
         while not data:
-            try:
-                data = os.read(fd, 1)
-            except BlockingIOError:
-                pass
-            if not data:
-                if not state.alive():
-                    break
-                time.sleep(0.0005)
+            if poller.poll(20):
+                try:
+                    data = os.read(fd, 1)
+                except BlockingIOError:
+                    pass
+            if not data and not state.alive():
+                break
         # then to the end: the init holds its write end until execve (close-on-exec), or writes
         # "E<why>" when the exec failed
         rest = _read_to_end(fd, state) if data == b"0" else b""
@@ -373,8 +379,8 @@ def start(root: str, cid: str, log: Log | None = None) -> st.State:
     if rest.startswith(b"E"):
         raise Internal(f"cannot start container `{cid}`: {rest[1:].decode(errors='replace')}")
     # the state poststart hooks get says running, as runc's does, even if the process is already gone
-    hooks.run_all(state.config.get("hooks"), "poststart", dict(state.oci(), status=st.RUNNING), warn_only=True,
-                  log=log)
+    hooks.run_all(state.config.get("hooks"), "poststart", lambda: dict(state.oci(), status=st.RUNNING),
+                  warn_only=True, log=log)
     return state
 
 
@@ -510,7 +516,7 @@ def delete(root: str, cid: str, force: bool = False, log: Log | None = None) -> 
         _kill_wait(mgr)
     _wait_gone(state)
     _detach_host_mounts(state)
-    hooks.run_all(state.config.get("hooks"), "poststop", dict(state.oci(), status=st.STOPPED),
+    hooks.run_all(state.config.get("hooks"), "poststop", lambda: dict(state.oci(), status=st.STOPPED),
                   warn_only=True, log=log)
     _remove_state_dir(state.dir)
 

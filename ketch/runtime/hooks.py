@@ -53,10 +53,16 @@ def run(hook: dict, state: dict) -> None:
         raise FailedPrecondition(f"hook `{path}`: exited with status {code}")
 
 
-def run_all(hooks: dict | None, kind: str, state: dict, *, warn_only: bool = False, log: Log | None = None) -> None:
-    for hook in (hooks or {}).get(kind, []) or []:
+def run_all(hooks: dict | None, kind: str, state: dict | Callable[[], dict], *, warn_only: bool = False,
+            log: Log | None = None) -> None:
+    """Run the `kind` hooks in order. `state` may be a function that makes it, called only when
+    there is a hook to give it to (the state of a running container reads its cgroup)."""
+    todo = (hooks or {}).get(kind, []) or []
+    if todo and callable(state):
+        state = state()
+    for hook in todo:
         try:
-            run(hook, state)
+            run(hook, state)  # type: ignore[arg-type]
         except FailedPrecondition as e:
             if not warn_only:
                 raise FailedPrecondition(f"{kind} {e}") from None

@@ -151,3 +151,11 @@ def test_init_is_import_lean():
     assert not loaded & heavy, loaded & heavy
     # the drivers come only when a manager is made
     assert not {"ketch.runtime.cgroups.v1", "ketch.runtime.cgroups.v2", "ketch.linux.bpf"} & loaded
+
+
+def test_own_procs_files_v2_first_then_each_hierarchy():
+    text = "12:pids:/a/b\n4:cpu,cpuacct:/a\n1:name=systemd:/init.scope\n0::/x/y\n"
+    assert cgroups.own_procs_files(text, "/R") == [
+        "/R/unified/x/y/cgroup.procs", "/R/x/y/cgroup.procs",
+        "/R/pids/a/b/cgroup.procs", "/R/cpu/a/cgroup.procs", "/R/systemd/init.scope/cgroup.procs"]
+    assert cgroups.own_procs_files("0::/\n", "/R") == ["/R/unified/cgroup.procs", "/R/cgroup.procs"]

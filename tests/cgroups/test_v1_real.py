@@ -227,3 +227,21 @@ def test_kill_all(v1, procs):
     assert p.wait(timeout=10) == -9
     wait_until(lambda: m.pids() == [])
     assert not m.frozen()
+
+
+def test_prime_migration_leaves_the_process_where_it_is(v1, tmp_path):
+    """The priming move is into the cgroups the process is in already: a subprocess doing it
+    ends in exactly the cgroups it started in, and the write was accepted (no thread error)."""
+    import subprocess
+    import sys
+    code = ("import sys, time; sys.path[:0] = %r\n"
+            "from ketch.runtime import cgroups\n"
+            "before = open('/proc/self/cgroup').read()\n"
+            "files = [f for f in cgroups.own_procs_files(before) if os.path.exists(f)]\n"
+            "assert files, before\n"
+            "cgroups.prime_migration(); time.sleep(0.5)\n"
+            "assert open('/proc/self/cgroup').read() == before\n"
+            "print(files[0])\n") % (sys.path,)
+    out = subprocess.run([sys.executable, "-c", "import os\n" + code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("/cgroup.procs")

@@ -18,6 +18,7 @@ drivers live in v1.py and v2.py and are imported when a manager is made.
 """
 
 import _signal as signal
+import _thread
 import os
 
 from ketch import _json as json
@@ -133,6 +134,56 @@ def detect(root=DEFAULT_ROOT, mountinfo="/proc/self/mountinfo"):
     return "v2" if kind == "cgroup2" else "v1"
 
 
+def own_procs_files(proc_cgroup, root=DEFAULT_ROOT):
+    """The cgroup.procs files of the cgroups ``/proc/self/cgroup`` text says the process is in,
+    the v2 one first (at root/unified on a hybrid host, at root on a unified one)."""
+    out, v1 = [], []
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        rel = parts[2].rstrip("/")
+        ctrl = parts[1].split(",")[0].removeprefix("name=")
+        if ctrl:
+            v1.append(f"{root}/{ctrl}{rel}/cgroup.procs")
+        else:
+            out += [f"{root}/unified{rel}/cgroup.procs", f"{root}{rel}/cgroup.procs"]
+    return out + v1
+
+
+def prime_migration(root=DEFAULT_ROOT):
+    """Start, on a thread of its own, the wait the host's next cgroup migration would make.
+
+    Moving a process between cgroups takes the kernel's cgroup_threadgroup_rwsem for writing,
+    and the first writer after a quiet spell waits for an RCU grace period (5-15 ms measured
+    here) before the move; writers for about a grace period after it do not wait (unless the
+    hierarchy is mounted with ``favordynmods``); a mkdir of a cgroup waits as well, for the
+    writer holds cgroup_mutex while it waits. So create and exec begin with a move of the
+    runtime into the cgroup it is already in (writing 0 to its own cgroup.procs, a no-op),
+    while the main thread reads the bundle: the container's own move later finds the wait
+    done. Best effort: a host where this fails (not root, no cgroupfs) just waits later.
+    """
+    def run():
+        try:
+            with open("/proc/self/cgroup") as f:
+                candidates = own_procs_files(f.read(), root)
+        except OSError:
+            return
+        for p in candidates:
+            try:
+                fd = os.open(p, os.O_WRONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                os.write(fd, b"0")
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            return
+    _thread.start_new_thread(run, ())
+
+
 # --- path resolution ------------------------------------------------------------------
 
 def clean_path(path):
@@ -236,6 +287,7 @@ class Manager:
         self.root = root
         self.systemd = systemd
         self.unit = unit
+        self.made = False           # create() has run in this process (apply() then skips it)
 
     def to_dict(self):
         raise NotImplementedError

@@ -12,7 +12,7 @@ import os
 import time
 
 from ketch.errors import FailedPrecondition, InvalidArgument, Unavailable
-from ketch.runtime.cgroups import DEFAULT_ROOT, Manager, cgroup_mounts, common, devices, own_cgroups, resolve_dir, warn
+from ketch.runtime.cgroups import DEFAULT_ROOT, Manager, cgroup_mounts, common, own_cgroups, resolve_dir, warn
 
 KNOWN = ("cpuset", "cpu", "cpuacct", "memory", "devices", "freezer", "blkio", "pids", "hugetlb",
          "net_cls", "net_prio", "perf_event", "rdma", "misc", "name=systemd")
@@ -103,6 +103,7 @@ class V1Manager(Manager):
     # --- lifecycle --------------------------------------------------------------------
 
     def create(self):
+        self.made = True
         for c, d in self.paths.items():
             if c == "cpuset":
                 self._ensure_cpuset(d, self.mounts.get(c, os.path.dirname(d)))
@@ -126,7 +127,8 @@ class V1Manager(Manager):
                     common.write(d, name, value)
 
     def apply(self, pid):
-        self.create()
+        if not self.made:
+            self.create()
         for d in self.dirs():
             common.write(d, "cgroup.procs", str(pid))
 
@@ -522,5 +524,6 @@ def set_rdma(d, rdma):
 
 
 def set_devices(d, rules):
+    from ketch.runtime.cgroups import devices  # only when rules are set: off start-up
     for name, line in devices.v1_writes(rules):
         common.write(d, name, line)

@@ -13,7 +13,7 @@ use it). Devices are an eBPF program (devices.py, ketch/linux/bpf.py).
 import os
 
 from ketch.errors import FailedPrecondition, InvalidArgument, NotFound
-from ketch.runtime.cgroups import DEFAULT_ROOT, Manager, common, devices, own_cgroups, warn
+from ketch.runtime.cgroups import DEFAULT_ROOT, Manager, common, own_cgroups, warn
 
 FREEZE_TIMEOUT = 10.0
 # what v1 shows for "no limit" (PAGE_COUNTER_MAX pages); stats() reports v2 "max" the same way
@@ -99,6 +99,7 @@ class V2Manager(Manager):
     # --- lifecycle --------------------------------------------------------------------
 
     def create(self):
+        self.made = True
         rel = os.path.relpath(self.dir, self.root)
         parts = [] if rel == "." else rel.split("/")
         cur = self.root
@@ -108,7 +109,8 @@ class V2Manager(Manager):
             common.makedirs(cur)
 
     def apply(self, pid):
-        self.create()
+        if not self.made:
+            self.create()
         common.write(self.dir, "cgroup.procs", str(pid))
 
     def destroy(self):
@@ -376,6 +378,7 @@ def set_unified(d, unified):
 
 def set_devices(d, rules):
     from ketch.linux import bpf
+    from ketch.runtime.cgroups import devices  # only when rules are set: off start-up
     code = devices.encode(devices.program(rules))
     try:
         bpf.replace_device_filter(d, code, devices.LICENSE)
