@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Start latency of OCI runtimes, side by side: create, start, wait, delete of `true` on one bundle.
 
-Usage: python3 bench/runtime_lifecycle.py [-n RUNS] [--runtimes ketch-runtime,runc,crun]
+Usage: python3 bench/runtime_lifecycle.py [-n RUNS] [--runtimes ketch-runtime,runc,crun] [--in-process]
 
 The driver is a child subreaper, so each container's init (reparented to it when the runtime's
 create exits) is reaped here the moment it exits: "wait" costs the same for every runtime.
 Runs are interleaved (ketch, runc, crun, ketch, ...) so drift on the machine hits all alike.
 Prints each runtime's median, min and max in milliseconds and the ratio to ketch-runtime.
+With --in-process a row "ketch (as ketchd)" is added: create through the command line, start and
+delete as ketchd does them (ketch.runtime.container called in its own process, no interpreter to
+start); the ratios stay against ketch-runtime's command line.
 """
 
 import argparse
@@ -28,18 +31,28 @@ from tests.helpers import base_config, make_busybox_rootfs  # noqa: E402
 PHASES = ("create", "start", "wait", "delete")
 
 
-def lifecycle(rt, root, bundle, cid, phases):
+IN_PROCESS = "ketch (as ketchd)"
+
+
+def lifecycle(rt, root, bundle, cid, phases, in_process=False):
     pidfile = os.path.join(bundle, f"{cid}.pid")
     t0 = time.perf_counter()
     subprocess.run([rt, "--root", root, "create", "--bundle", bundle, "--pid-file", pidfile, cid], check=True,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     t1 = time.perf_counter()
     pid = int(open(pidfile).read())
-    subprocess.run([rt, "--root", root, "start", cid], check=True, stdin=subprocess.DEVNULL)
+    if in_process:
+        from ketch.runtime import container
+        container.start(root, cid)
+    else:
+        subprocess.run([rt, "--root", root, "start", cid], check=True, stdin=subprocess.DEVNULL)
     t2 = time.perf_counter()
     os.waitpid(pid, 0)
     t3 = time.perf_counter()
-    subprocess.run([rt, "--root", root, "delete", cid], check=True, stdin=subprocess.DEVNULL)
+    if in_process:
+        container.delete(root, cid)
+    else:
+        subprocess.run([rt, "--root", root, "delete", cid], check=True, stdin=subprocess.DEVNULL)
     t4 = time.perf_counter()
     for name, a, b in zip(PHASES, (t0, t1, t2, t3), (t1, t2, t3, t4)):
         phases[name].append((b - a) * 1000)
@@ -50,6 +63,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=30)
     ap.add_argument("--runtimes", default="ketch-runtime,runc,crun")
+    ap.add_argument("--in-process", action="store_true", help="add ketchd's way: start and delete in-process")
     args = ap.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(36, 1, 0, 0, 0)          # PR_SET_CHILD_SUBREAPER
@@ -70,12 +84,16 @@ def main():
                 # crun 1.8 refuses any hybrid host whose cgroup2 mount lists a controller (hugetlb here)
                 print(f"note: {r} cannot run on this host, left out: {probe.stderr.strip()}")
                 runtimes.remove(r)
+        if args.in_process and "ketch-runtime" in runtimes:
+            runtimes.insert(runtimes.index("ketch-runtime") + 1, IN_PROCESS)
+            labels[IN_PROCESS] = IN_PROCESS
         times = {r: [] for r in runtimes}
         phases = {r: {p: [] for p in PHASES} for r in runtimes}
         for i in range(args.n + 2):
             for r in runtimes:
                 ph = {p: [] for p in PHASES}
-                ms = lifecycle(shutil.which(r), os.path.join(tmp, "state-" + r), bundle, f"b{i}", ph)
+                exe = shutil.which("ketch-runtime" if r == IN_PROCESS else r)
+                ms = lifecycle(exe, os.path.join(tmp, "state-" + r), bundle, f"b{i}", ph, in_process=r == IN_PROCESS)
                 if i >= 2:                      # two warm-up rounds
                     times[r].append(ms)
                     for p in PHASES:

@@ -90,6 +90,12 @@ def unique(prefix="kt"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def log_message(stderr):
+    """What a runtime's logrus lines on stderr say, unquoted: their msg values, a line each."""
+    from ketch.monitor import conmon
+    return "\n".join(conmon.log_messages(stderr))
+
+
 def runtime(root, *args, check=False, timeout=60, **kw):
     """Run ketch-runtime; output goes through files, since a created init keeps its stdio open."""
     import tempfile

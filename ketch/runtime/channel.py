@@ -83,10 +83,10 @@ class _ChildError(Exception):
         super().__init__(msg)
         self.kind = kind
 
-    def as_ketch_error(self):
+    def as_ketch_error(self, prefix=""):
         from ketch import errors
         cls = getattr(errors, self.kind, errors.Internal)
-        return cls(str(self))
+        return cls(prefix + str(self))
 
 
 def pair() -> tuple[Channel, Channel]:

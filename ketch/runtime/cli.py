@@ -72,7 +72,35 @@ COMMANDS: dict[str, dict | None] = {
 
 
 class UsageError(Exception):
-    pass
+    """A command line runc's parser refuses. `flag`: the words are a Go flag error, shown after
+    `Incorrect Usage` with the help of `cmd` (the program's when None); `topic`: an unknown
+    command, exit 3; else a wrong count of arguments."""
+
+    def __init__(self, msg: str, cmd: str | None = None, kind: str = "args"):
+        super().__init__(msg)
+        self.cmd, self.kind = cmd, kind
+
+
+# runc's checkArgs for each command: (fewest, most) positional arguments
+ARGS = {"create": (1, 1), "run": (1, 1), "start": (1, 1), "state": (1, 1), "delete": (1, 1), "pause": (1, 1),
+        "resume": (1, 1), "events": (1, 1), "update": (1, 1), "kill": (1, 2), "exec": (1, None), "ps": (1, None),
+        "list": (0, 0), "spec": (0, 0), "features": (0, 0)}
+
+
+def check_args(cmd: str, pos: list[str]) -> None:
+    """runc's words for a wrong number of arguments: `runc: "state" requires exactly 1 argument(s)`."""
+    lo, hi = ARGS.get(cmd, (0, None))
+    if lo == hi and len(pos) != lo:
+        raise UsageError(f'ketch-runtime: "{cmd}" requires exactly {lo} argument(s)', cmd)
+    if len(pos) < lo:
+        raise UsageError(f'ketch-runtime: "{cmd}" requires a minimum of {lo} argument(s)', cmd)
+    if hi is not None and len(pos) > hi:
+        raise UsageError(f'ketch-runtime: "{cmd}" requires a maximum of {hi} argument(s)', cmd)
+
+
+def _flag(name: str) -> str:
+    """An option as Go's flag package names it in its errors: one dash."""
+    return "-" + name.lstrip("-")
 
 
 def parse(argv: list[str]) -> tuple[dict, str | None, dict, list[str]]:
@@ -80,13 +108,13 @@ def parse(argv: list[str]) -> tuple[dict, str | None, dict, list[str]]:
     g: dict = {}
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
-        i = _take(argv, i, GLOBAL, g)
+        i = _take(argv, i, GLOBAL, g, None)
     if i >= len(argv):
         return g, None, {}, []
     cmd = argv[i]
     i += 1
     if cmd not in COMMANDS:
-        raise UsageError(f"unknown command `{cmd}`")
+        raise UsageError(f"No help topic for '{cmd}'\n", cmd, "topic")      # runc's words, newline and all
     spec: dict = COMMANDS[cmd] or {}
     opts: dict = {}
     pos: list[str] = []
@@ -96,34 +124,34 @@ def parse(argv: list[str]) -> tuple[dict, str | None, dict, list[str]]:
             pos.extend(argv[i + 1:])
             break
         if a.startswith("-") and len(a) > 1 and not (cmd == "kill" and pos and a[1:].isdigit()):
-            if cmd == "exec" and pos:
+            if cmd in ("exec", "ps") and pos:
                 pos.extend(argv[i:])       # the process's own arguments
                 break
             name = a.split("=", 1)[0]
             if name in spec:
-                i = _take(argv, i, spec, opts)
+                i = _take(argv, i, spec, opts, cmd)
             elif name in GLOBAL:
-                i = _take(argv, i, GLOBAL, g)
+                i = _take(argv, i, GLOBAL, g, cmd)
             else:
-                raise UsageError(f"{cmd}: unknown option `{name}`")
+                raise UsageError(f"flag provided but not defined: {_flag(name)}", cmd, "flag")
             continue
         pos.append(a)
         i += 1
     return g, cmd, opts, pos
 
 
-def _take(argv, i, spec, out):
+def _take(argv, i, spec, out, cmd):
     a = argv[i]
     name, eq, val = a.partition("=")
     if name not in spec:
-        raise UsageError(f"unknown option `{name}`")
+        raise UsageError(f"flag provided but not defined: {_flag(name)}", cmd, "flag")
     dest, kind = spec[name]
     if kind is False:
         out[dest] = val.lower() not in ("false", "0") if eq else True
         return i + 1
     if not eq:
         if i + 1 >= len(argv):
-            raise UsageError(f"option `{name}` needs a value")
+            raise UsageError(f"flag needs an argument: {_flag(name)}", cmd, "flag")
         val = argv[i + 1]
         i += 1
     if kind == "list":
@@ -131,51 +159,6 @@ def _take(argv, i, spec, out):
     else:
         out[dest] = val
     return i + 1
-
-
-class Logger:
-    def __init__(self, path: str | None = None, fmt: str | None = "text", debug: bool = False):
-        self.path, self.fmt, self.debug = path, fmt or "text", debug
-
-    def check(self) -> None:
-        """As runc: an unknown --log-format, or a --log that cannot be opened, fails the command."""
-        if self.fmt not in ("text", "json"):
-            from ketch.errors import InvalidArgument
-            bad, self.fmt = self.fmt, "text"
-            raise InvalidArgument(f"invalid log-format: {bad}")
-        if self.path:
-            try:
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, 0o644))
-            except OSError as e:
-                from ketch.errors import InvalidArgument
-                path, self.path = self.path, None
-                raise InvalidArgument(f"open {path}: {(e.strerror or str(e)).lower()}") from None
-
-    def __call__(self, level: str, msg: str) -> None:
-        if level == "debug" and not self.debug:
-            return
-        if not self.path:
-            if level == "debug":             # --debug: runc's logrus lines on stderr
-                import time
-                t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                sys.stderr.write(f'time="{t}" level=debug msg="{msg}"\n')
-                return
-            # without --log, stderr; with it, warnings stay out of stderr, which is often the
-            # container's own (a caller such as conmon hands us the container's stdio)
-            if level != "error":
-                sys.stderr.write(f"ketch-runtime: {level}: {msg}\n")
-            return
-        import time
-        t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        if self.fmt == "json":
-            line = json.dumps({"level": level, "msg": msg, "time": t})
-        else:
-            line = f'time="{t}" level={level} msg="{msg}"'
-        try:
-            with open(self.path, "a") as f:
-                f.write(line + "\n")
-        except OSError:
-            pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,42 +179,59 @@ _ENTERING = ("create", "run", "exec")
 
 
 def _main(argv, program=False):
-    log = Logger()
+    from ketch.runtime import log as logmod
+    log = logmod.current = logmod.Log()
+    cmd = None
     try:
         g, cmd, opts, pos = parse(argv)
-        log = Logger(g.get("log"), g.get("log_format"), bool(g.get("debug")))
+        log = logmod.current = logmod.Log(g.get("log"), g.get("log_format"), bool(g.get("debug")))
         log.check()
         if g.get("version"):
             from ketch import OCI_VERSION, __version__
             print(f"ketch-runtime version {__version__}\nspec: {OCI_VERSION}")
             return 0
         if g.get("help") or cmd in (None, "help", "h"):
-            return _help(cmd, pos)
+            return _help(cmd, pos, log)
+        check_args(cmd, pos)
         if program and cmd in _ENTERING:
-            from ketch.runtime import sealed
-            sealed.ensure()
-            if not g.get("cgroup_manager") == "disabled":
+            if not g.get("cgroup_manager") == "disabled":   # first: it runs while everything else does
                 from ketch.runtime.cgroups import prime_migration
                 prime_migration()
+            from ketch.runtime import sealed
+            sealed.ensure()
         root = g.get("root") or _default_root()
         log("debug", f"{cmd} {' '.join(pos)} (root {root})".rstrip())
         return _dispatch(cmd, root, g, opts, pos, log) or 0
     except UsageError as e:
-        log("error", str(e))
-        sys.stderr.write(f"ketch-runtime: {e}\n{USAGE}")
-        return 1
+        return _usage(e, log)
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - one clear line, never a traceback
         msg = _words(e)
-        log("error", msg)
-        sys.stderr.write(f"ketch-runtime: {msg}\n")
+        log.fatal(f"ketch-runtime {cmd} failed: {msg}" if cmd in ("create", "run") else msg)   # runc's framing
         if os.environ.get("KETCH_DEBUG"):
             raise
         return 1
 
 
-def _help(cmd: str | None, pos: list[str]) -> int:
+def _usage(e: UsageError, log) -> int:
+    """As urfave/cli under runc: `Incorrect Usage` and the help on stdout, the error logged."""
+    if e.kind == "topic":
+        log.fatal(str(e))
+        return 3
+    from ketch import OCI_VERSION, __version__
+    from ketch.runtime import help as h
+    text = h.command_help(e.cmd) if e.cmd else None
+    if text is None:
+        text = h.main_help(f"{__version__}\nspec: {OCI_VERSION}")
+    head = "Incorrect Usage." if e.kind == "args" else f"Incorrect Usage{':' if e.cmd else '.'} {e}"
+    sys.stdout.write(f"{head}\n\n{text}")
+    sys.stdout.flush()                      # before the error, in the order runc writes them
+    log.fatal(str(e))
+    return 1
+
+
+def _help(cmd: str | None, pos: list[str], log) -> int:
     """runc's help: `--help`, `COMMAND -h`, `help [COMMAND]`; a bare `ketch-runtime` prints the list
     too, exit 0, as runc."""
     from ketch import OCI_VERSION, __version__
@@ -242,7 +242,7 @@ def _help(cmd: str | None, pos: list[str]) -> int:
         return 0
     text = h.command_help(topic)
     if text is None:
-        sys.stderr.write(f"ketch-runtime: No help topic for '{topic}'\n")
+        log.fatal(f"No help topic for '{topic}'\n")
         return 3                        # urfave/cli's exit code for it, as runc's
     sys.stdout.write(text)
     return 0
@@ -310,9 +310,7 @@ def _dispatch(cmd, root, g, opts, pos, log):
         except (UsageError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - runc's: `exec failed: why`, exit 255
-            msg = _words(e)
-            log("error", f"exec failed: {msg}")
-            sys.stderr.write(f"ketch-runtime: exec failed: {msg}\n")
+            log.fatal(f"exec failed: {_words(e)}")
             return 255
     if cmd == "ps":
         return _ps(root, opts, pos)
@@ -337,7 +335,7 @@ def _dispatch(cmd, root, g, opts, pos, log):
         return 0
     if cmd == "events":
         return _events(root, opts, pos)
-    raise UsageError(f"unknown command `{cmd}`")
+    raise UsageError(f"No help topic for '{cmd}'\n", cmd, "topic")
 
 
 def _cgroup_opts(g):
@@ -377,7 +375,14 @@ def _run(root, g, opts, pos, log):
         from ketch.runtime import tty
         master = tty.receive_master(relay_sock)
         relay_sock.close()
-    ct.start(root, cid, log=log)
+    try:
+        ct.start(root, cid, log=log)
+    except ct.ExecFailed:                   # as runc run: the init's own line says why; the container goes
+        ct.delete(root, cid, force=True, log=log)
+        return 1
+    except Exception:
+        ct.delete(root, cid, force=True, log=log)
+        raise
     if detach:
         return 0
     code = _supervise(state.pid, master)
@@ -432,9 +437,10 @@ def _exec(root, g, opts, pos, log):
         if not isinstance(proc, dict) or not proc.get("args"):
             raise InvalidArgument(f"process `{path}`: args are required")
     else:
-        if not args:
-            raise UsageError("exec: a command is required")
         base = st.load(root, cid).config.get("process") or {}
+        if not args:
+            from ketch.errors import InvalidArgument
+            raise InvalidArgument("process args cannot be empty")       # runc's words
         proc = dict(base)
         proc["args"] = args
         proc["terminal"] = opts.get("tty", False)
@@ -484,9 +490,13 @@ def _ps(root, opts, pos):
     from ketch.runtime import container as ct
     cid = _need_id("ps", pos)
     pids = ct.pids(root, cid)
-    if opts.get("format") == "json":
+    fmt = opts.get("format") or "table"
+    if fmt == "json":
         print(json.dumps(pids))
         return 0
+    if fmt != "table":
+        from ketch.errors import InvalidArgument
+        raise InvalidArgument("invalid format option")
     import subprocess
     ps_args = pos[1:] or ["-ef"]
     out = subprocess.run(["ps"] + ps_args, capture_output=True, text=True, check=True).stdout.splitlines()
@@ -496,7 +506,8 @@ def _ps(root, opts, pos):
     try:
         col = header.index("PID")
     except ValueError:
-        raise UsageError("ps: the ps output has no PID column") from None
+        from ketch.errors import InvalidArgument
+        raise InvalidArgument("couldn't find PID field in ps output") from None      # runc's words
     print(out[0])
     want = set(pids)
     for line in out[1:]:
@@ -531,11 +542,15 @@ def _list(root, opts):
             rows.append(st.load(root, cid).runc_state(owner=_owner(os.path.join(root, cid))))
         except Exception:  # noqa: BLE001 - a container being deleted right now
             continue
+    fmt = opts.get("format") or "table"
     if opts.get("quiet"):
         for r in rows:
             print(r["id"])
-    elif opts.get("format") == "json":
-        print(json.dumps(rows, separators=(",", ":")))       # compact, as runc's encoder writes it
+    elif fmt == "json":
+        print(json.dumps(rows or None, separators=(",", ":")))    # compact, as runc's encoder writes it: null when none
+    elif fmt != "table":
+        from ketch.errors import InvalidArgument
+        raise InvalidArgument("invalid format option")
     else:
         table = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
         table += [[r["id"], str(r["pid"]), r["status"], r["bundle"], r["created"], r["owner"]] for r in rows]

@@ -19,7 +19,7 @@ def load(bundle: str, config: str | None = None) -> tuple[str, dict]:
     returns (absolute bundle path, config dict)."""
     bundle = os.path.abspath(bundle)
     if not os.path.isdir(bundle):
-        raise NotFound(f"bundle `{bundle}`: no such directory")
+        raise NotFound(f"chdir {bundle}: no such file or directory")      # runc's words (it changes into it)
     path = os.path.join(bundle, config or "config.json")
     try:
         with open(path, "rb") as f:

@@ -123,7 +123,7 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         rootfs = os.path.join(bundle, rootfs)
     rootfs = os.path.realpath(rootfs)
     if not os.path.isdir(rootfs):
-        raise NotFound(f"root `{rootfs}`: no such directory")
+        raise NotFound(f"invalid rootfs: stat {rootfs}: no such file or directory")     # runc's words
     init_cfg = cfgmod.with_env_file(cfg)   # for the init only: the state keeps the config as it was
     state = st.new(root, cid, {
         "ociVersion": cfg.get("ociVersion"), "id": cid, "pid": 0, "bundle": bundle, "rootfs": rootfs,
@@ -150,6 +150,7 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
                 _check_cgroup(mgr, log)
             state.data["cgroup"] = mgr.to_dict()
             cg_paths = _cgroup_paths(mgr)
+            resources = _resources(linux)     # now: the parent waits on the cgroup's mkdir later
         hook_state = {"ociVersion": cfg.get("ociVersion"), "id": cid, "status": st.CREATING, "pid": 0,
                       "bundle": bundle, "annotations": cfg.get("annotations") or {}}
         opts = {"rootfs": rootfs, "fifo_fd": fifo_fd, "state_fd": state_fd, "console_fd": console_fd,
@@ -184,11 +185,10 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         child_pids.append(pid)
         if log:
             log("debug", f"container init pid {pid}, cgroup {state.data.get('cgroup', {}).get('path', 'none')}")
-        # the init builds its root meanwhile; the first move into a v1 cgroup waits for an RCU
-        # grace period (~10 ms), so doing it now overlaps the two
+        # the init builds its root meanwhile, up to its cgroup mount
         if mgr is not None:
             mgr.apply(pid)
-            mgr.set(_resources(linux))
+            mgr.set(resources)
         parent.send("cgroup")
         start_time, _ = st.proc_start_time(pid)
         state.data.update(pid=pid, start_time=start_time)
@@ -222,9 +222,9 @@ def create(root: str, cid: str, bundle: str, *, console_socket: str | None = Non
         # whoever inherits it does (waiting here would cost the caller a millisecond or two)
         os.waitpid(pid1, os.WNOHANG)
         return state
-    except channel._ChildError as e:
+    except channel._ChildError as e:          # the init's own failure, framed as runc frames it
         _abort(state, mgr, child_pids, own_cgroup=not existed)
-        raise e.as_ketch_error() from None
+        raise e.as_ketch_error("unable to start container process: ") from None
     except BaseException:
         _abort(state, mgr, child_pids, own_cgroup=not existed)
         raise
@@ -341,13 +341,16 @@ def _remove_state_dir(d):
         pass
 
 
+class ExecFailed(Internal):
+    """The init could not exec the process after start (it has said why on its stderr)."""
+
+
 def start(root: str, cid: str, log: Log | None = None) -> st.State:
     state = st.load(root, cid)
     status = state.status()
     if status != st.CREATED:       # runc's words
         raise FailedPrecondition({st.RUNNING: "cannot start an already running container",
-                                  st.STOPPED: "cannot start a container that has stopped",
-                                  st.PAUSED: "cannot start a paused container"}.get(
+                                  st.STOPPED: "cannot start a container that has stopped"}.get(
                                       status, f"cannot start a container in the {status} state"))
     try:
         fd = os.open(state.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -377,7 +380,7 @@ def start(root: str, cid: str, log: Log | None = None) -> st.State:
     if data != b"0":
         raise Internal(f"cannot start container `{cid}`: its init exited before start")
     if rest.startswith(b"E"):
-        raise Internal(f"cannot start container `{cid}`: {rest[1:].decode(errors='replace')}")
+        raise ExecFailed(f"cannot start container `{cid}`: {rest[1:].decode(errors='replace')}")
     # the state poststart hooks get says running, as runc's does, even if the process is already gone
     hooks.run_all(state.config.get("hooks"), "poststart", lambda: dict(state.oci(), status=st.RUNNING),
                   warn_only=True, log=log)
@@ -554,23 +557,28 @@ def _wait_gone(state):
 def pause(root: str, cid: str) -> None:
     state = st.load(root, cid)
     status = state.status()
-    if status != st.RUNNING:
-        raise FailedPrecondition(f"cannot pause container `{cid}`: it is {status}")
+    if status not in (st.RUNNING, st.CREATED):       # runc freezes a created container too
+        raise FailedPrecondition("container not running")     # runc's words
     state.cgroup().freeze()
+    if status == st.CREATED:        # its exec fifo says created: the state file says paused
+        state.data["paused_created"] = True
+        state.save()
 
 
 def resume(root: str, cid: str) -> None:
     state = st.load(root, cid)
     status = state.status()
     if status != st.PAUSED:
-        raise FailedPrecondition(f"cannot resume container `{cid}`: it is {status}, not paused")
+        raise FailedPrecondition("container not paused")      # runc's words
     state.cgroup().thaw()
+    if state.data.pop("paused_created", None):
+        state.save()
 
 
 def update(root: str, cid: str, resources: dict) -> None:
     state = st.load(root, cid)
     if state.status() == st.STOPPED:
-        raise FailedPrecondition(f"cannot update container `{cid}`: it is stopped")
+        raise FailedPrecondition("container not running")     # runc's words
     state.cgroup().set(resources)
     cfg = state.data.setdefault("config", {})
     res = cfg.setdefault("linux", {}).setdefault("resources", {})
@@ -701,7 +709,7 @@ def exec_(root: str, cid: str, proc: dict, *, console_socket: str | None = None,
                 raise
         return pid
     except channel._ChildError as e:
-        raise e.as_ketch_error() from None
+        raise e.as_ketch_error("unable to start container process: ") from None
     finally:
         parent.close()
         if console_fd is not None and not isinstance(console_socket, int):
@@ -758,7 +766,7 @@ def _exec_child(ch, proc, seccomp, console_fd, preserve_fds):
         from ketch.runtime import tty
         tty.setup_console(console_fd, proc.get("consoleSize"))
     env = process.env_dict(proc.get("env"))
-    process.check_cwd(proc.get("cwd") or "/")
+    process.check_cwd(proc.get("cwd") or "/", create=False)      # runc makes only the init's
     process.lookup(proc["args"][0], env)
     process.set_rlimits(proc.get("rlimits"))
     ch.send("ready")
@@ -769,5 +777,5 @@ def _exec_child(ch, proc, seccomp, console_fd, preserve_fds):
         process.exec_process(proc, seccomp, preserve_fds=preserve_fds, on_listener=on_listener)
     except BaseException as e:  # noqa: B902
         import sys
-        sys.stderr.write(f"ketch-runtime exec: {e}\n")
+        sys.stderr.write(f"{e}\n")          # bare, as runc's init writes it
         os._exit(126)

@@ -250,7 +250,7 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
     except BaseException as e:  # noqa: B902 - after "created" the runtime is gone: stderr (and start) is all we have
         if not created:
             raise                          # create's own failure: the channel takes it
-        sys.stderr.write(f"ketch-runtime: {e}\n")
+        sys.stderr.write(f"{e}\n")          # bare, on the process's stderr, as runc's init writes it
         sys.stderr.flush()
         if created[0] >= 0:
             try:

@@ -130,21 +130,28 @@ def set_rlimits(rlimits: list[dict] | None) -> None:
             raise PermissionDenied(f"rlimit `{name}` {soft}:{hard}: {e} (current hard limit {cur[1]})") from None
 
 
-def check_cwd(cwd: str) -> None:
-    """Enter cwd, made (0755, root's) when missing as runc and crun make it, and make sure it lies
-    inside the container root (CVE-2024-21626). Runs inside the root, before it is made read-only."""
+def check_cwd(cwd: str, create: bool = True) -> None:
+    """Enter cwd, made (0755, root's) when missing as runc and crun make the init's (not an exec's),
+    and make sure it lies inside the container root (CVE-2024-21626). Runs inside the root, before
+    it is made read-only. Failures in runc's words."""
+    def failed(e):
+        why = (e.strerror or str(e)).lower()
+        cls = NotFound if isinstance(e, FileNotFoundError) else InvalidArgument
+        return cls(f'chdir to cwd ("{cwd}") set in config.json failed: {why}')
     try:
         os.chdir(cwd)
-    except FileNotFoundError:
+    except FileNotFoundError as e:
+        if not create:
+            raise failed(e) from None
         try:
             os.makedirs(cwd, 0o755, exist_ok=True)
             os.chdir(cwd)
-        except FileNotFoundError:
-            raise NotFound(f"cwd `{cwd}`: no such file or directory") from None
-        except OSError as e:
-            raise InvalidArgument(f"cwd `{cwd}`: cannot create it: {(e.strerror or str(e)).lower()}") from None
-    except NotADirectoryError:
-        raise InvalidArgument(f"cwd `{cwd}`: not a directory") from None
+        except FileNotFoundError as e2:
+            raise failed(e2) from None
+        except OSError as e2:
+            raise InvalidArgument(f"mkdir cwd `{cwd}`: {(e2.strerror or str(e2)).lower()}") from None
+    except OSError as e:
+        raise failed(e) from None
     real = os.getcwd()
     if not real.startswith("/"):
         raise PermissionDenied(f"cwd `{cwd}`: resolves outside the container root")

@@ -27,7 +27,7 @@ CREATING, CREATED, RUNNING, PAUSED, STOPPED = "creating", "created", "running", 
 
 def check_id(cid: str) -> None:
     if not cid or not _ID_CHARS.issuperset(cid) or cid in (".", ".."):
-        raise InvalidArgument(f"invalid container id `{cid}`: only letters, digits, _ + - . are allowed")
+        raise InvalidArgument("invalid container ID format")      # runc's words
 
 
 def proc_start_time(pid: int) -> tuple[int | None, str | None]:
@@ -90,7 +90,7 @@ class State:
         if not self.alive():
             return STOPPED if self.pid else CREATING
         if os.path.exists(self.fifo):
-            return CREATED
+            return PAUSED if self.data.get("paused_created") else CREATED
         cg = self.data.get("cgroup")
         if cg:
             try:
@@ -131,7 +131,7 @@ def load(root: str, cid: str) -> State:
         with open(path) as f:
             data = json.load(f)
     except FileNotFoundError:
-        raise NotFound(f"container `{cid}` does not exist") from None
+        raise NotFound("container does not exist") from None      # runc's words, which engines match
     except ValueError as e:
         raise InvalidArgument(f"state of container `{cid}` is corrupt: {e}") from None
     return State(root, cid, data)
@@ -144,7 +144,7 @@ def new(root: str, cid: str, data: dict) -> State:
     try:
         os.mkdir(d, 0o711)
     except FileExistsError:
-        raise AlreadyExists(f"container `{cid}` already exists") from None
+        raise AlreadyExists("container with given ID already exists") from None      # runc's words
     return State(root, cid, data)
 
 

@@ -82,14 +82,18 @@ def test_state_and_list_json_as_runc_writes_them(pair):
 def test_list_table_as_runcs_tabwriter(pair):
     calls, running, exited = pair
     out = _same(calls, "list")
-    shape = {}
+    layout = {}
     for name, r in out.items():
         lines = r.stdout.splitlines()
-        shape[name] = [re.sub(r"\S+", "x", ln) if i else ln for i, ln in enumerate(lines)]
-    # the same columns at the same offsets (the pids and times have the same widths here or not:
-    # compare the header, which fixes the columns, and that each row starts its cells under it)
-    assert shape["ketch"][0] == shape["runc"][0]
-    assert len(shape["ketch"]) == len(shape["runc"]) == 3
+        assert len(lines) == 3, (name, r.stdout)
+        starts = [[m.start() for m in re.finditer(r"\S+", ln)] for ln in lines]
+        assert starts[1] == starts[2] == starts[0], (name, r.stdout)     # every cell under its header
+        # tabwriter's rule (minwidth 12, padding 3): a column is as wide as its widest cell plus three
+        cells = [ln.split() for ln in lines]
+        widths = [max(12, max(len(c[i]) for c in cells) + 3) for i in range(5)]
+        assert starts[0] == [sum(widths[:i]) for i in range(6)], (name, r.stdout)
+        layout[name] = lines[0].split()
+    assert layout["ketch"] == layout["runc"] == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
 
 
 def test_signal_zero(pair):
@@ -261,3 +265,67 @@ def test_main_help_in_runcs_shape(rt):
     assert cmds["runc"] <= cmds["ketch"], cmds["runc"] - cmds["ketch"]
     r = rt.rt("help", "nosuch")
     assert r.returncode == 3 and "No help topic for 'nosuch'" in r.stderr
+
+
+def _framed(text, runtime):
+    """Output with what differs by nature blanked: times, pids, the program's name."""
+    text = re.sub(r'time="[^"]*"', 'time=T', text)
+    text = re.sub(r'"time":"[^"]*"', '"time":T', text)
+    text = re.sub(r"\d+", "N", text) if "usage:" in text else text       # memory figures
+    return text.replace(runtime, "RT").replace("ketch-runtime", "RT")
+
+
+def test_errors_to_the_letter(pair, rt, tmp_path):
+    """Every error a script can meet reads the same under both: exit status, the logrus line on
+    stderr (text, or JSON with --log-format json), with --log the bare message on stderr and the
+    line in the file, and a usage error's first line on stdout. Only the name differs."""
+    calls, running, exited = pair
+    nosuch = [["state", "nosuch"], ["kill", "nosuch"], ["delete", "nosuch"], ["start", "nosuch"],
+              ["pause", "nosuch"], ["resume", "nosuch"], ["exec", "nosuch", "true"], ["ps", "nosuch"],
+              ["events", "--stats", "nosuch"], ["update", "--memory", "50M", "nosuch"]]
+    usage = [["state"], ["kill"], ["kill", running.id, "KILL", "x"], ["state", "a", "b"], ["list", "x"],
+             ["frobnicate"], ["help", "frobnicate"], ["list", "--bogus"], ["--bogus", "list"],
+             ["list", "--format"], ["--root"]]
+    states = [["start", running.id], ["start", exited.id], ["kill", exited.id, "KILL"], ["pause", exited.id],
+              ["resume", running.id], ["update", "--memory", "50M", exited.id], ["exec", exited.id, "true"],
+              ["exec", running.id], ["ps", running.id, "-o", "comm"], ["ps", "--format", "xml", running.id],
+              ["list", "--format", "xml"], ["kill", running.id, "FOO"], ["update", "--memory", "4k", running.id],
+              ["delete", running.id], ["create", "--bundle", running.path, "bad/id"],
+              ["create", "--bundle", str(tmp_path / "nonexistent"), "x"],
+              ["create", "--bundle", running.path, running.id]]
+    json_log = [["--log-format", "json"] + a for a in (["state", "nosuch"], ["kill", exited.id, "KILL"])]
+    for args in nosuch + usage + states + json_log:
+        out = {name: run(*args) for name, run in calls.items()}
+        k, r = out["ketch"], out["runc"]
+        assert k.returncode == r.returncode != 0, (args, k, r)
+        ks, rs = _framed(k.stderr, "ketch-runtime"), _framed(r.stderr, "runc")
+        if "4k" in args:                # runc also warns that its roll-back to the old limit failed
+            ks, rs = ks.splitlines()[-1], rs.splitlines()[-1]
+        assert ks == rs, (args, k.stderr, r.stderr)
+        assert k.stdout.split("\n")[0] == r.stdout.split("\n")[0].replace("runc", "ketch-runtime"), (args, k.stdout)
+    for name, run in calls.items():                      # --log: the line in the file, the bare words on stderr
+        log = tmp_path / f"{name}.log"
+        r = run("--log", str(log), "--log-format", "json", "kill", exited.id, "KILL")
+        assert r.returncode == 1 and r.stderr == "container not running\n", (name, r.stderr)
+        line = json.loads(log.read_text().splitlines()[-1])
+        assert list(line) == ["level", "msg", "time"] and line["msg"] == "container not running", (name, line)
+    # a created container pauses and resumes as under runc, its state saying so between
+    b = rt.bundle(["true"])
+    for name, run in calls.items():
+        b.cfg["linux"]["cgroupsPath"] = f"/{rt.cg_parent}/{name}-{b.id}"
+        b.write()
+        assert run("create", "--bundle", b.path, b.id).returncode == 0
+        assert run("pause", b.id).returncode == 0
+        assert json.loads(run("state", b.id).stdout)["status"] == "paused", name
+        assert _msg(run("start", b.id).stderr) == "cannot start a container in the paused state", name
+        assert run("resume", b.id).returncode == 0
+        assert json.loads(run("state", b.id).stdout)["status"] == "created", name
+        run("delete", "--force", b.id)
+
+
+def test_go_quoting_of_log_values():
+    from ketch.runtime import log
+    assert log.line("error", "container not running", t=0).endswith('level=error msg="container not running"')
+    assert log.line("error", "plain", t=0).endswith("msg=plain")
+    assert log.go_quote('a "b"\\\n\t\x01é') == '"a \\"b\\"\\\\\\n\\t\\x01é"'
+    assert log.line("error", "<&>\b", "json", t=0).startswith('{"level":"error","msg":"\\u003c\\u0026\\u003e\\u0008",')

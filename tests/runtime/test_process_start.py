@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests import helpers
 from tests.runtime.conftest import ConsoleSocket
 
 
@@ -73,14 +74,6 @@ def test_relative_args0_is_resolved_against_cwd(rt):
     assert out == "hello from ./hello in /opt\n"
 
 
-def _runc_words(stderr):
-    """runc's error without its logrus wrapping."""
-    if 'msg="' in stderr:
-        msg = stderr.split('msg="', 1)[1].rsplit('"', 1)[0].replace('\\"', '"')
-        return msg.split("unable to start container process: ", 1)[-1]
-    return stderr.strip()
-
-
 @pytest.mark.parametrize("args,cwd", [(["nosuch"], "/"), (["/no/such"], "/"), (["/etc"], "/"),
                                       (["/etc/passwd"], "/"), (["./nope"], "/opt"), (["/opt/bad"], "/")])
 def test_exec_errors_in_runcs_words(rt, args, cwd):
@@ -88,8 +81,9 @@ def test_exec_errors_in_runcs_words(rt, args, cwd):
         c["process"]["cwd"] = cwd
     res = rt.both(args, m, prepare=_prepare_opt)
     assert res["ketch"].returncode != 0 and res["runc"].returncode != 0
-    words = _runc_words(res["runc"].stderr)
-    assert words and words in res["ketch"].stderr, (words, res["ketch"].stderr)
+    words = helpers.log_message(res["runc"].stderr).replace("runc", "ketch-runtime")
+    assert words
+    assert helpers.log_message(res["ketch"].stderr) == words, (words, res["ketch"].stderr)   # to the letter
 
 
 def test_runc_specs_default_config_runs(rt):

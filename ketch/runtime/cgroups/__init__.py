@@ -30,11 +30,10 @@ DEFAULT_SYSTEMD_PREFIX = "ketch"
 
 
 def warn(message):
-    """A warning on stderr: something the spec asked for that this host cannot do."""
-    try:
-        os.write(2, ("ketch-runtime: warning: %s\n" % message).encode("utf-8", "replace"))
-    except OSError:
-        pass
+    """A warning in the runtime's log (stderr, or --log): something the spec asked for that this
+    host cannot do."""
+    from ketch.runtime import log
+    log.warn(message)
 
 
 # --- /proc/self/mountinfo and /proc/self/cgroup ----------------------------------------

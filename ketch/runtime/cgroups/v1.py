@@ -394,8 +394,9 @@ def _write_limit(d, limit):
         common.write(d, "memory.limit_in_bytes", str(limit))
     except FailedPrecondition as e:   # EBUSY: usage is above the new limit
         usage = common.read_int(d, "memory.usage_in_bytes")
-        raise FailedPrecondition("set memory limit to %d on `%s`: current usage %d is above it"
-                                 % (limit, d, usage)) from e
+        peak = common.read_int(d, "memory.max_usage_in_bytes")
+        raise FailedPrecondition("unable to set memory limit to %d (current usage: %d, peak usage: %d)"   # runc's
+                                 % (limit, usage, peak)) from e
 
 
 def _write_swap(d, swap):
