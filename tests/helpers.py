@@ -90,6 +90,20 @@ def unique(prefix="kt"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def tar_of(files):
+    """An uncompressed tar of {name: bytes}, regular files in the given order (names as given, so a
+    test can also write a hostile one)."""
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def log_message(stderr):
     """What a runtime's logrus lines on stderr say, unquoted: their msg values, a line each."""
     from ketch.monitor import conmon

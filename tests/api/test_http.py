@@ -8,6 +8,7 @@ import struct
 import tarfile
 import time
 
+from tests import helpers
 from tests.engine.daemon import daemon_fixture
 
 ketchd = daemon_fixture()
@@ -318,13 +319,8 @@ def test_archive_head_get_put(ketchd):
     assert status == 200 and headers["Content-Type"] == "application/x-tar"
     names = tarfile.open(fileobj=io.BytesIO(body)).getnames()
     assert "etc/passwd" in names
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        data = b"put-content\n"
-        info = tarfile.TarInfo("newdir/file.txt")
-        info.size = len(data)
-        t.addfile(info, io.BytesIO(data))
-    status, _, body = ketchd.request("PUT", f"/v1.43/containers/{cid}/archive?path=/tmp", raw=buf.getvalue(),
+    status, _, body = ketchd.request("PUT", f"/v1.43/containers/{cid}/archive?path=/tmp",
+                                     raw=helpers.tar_of({"newdir/file.txt": b"put-content\n"}),
                                      headers={"Content-Type": "application/x-tar"})
     assert status == 200, body
     _, _, body = ketchd.request("GET", f"/v1.43/containers/{cid}/archive?path=/tmp/newdir/file.txt")
@@ -332,12 +328,8 @@ def test_archive_head_get_put(ketchd):
     status, err = ketchd.json("HEAD", f"/v1.43/containers/{cid}/archive?path=/no/such")
     assert status == 404
     # a hostile member cannot climb out
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        info = tarfile.TarInfo("../../../../escape.txt")
-        info.size = 1
-        t.addfile(info, io.BytesIO(b"x"))
-    status, _, _ = ketchd.request("PUT", f"/v1.43/containers/{cid}/archive?path=/tmp", raw=buf.getvalue())
+    status, _, _ = ketchd.request("PUT", f"/v1.43/containers/{cid}/archive?path=/tmp",
+                                  raw=helpers.tar_of({"../../../../escape.txt": b"x"}))
     assert status == 400
     ketchd.request("DELETE", f"/v1.43/containers/{cid}?force=1")
 

@@ -12,6 +12,7 @@ import tarfile
 
 import pytest
 
+from tests import helpers
 from tests.build.conftest import write_tree
 from tests.storage.conftest import image_config
 
@@ -69,13 +70,7 @@ def test_docker_py_images_build(ketchd, dpy, tmp_path):
     assert any("Successfully built" in (c.get("stream") or "") for c in logs)
     assert dpy.containers.run("dpy:1", remove=True) == b"hello py\n"
     # a context tar as fileobj (custom_context)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        data = b"FROM busybox\nLABEL from=fileobj\nCMD [\"true\"]\n"
-        ti = tarfile.TarInfo("Dockerfile")
-        ti.size = len(data)
-        tf.addfile(ti, io.BytesIO(data))
-    buf.seek(0)
+    buf = io.BytesIO(helpers.tar_of({"Dockerfile": b"FROM busybox\nLABEL from=fileobj\nCMD [\"true\"]\n"}))
     image, _ = dpy.images.build(fileobj=buf, custom_context=True, tag="dpy:2")
     assert image.labels == {"from": "fileobj"}
     # a bare Dockerfile as fileobj (no context)

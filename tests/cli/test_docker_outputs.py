@@ -12,6 +12,7 @@ import time
 import pytest
 
 from ketch.units import bytes_size
+from tests import helpers
 from tests.cli.test_containers import K, _make_base
 from tests.engine.daemon import DOCKER, daemon_fixture, wait_for
 
@@ -129,12 +130,7 @@ def _derived_image(k, tmp_path, name: str) -> None:
     """Load an image made of busybox's layer plus one of its own (what a build FROM busybox gives)."""
     saved = tmp_path / "bb.tar"
     k("save", "-o", str(saved), "busybox")
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tf:
-        data = b"derived\n"
-        ti = tarfile.TarInfo("derived.txt")
-        ti.size = len(data)
-        tf.addfile(ti, io.BytesIO(data))
+    layer = io.BytesIO(helpers.tar_of({"derived.txt": b"derived\n"}))
     import hashlib
     out = tmp_path / "derived.tar"
     with tarfile.open(saved) as src, tarfile.open(out, "w") as dst:

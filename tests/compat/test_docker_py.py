@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from tests import helpers
+
 docker = pytest.importorskip("docker")
 
 
@@ -35,13 +37,7 @@ def test_sdk_workflow(client):
     assert (r.exit_code, r.output) == (2, b"two\n")
     c.reload()
     assert c.status == "running" and c.attrs["Config"]["Cmd"][0] == "sh"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        data = b"sdk\n"
-        ti = tarfile.TarInfo("sdk.txt")
-        ti.size = len(data)
-        tf.addfile(ti, io.BytesIO(data))
-    assert c.put_archive("/tmp", buf.getvalue())
+    assert c.put_archive("/tmp", helpers.tar_of({"sdk.txt": b"sdk\n"}))
     stream, stat = c.get_archive("/tmp/sdk.txt")
     with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tf:
         assert tf.extractfile("sdk.txt").read() == b"sdk\n"

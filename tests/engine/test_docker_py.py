@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from tests import helpers
 from tests.engine.daemon import daemon_fixture, wait_for
 
 docker = pytest.importorskip("docker")
@@ -102,12 +103,7 @@ def test_put_get_archive(client):
     import tarfile
     c = client.containers.run("busybox", ["sleep", "60"], detach=True)
     try:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as t:
-            info = tarfile.TarInfo("hello.txt")
-            info.size = 3
-            t.addfile(info, io.BytesIO(b"hi\n"))
-        assert c.put_archive("/tmp", buf.getvalue()) is True
+        assert c.put_archive("/tmp", helpers.tar_of({"hello.txt": b"hi\n"})) is True
         bits, stat = c.get_archive("/tmp/hello.txt")
         data = b"".join(bits)
         assert stat["name"] == "hello.txt" and stat["size"] == 3
@@ -146,14 +142,7 @@ def test_refusals_validation_and_kill_through_docker_py(client):
 
 
 def _tar(name: str, data: bytes) -> bytes:
-    import io
-    import tarfile
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return helpers.tar_of({name: data})
 
 
 def test_cp_names_have_no_whiteout_meaning(client):

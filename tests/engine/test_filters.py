@@ -5,27 +5,20 @@ by label and until; unknown filters and bad values are 400s."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 import urllib.parse
 
 import pytest
 
+from tests import helpers
 from tests.images.conftest import Ketch, start_daemon, stop_daemon
 
 docker = pytest.importorskip("docker")
 
 
 def rootfs(name: str) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        ti = tarfile.TarInfo(name)
-        data = name.encode()
-        ti.size = len(data)
-        tf.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
+    return helpers.tar_of({name: name.encode()})
 
 
 @pytest.fixture(scope="module")
