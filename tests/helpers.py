@@ -106,8 +106,8 @@ def tar_of(files):
 
 def log_message(stderr):
     """What a runtime's logrus lines on stderr say, unquoted: their msg values, a line each."""
-    from ketch.monitor import conmon
-    return "\n".join(conmon.log_messages(stderr))
+    from ketch import logrus
+    return "\n".join(logrus.messages(stderr))
 
 
 def runtime(root, *args, check=False, timeout=60, **kw):

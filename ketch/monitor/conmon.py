@@ -22,7 +22,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -266,42 +265,10 @@ async def launch_exec(*, conmon: str, runtime: str, runtime_args: list[str], cid
             reader.close()
 
 
-_LOGFMT_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"|msg=(\S*)')
-_GO_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)")
-_GO_SIMPLE = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
-
-
-def _go_unquote(body: str) -> str:
-    """The inside of a Go-quoted string (strconv.Quote, as logrus writes values), unescaped."""
-    def one(m):
-        e = m.group(1)
-        if e[0] in "xuU" and len(e) > 1:
-            return chr(int(e[1:], 16))
-        return _GO_SIMPLE.get(e, e)
-    return _GO_ESCAPE.sub(one, body)
-
-
 def runtime_message(text: str) -> str:
     """Keep the runtime's message readable: runc's JSON and logrus lines become their `msg`."""
-    return "; ".join(log_messages(text))
-
-
-def log_messages(text: str) -> list[str]:
-    """Each line of a runtime's stderr or log, as its message."""
-    out = []
-    for line in text.strip().splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                line = json.loads(line).get("msg", line)
-            except ValueError:
-                pass
-        m = _LOGFMT_MSG.search(line)
-        if line.startswith("time=") and m:
-            line = _go_unquote(m.group(1)) if m.group(1) is not None else m.group(2)
-        if line:
-            out.append(line)
-    return out
+    from ketch import logrus
+    return "; ".join(logrus.messages(text))
 
 
 def read_exit_file(path: str) -> int | None:

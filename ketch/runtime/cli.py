@@ -194,7 +194,7 @@ def _main(argv, program=False):
             return _help(cmd, pos, log)
         check_args(cmd, pos)
         if program and cmd in _ENTERING:
-            if not g.get("cgroup_manager") == "disabled":   # first: it runs while everything else does
+            if g.get("cgroup_manager") != "disabled":   # first: it runs while everything else does
                 from ketch.runtime.cgroups import prime_migration
                 prime_migration()
             from ketch.runtime import sealed
@@ -377,11 +377,10 @@ def _run(root, g, opts, pos, log):
         relay_sock.close()
     try:
         ct.start(root, cid, log=log)
-    except ct.ExecFailed:                   # as runc run: the init's own line says why; the container goes
+    except Exception as e:                  # as runc run: a container that did not start goes
         ct.delete(root, cid, force=True, log=log)
-        return 1
-    except Exception:
-        ct.delete(root, cid, force=True, log=log)
+        if isinstance(e, ct.ExecFailed):    # the init's own line on stderr said why
+            return 1
         raise
     if detach:
         return 0
@@ -439,7 +438,6 @@ def _exec(root, g, opts, pos, log):
     else:
         base = st.load(root, cid).config.get("process") or {}
         if not args:
-            from ketch.errors import InvalidArgument
             raise InvalidArgument("process args cannot be empty")       # runc's words
         proc = dict(base)
         proc["args"] = args
@@ -487,6 +485,7 @@ def _exec(root, g, opts, pos, log):
 
 
 def _ps(root, opts, pos):
+    from ketch.errors import InvalidArgument
     from ketch.runtime import container as ct
     cid = _need_id("ps", pos)
     pids = ct.pids(root, cid)
@@ -495,7 +494,6 @@ def _ps(root, opts, pos):
         print(json.dumps(pids))
         return 0
     if fmt != "table":
-        from ketch.errors import InvalidArgument
         raise InvalidArgument("invalid format option")
     import subprocess
     ps_args = pos[1:] or ["-ef"]
@@ -506,7 +504,6 @@ def _ps(root, opts, pos):
     try:
         col = header.index("PID")
     except ValueError:
-        from ketch.errors import InvalidArgument
         raise InvalidArgument("couldn't find PID field in ps output") from None      # runc's words
     print(out[0])
     want = set(pids)

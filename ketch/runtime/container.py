@@ -357,23 +357,10 @@ def start(root: str, cid: str, log: Log | None = None) -> st.State:
     except FileNotFoundError:
         raise FailedPrecondition(f"cannot start container `{cid}`: it has already been started") from None
     try:
-        # the init's blocked open returns now; until it writes, a read sees EOF or EAGAIN (and poll
-        # waits: a fifo that has had no writer since this open reports no hang-up)
-        import select
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        data = b""
-        while not data:
-            if poller.poll(20):
-                try:
-                    data = os.read(fd, 1)
-                except BlockingIOError:
-                    pass
-            if not data and not state.alive():
-                break
-        # then to the end: the init holds its write end until execve (close-on-exec), or writes
-        # "E<why>" when the exec failed
-        rest = _read_to_end(fd, state) if data == b"0" else b""
+        # the init's blocked open returns now; it writes "0", then holds its write end until execve
+        # (close-on-exec), or writes "E<why>" when the exec failed: read to the end
+        out = _read_to_end(fd, state)
+        data, rest = out[:1], out[1:]
     finally:
         os.close(fd)
     os.unlink(state.fifo)
@@ -388,7 +375,9 @@ def start(root: str, cid: str, log: Log | None = None) -> st.State:
 
 
 def _read_to_end(fd: int, state: st.State) -> bytes:
-    """What the init writes on the fifo after its "0", until its write end closes (at execve)."""
+    """What the init writes on the fifo until its write end closes (at execve). poll waits until
+    then: a fifo that has had no writer since this open reports no hang-up, so the reads that
+    would see EOF before the init's open returns are never made."""
     import select
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP)

@@ -324,7 +324,7 @@ def test_errors_to_the_letter(pair, rt, tmp_path):
 
 
 def test_go_quoting_of_log_values():
-    from ketch.runtime import log
+    from ketch import logrus as log
     assert log.line("error", "container not running", t=0).endswith('level=error msg="container not running"')
     assert log.line("error", "plain", t=0).endswith("msg=plain")
     assert log.go_quote('a "b"\\\n\t\x01é') == '"a \\"b\\"\\\\\\n\\t\\x01é"'

@@ -6,7 +6,7 @@ import ast
 import os
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "ketch")
-SHARED = {"errors", "_json", "detachkeys", "events", "units", "space"}
+SHARED = {"errors", "_json", "detachkeys", "events", "units", "space", "logrus"}
 
 ALLOWED = {
     "linux": set(),

@@ -286,7 +286,6 @@ class Manager:
         self.root = root
         self.systemd = systemd
         self.unit = unit
-        self.made = False           # create() has run in this process (apply() then skips it)
 
     def to_dict(self):
         raise NotImplementedError
@@ -295,6 +294,7 @@ class Manager:
         raise NotImplementedError
 
     def apply(self, pid):
+        """Move pid into the cgroup, which create() has made."""
         raise NotImplementedError
 
     def set(self, resources):

@@ -103,7 +103,6 @@ class V1Manager(Manager):
     # --- lifecycle --------------------------------------------------------------------
 
     def create(self):
-        self.made = True
         for c, d in self.paths.items():
             if c == "cpuset":
                 self._ensure_cpuset(d, self.mounts.get(c, os.path.dirname(d)))
@@ -127,8 +126,6 @@ class V1Manager(Manager):
                     common.write(d, name, value)
 
     def apply(self, pid):
-        if not self.made:
-            self.create()
         for d in self.dirs():
             common.write(d, "cgroup.procs", str(pid))
 

@@ -99,7 +99,6 @@ class V2Manager(Manager):
     # --- lifecycle --------------------------------------------------------------------
 
     def create(self):
-        self.made = True
         rel = os.path.relpath(self.dir, self.root)
         parts = [] if rel == "." else rel.split("/")
         cur = self.root
@@ -109,8 +108,6 @@ class V2Manager(Manager):
             common.makedirs(cur)
 
     def apply(self, pid):
-        if not self.made:
-            self.create()
         common.write(self.dir, "cgroup.procs", str(pid))
 
     def destroy(self):
