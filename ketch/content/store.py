@@ -48,6 +48,28 @@ class ContentStore:
         index = os.path.join(self.root, "index.json")
         if not os.path.exists(index):
             _write_atomic(index, json.dumps({"schemaVersion": 2, "manifests": []}).encode())
+        self._drop_orphans()
+
+    def _drop_orphans(self) -> None:
+        """Remove the unnamed ingests (``put``'s and ``writer()``'s ``tmp-`` refs) whose writer is
+        gone, as a kill -9 leaves them: nobody can resume one, so it is garbage the moment its lock
+        is free. Named ones stay for a resume (and ``prune_ingests``)."""
+        for h in os.listdir(self._ingest):
+            d = os.path.join(self._ingest, h)
+            try:
+                with open(os.path.join(d, "ref"), encoding="utf-8") as f:
+                    if not f.read().startswith("tmp-"):
+                        continue
+                fd = os.open(os.path.join(d, "data"), os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(d, ignore_errors=True)
+            except BlockingIOError:
+                pass                            # a live writer's
+            finally:
+                os.close(fd)
 
     # --- reading -----------------------------------------------------------------------
 
@@ -232,8 +254,6 @@ class Writer:
         self.ref = ref
         self._dir = store._ingest_dir(ref)
         os.makedirs(self._dir, exist_ok=True)
-        with open(os.path.join(self._dir, "ref"), "w", encoding="utf-8") as f:
-            f.write(ref)
         self._data = os.path.join(self._dir, "data")
         self.data_path = self._data
         self._fd: int | None = os.open(self._data, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
@@ -243,6 +263,9 @@ class Writer:
             os.close(self._fd)
             self._fd = None
             raise Unavailable(f"ingest {ref!r}: locked by another writer") from None
+        # the ref is written once the data is locked: an ingest with a ref and no lock has no writer
+        with open(os.path.join(self._dir, "ref"), "w", encoding="utf-8") as f:
+            f.write(ref)
         alg = self.expected_digest.algorithm if self.expected_digest else dg.CANONICAL
         self._hash = hashlib.new(alg)
         self.offset = 0

@@ -206,3 +206,25 @@ def test_writer_data_path_is_the_growing_ingest(tmp_path):
         assert not os.path.exists(w.data_path)   # renamed to the blob: an open reader keeps reading it
         f.seek(0)
         assert f.read() == store.read(d) == data
+
+
+def test_unnamed_ingest_of_a_killed_writer_goes_when_the_store_opens(store):
+    """A kill -9 between put's write and its commit leaves a `tmp-` ingest nobody can resume:
+    the next open of the store removes it; a named one stays for its resume, a live one stays."""
+    code = f"""
+import os, sys
+sys.path.insert(0, {os.getcwd()!r})
+from ketch.content import ContentStore
+s = ContentStore({store.root!r})
+s.writer(ref="named").write(b"resume me")
+s.writer().write(b"879 bytes of a config, say")
+os.kill(os.getpid(), 9)
+"""
+    p = subprocess.run([sys.executable, "-c", code])
+    assert p.returncode == -signal.SIGKILL
+    assert sorted(i["ref"][:4] for i in store.ingests()) == ["name", "tmp-"]
+    live = store.writer()
+    live.write(b"still writing")
+    reopened = ContentStore(store.root)
+    assert sorted(i["ref"] for i in reopened.ingests()) == sorted(["named", live.ref])
+    live.abort()
