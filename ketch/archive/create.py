@@ -181,18 +181,24 @@ def _walk_fd(tf, topfd, overlay_upper, prefix):
             for k, v in _xattrs(dfd, name):
                 ti.pax_headers["SCHILY.xattr." + k] = v.decode("utf-8", "surrogateescape")
             if stat.S_ISREG(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and key in links:
+                    ti.type, ti.linkname, ti.size = tarfile.LNKTYPE, links[key], 0
+                    tf.addfile(ti)
+                    continue
+                try:
+                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                except FileNotFoundError:
+                    continue  # renamed or removed since its stat (a running container's doing)
                 if st.st_nlink > 1:
-                    key = (st.st_dev, st.st_ino)
-                    if key in links:
-                        ti.type, ti.linkname, ti.size = tarfile.LNKTYPE, links[key], 0
-                        tf.addfile(ti)
-                        continue
                     links[key] = path
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
                 with os.fdopen(fd, "rb") as f:
                     tf.addfile(ti, f)
             elif stat.S_ISLNK(st.st_mode):
-                ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dfd)
+                try:
+                    ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dfd)
+                except FileNotFoundError:
+                    continue  # likewise
                 tf.addfile(ti)
             else:
                 tf.addfile(ti)
