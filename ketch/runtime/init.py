@@ -176,6 +176,9 @@ def container_init(ch: Channel, cfg: dict, opts: dict) -> None:
         # no mount namespace: the spec's mounts land in the host's, as under runc; the runtime
         # records them and detaches them at delete (runc leaves them behind)
         host_mounts = []
+        # first the runtime's "cgroup", which it sends once it has the joiner's "pid": each mount is
+        # reported on the channel they share, and a "mounted" must not come before that "pid"
+        in_cgroup()
         for m in cfg.get("mounts", []) or []:
             if m.get("type") == "cgroup":
                 in_cgroup()
